@@ -1,0 +1,24 @@
+"""jaxcam: class-activation maps for Flax models, as pure jitted batched JAX functions.
+
+    model = jaxcam.models.resnet50()
+    maps = jaxcam.ablation_cam(model, x, layer="layer4")   # (N, H, W) in [0, 1]
+"""
+from jaxcam import _xla_flags  # noqa: F401  (sets XLA CPU flags before jax initializes its backend)
+from jaxcam import models
+from jaxcam._src.split import Split, list_layers
+from jaxcam.methods import ablation_cam, fast_ablation_cam, grad_cam, spatial_ablation_cam
+from jaxcam.model import Model, ModelInfo
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Model",
+    "ModelInfo",
+    "Split",
+    "ablation_cam",
+    "fast_ablation_cam",
+    "grad_cam",
+    "list_layers",
+    "models",
+    "spatial_ablation_cam",
+]

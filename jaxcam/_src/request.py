@@ -1,0 +1,88 @@
+"""Validation shared by every method: input, layer, targets, options -> a checked `Request`.
+
+Runs in Python before anything is traced, so each mistake gets a message that says what to do.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcam.model import Model, as_model
+from jaxcam._src import split as split_lib
+from jaxcam._src import targets as targets_lib
+
+_CHANNEL_COUNTS = (1, 3, 4)
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    model: Model
+    x: jnp.ndarray
+    layer: split_lib.LayerPath
+    targets: Any  # None | callable | int32 (N,)
+    num_classes: int
+    activation_shape: tuple
+
+
+def check_input(x) -> jnp.ndarray:
+    """x must be a float NHWC batch (N, H, W, C) with N >= 1."""
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        x = np.asarray(x)
+    if x.ndim == 3:
+        raise ValueError(
+            f"x has shape {tuple(x.shape)}: expected a batch (N, H, W, C). For one image use x[None]."
+        )
+    if x.ndim != 4:
+        raise ValueError(f"x has {x.ndim} dims (shape {tuple(x.shape)}): expected a NHWC batch (N, H, W, C)")
+    if x.shape[0] == 0:
+        raise ValueError("x is an empty batch (N = 0): pass at least one image")
+    if x.shape[-1] not in _CHANNEL_COUNTS and x.shape[1] in _CHANNEL_COUNTS:
+        raise ValueError(
+            f"x has shape {tuple(x.shape)}, which looks like NCHW (channels first). jaxcam expects NHWC: "
+            "use x.transpose(0, 2, 3, 1)"
+        )
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(
+            f"x has dtype {x.dtype}: expected floats. Convert and normalize first, e.g. model.preprocess(images)"
+        )
+    return x if isinstance(x, jax.Array) or isinstance(x, jax.core.Tracer) else jnp.asarray(x)
+
+
+def make_request(model, x, layer: Optional[str], targets) -> Request:
+    """Check everything a method needs; raise clear errors for bad input."""
+    model = as_model(model)
+    x = check_input(x)
+    if layer is None:
+        layer = model.info.default_layer
+        if layer is None:
+            raise ValueError(
+                "no layer given and the model has no default layer: pass layer=..., one of "
+                + ", ".join(split_lib.list_layers(model, x.shape))
+            )
+    try:
+        shapes = split_lib.layer_shapes(model, x.shape, x.dtype)
+    except Exception as err:  # shape errors from the module itself
+        raise ValueError(
+            f"the model cannot be applied to x of shape {tuple(x.shape)} (expected NHWC input): {err}"
+        ) from err
+    path = split_lib.check_layer(model, layer, x.shape)
+    out_shape = shapes[""]
+    if len(out_shape) != 2:
+        raise ValueError(f"the model returns shape {out_shape}; CAM methods need class scores (N, num_classes)")
+    num_classes = out_shape[-1]
+    targets = targets_lib.normalize_targets(targets, x.shape[0], num_classes)
+    return Request(model, x, path, targets, num_classes, shapes["/".join(path)])
+
+
+def spatial_activation_shape(req: Request) -> tuple:
+    """Methods that need a (N, h, w, C) layer output check it here."""
+    if len(req.activation_shape) != 4:
+        raise ValueError(
+            f"layer {'/'.join(req.layer)} outputs shape {req.activation_shape}, not (N, h, w, C); "
+            "for token models pass reshape_transform=..."
+        )
+    return req.activation_shape

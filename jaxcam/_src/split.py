@@ -1,0 +1,149 @@
+"""The one mechanism: split any Flax Linen model at a named layer.
+
+    features(x)      -> A        activations of `layer` (N, h, w, C), computed once
+    head(x, A')      -> scores   the rest of the network with `layer`'s output replaced by A'
+
+`features` uses ``capture_intermediates``; `head` uses ``nn.intercept_methods`` to return A' when
+the intercepted module's path is `layer`. Under ``jax.jit`` XLA removes the part of the network
+that only fed the layer (dead code), and under ``jax.vmap`` over A' that part is not batched: the
+network before the layer runs once, only the head runs per perturbation. Skip connections that
+bypass the layer read their own inputs, so they stay correct.
+
+A layer is named by its module path: ``"layer4"``, ``"layer4/1"``, ``"features/28"``.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Optional, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxcam.model import Model
+
+LayerPath = Tuple[str, ...]
+
+
+def parse_layer(layer: str) -> LayerPath:
+    """``"layer4/1"`` -> ``("layer4", "1")``; dots are accepted as separators too (torch style)."""
+    if not isinstance(layer, str) or not layer.strip("/."):
+        raise ValueError(f"layer must be a module path such as 'layer4' or 'layer4/1', got {layer!r}")
+    return tuple(p for p in layer.replace(".", "/").split("/") if p)
+
+
+def layer_shapes(model: Model, x_shape, dtype=jnp.float32) -> dict:
+    """Every module path whose ``__call__`` returns one array -> that output's shape (abstract run).
+
+    The model's own output is under the key ``""``. Cached per (module, input shape, dtype).
+    """
+    return dict(_layer_shapes(model.module, tuple(x_shape), jnp.dtype(dtype), _ByShape(model.variables)))
+
+
+class _ByShape:
+    """Carries the variables into the cached function; the cache key is their tree and shapes only."""
+
+    def __init__(self, value):
+        self.value = value
+        leaves, treedef = jax.tree_util.tree_flatten(value)
+        self.key = (treedef, tuple((tuple(jnp.shape(v)), str(jnp.result_type(v))) for v in leaves))
+
+    def __hash__(self):
+        return hash(self.key)
+
+    def __eq__(self, other):
+        return isinstance(other, _ByShape) and self.key == other.key
+
+
+@functools.lru_cache(maxsize=64)
+def _layer_shapes(module, x_shape, dtype, variables):
+    def run(x):
+        return module.apply(variables.value, x, capture_intermediates=True, mutable=["intermediates"])
+
+    _, state = jax.eval_shape(run, jax.ShapeDtypeStruct(x_shape, dtype))
+    shapes = {}
+
+    def walk(tree, path):
+        for key, value in tree.items():
+            if key == "__call__":
+                if len(value) == 1 and hasattr(value[0], "shape"):
+                    shapes["/".join(path)] = tuple(value[0].shape)
+            elif isinstance(value, dict):
+                walk(value, path + (key,))
+
+    walk(state.get("intermediates", {}), ())
+    return tuple(shapes.items())
+
+
+def list_layers(model: Model, x_shape=(1, 64, 64, 3), spatial_only: bool = True) -> list:
+    """Module paths usable as `layer`: those whose output is (N, h, w, C) (or any, with False)."""
+    shapes = layer_shapes(model, x_shape)
+    return [p for p, s in shapes.items() if p and (not spatial_only or len(s) in (3, 4))]
+
+
+def check_layer(model: Model, layer: str, x_shape) -> LayerPath:
+    """Resolve `layer` to a path; an unknown one raises an error that lists the valid paths."""
+    path = parse_layer(layer)
+    shapes = layer_shapes(model, x_shape)
+    if "/".join(path) not in shapes:
+        valid = [p for p, s in shapes.items() if p and len(s) in (3, 4)]
+        raise ValueError(
+            f"unknown layer {layer!r} for {model.info.name}. Valid layers (module paths with a spatial "
+            f"or token output): {', '.join(valid)}"
+        )
+    return path
+
+
+class Split:
+    """`model` split at `layer` (a resolved `LayerPath`). Pure functions, safe under jit/vmap."""
+
+    def __init__(self, model: Model, layer: LayerPath):
+        self.model = model
+        self.layer = tuple(layer)
+
+    def features(self, x: jnp.ndarray) -> jnp.ndarray:
+        """Activations of the layer: (N, h, w, C) for x (N, H, W, 3)."""
+        _, state = self.model.module.apply(
+            self.model.variables,
+            x,
+            capture_intermediates=lambda mdl, method: method == "__call__" and mdl.path == self.layer,
+            mutable=["intermediates"],
+        )
+        node = state["intermediates"]
+        for name in self.layer:
+            node = node[name]
+        calls = node["__call__"]
+        if len(calls) != 1:
+            raise ValueError(f"layer {'/'.join(self.layer)} is called {len(calls)} times; pick a module called once")
+        return calls[0]
+
+    def head(self, x: jnp.ndarray, activations: jnp.ndarray, classes: Optional[jnp.ndarray] = None) -> jnp.ndarray:
+        """The network's output with the layer's output replaced by `activations`.
+
+        Args:
+          x: the input (N, H, W, 3); only the parts of the network that do not feed the layer read it.
+          activations: replacement for the layer's output, (N, h, w, C).
+          classes: optional int (N,). If given and the model names its classifier (a Dense whose output
+            is the model output), only these classes' logits are computed: returns (N,) instead of
+            (N, num_classes). The saving is large when the head is re-run thousands of times.
+        """
+        classifier = parse_layer(self.model.info.classifier) if classes is not None else None
+
+        def interceptor(next_fun, args, kwargs, context):
+            if context.method_name == "__call__":
+                path = context.module.path
+                if path == self.layer:
+                    return activations
+                if path == classifier:
+                    params = context.module.variables["params"]
+                    kernel = params["kernel"][:, classes]  # (D, N)
+                    out = jnp.einsum("nd,dn->n", args[0], kernel)
+                    return out + params["bias"][classes] if "bias" in params else out
+            return next_fun(*args, **kwargs)
+
+        with nn.intercept_methods(interceptor):
+            return self.model.module.apply(self.model.variables, x)
+
+    @property
+    def can_gather_classes(self) -> bool:
+        return self.model.info.classifier is not None

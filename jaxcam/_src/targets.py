@@ -1,0 +1,75 @@
+"""Which score a map explains: score space (logit | softmax | sigmoid) and targets.
+
+`targets` (user facing):
+  None          -> the argmax class of each image
+  int           -> that class for every image
+  ints (N,)     -> one class per image
+  callable      -> ``f(scores (N, K)) -> (N,)``: any differentiable function of the scores
+                   (in the chosen score space); must be hashable (a plain function is).
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+SCORE_SPACES = ("logit", "softmax", "sigmoid")
+
+Targets = Union[None, int, np.ndarray, jnp.ndarray, Callable]
+
+
+def to_score_space(logits: jnp.ndarray, score: str) -> jnp.ndarray:
+    """Class scores (N, K) in the requested space."""
+    if score == "logit":
+        return logits
+    if score == "softmax":
+        return jax.nn.softmax(logits, axis=-1)
+    if score == "sigmoid":
+        return jax.nn.sigmoid(logits)
+    raise ValueError(f"score must be one of {SCORE_SPACES}, got {score!r}")
+
+
+def check_score(score: str) -> str:
+    if score not in SCORE_SPACES:
+        raise ValueError(f"score must be one of {SCORE_SPACES}, got {score!r}")
+    return score
+
+
+def normalize_targets(targets: Targets, batch: int, num_classes: int):
+    """Validate `targets` (outside jit); returns None, a callable, or an int32 array (N,)."""
+    if targets is None or callable(targets):
+        return targets
+    if isinstance(targets, jax.core.Tracer):
+        return jnp.broadcast_to(jnp.asarray(targets, jnp.int32), (batch,))
+    arr = np.asarray(targets)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"targets must be None, an int, one int per image or a callable; got dtype {arr.dtype}")
+    if arr.ndim == 0:
+        arr = np.full((batch,), int(arr))
+    if arr.shape != (batch,):
+        raise ValueError(f"targets has shape {arr.shape}; expected one class per image: ({batch},)")
+    bad = (arr < 0) | (arr >= num_classes)
+    if bad.any():
+        raise ValueError(
+            f"target class {int(arr[bad][0])} is out of range: the model has {num_classes} classes (0..{num_classes - 1})"
+        )
+    return jnp.asarray(arr, jnp.int32)
+
+
+def resolve_classes(targets, logits: jnp.ndarray) -> Optional[jnp.ndarray]:
+    """Class index per image (N,) or None for callable targets."""
+    if callable(targets):
+        return None
+    if targets is None:
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    return targets
+
+
+def target_score(logits: jnp.ndarray, targets, classes: Optional[jnp.ndarray], score: str) -> jnp.ndarray:
+    """The explained score per image (N,) from logits (N, K)."""
+    scores = to_score_space(logits, score)
+    if classes is None:
+        return targets(scores)
+    return jnp.take_along_axis(scores, classes[:, None], axis=-1)[:, 0]

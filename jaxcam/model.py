@@ -1,0 +1,87 @@
+"""`Model`: a Flax Linen module bound to its variables, plus what CAM methods need to know.
+
+Every method takes a `Model` as its first argument (`jaxcam.grad_cam(model, x, ...)`). It is a
+pytree: the variables are its leaves, the module and `ModelInfo` are static, so a `Model` can be
+passed straight into `jax.jit` / `jax.vmap`.
+
+Any user-written Linen module works: ``jaxcam.Model(MyNet(), variables)``. The module must accept
+``module.apply(variables, x)`` with NHWC float input and return class scores ``(N, num_classes)``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional, Sequence
+
+import flax.linen as nn
+import flax.struct
+import jax.numpy as jnp
+import numpy as np
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+    """Static facts about a model.
+
+    Attributes:
+      name: short model name, e.g. ``"resnet50"``.
+      default_layer: the module path CAM methods use when ``layer`` is not given (e.g. ``"layer4"``).
+      classifier: path of the final Dense layer whose output IS the model's output, or None. When
+        set, ablation methods compute only the target logit(s) in the head instead of all classes.
+      mean, std: per-channel input normalization (applied by `Model.preprocess`).
+      class_names: class names in label order, or ().
+      input_size: the usual square input size in pixels.
+    """
+
+    name: str = "custom"
+    default_layer: Optional[str] = None
+    classifier: Optional[str] = None
+    mean: tuple = IMAGENET_MEAN
+    std: tuple = IMAGENET_STD
+    class_names: tuple = ()
+    input_size: int = 224
+
+
+@flax.struct.dataclass
+class Model:
+    """A Linen module with its variables (``{'params': ..., 'batch_stats': ...}``) and `ModelInfo`."""
+
+    module: nn.Module = flax.struct.field(pytree_node=False)
+    variables: Any
+    info: ModelInfo = flax.struct.field(pytree_node=False, default=ModelInfo())
+
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        """Class scores (N, num_classes) of NHWC input (N, H, W, C) in eval mode."""
+        return self.module.apply(self.variables, x)
+
+    def preprocess(self, images) -> jnp.ndarray:
+        """uint8 or [0, 1] float images (N, H, W, 3) -> normalized float32 model input."""
+        images = np.asarray(images)
+        scale = 255.0 if images.dtype == np.uint8 else 1.0
+        x = images.astype(np.float32) / scale
+        return jnp.asarray((x - np.asarray(self.info.mean, np.float32)) / np.asarray(self.info.std, np.float32))
+
+    def with_variables(self, variables) -> "Model":
+        return self.replace(variables=variables)
+
+    def class_name(self, index: int) -> str:
+        names = self.info.class_names
+        return names[index] if 0 <= index < len(names) else str(index)
+
+
+def as_model(model) -> Model:
+    """Accept a `Model` or a ``(module, variables)`` pair."""
+    if isinstance(model, Model):
+        return model
+    if isinstance(model, (tuple, list)) and len(model) == 2 and isinstance(model[0], nn.Module):
+        return Model(model[0], model[1])
+    raise TypeError(
+        "expected a jaxcam.Model (or a (flax module, variables) pair) as the first argument, got "
+        f"{type(model).__name__}; build one with jaxcam.Model(module, variables) or jaxcam.models.resnet50()"
+    )
+
+
+def names_tuple(names: Optional[Sequence[str]]) -> tuple:
+    return tuple(names) if names is not None else ()
