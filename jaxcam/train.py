@@ -1,0 +1,391 @@
+"""Training helpers for image classifiers built by `jaxcam.models`: optimizer + schedule, a jitted
+train/eval step sharded over all local devices, orbax checkpoints, and `load_checkpoint`.
+
+    state = train.init_state(model, tx)
+    step = train.make_train_step(model, tx, image_size=32)
+    state, metrics = step(state, *train.shard_batch(images_uint8, labels))
+
+Images go into the steps as uint8 (N, h, w, 3); the step converts, resizes to `image_size` and
+normalizes with the model's mean/std on the device.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from jaxcam.model import Model
+
+DATA_AXIS = "data"
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint was written for another model, class count or input size than the one asked for."""
+
+
+class TrainState(flax.struct.PyTreeNode):
+    """Everything that changes during training: step count, params, BatchNorm statistics, optimizer state."""
+
+    step: jnp.ndarray
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+
+    def variables(self) -> dict:
+        return {"params": self.params, "batch_stats": self.batch_stats} if self.batch_stats else {"params": self.params}
+
+
+# ---------------------------------------------------------------- optimizer
+
+
+def make_schedule(name: str, peak_lr: float, total_steps: int, warmup_steps: int = 0) -> optax.Schedule:
+    """Learning-rate schedule over `total_steps`.
+
+    "cosine": linear warmup then cosine decay to 0; "onecycle": optax's one-cycle (30% ramp up);
+    "step": constant with x0.1 at 50% and 75% of training; "constant".
+    """
+    total_steps = max(int(total_steps), 1)
+    if name == "cosine":
+        warmup = min(warmup_steps, total_steps - 1)
+        return optax.warmup_cosine_decay_schedule(0.0 if warmup else peak_lr, peak_lr, warmup, total_steps, 0.0)
+    if name == "onecycle":
+        return optax.cosine_onecycle_schedule(total_steps, peak_lr)
+    if name == "step":
+        return optax.piecewise_constant_schedule(peak_lr, {total_steps // 2: 0.1, (3 * total_steps) // 4: 0.1})
+    if name == "constant":
+        return optax.constant_schedule(peak_lr)
+    raise ValueError(f"unknown schedule {name!r}; use one of cosine, onecycle, step, constant")
+
+
+def _decay_mask(params):
+    """Weight decay on kernels (ndim > 1) only, not on biases or BatchNorm scales."""
+    return jax.tree_util.tree_map(lambda p: p.ndim > 1, params)
+
+
+def make_optimizer(name: str, schedule: optax.Schedule, weight_decay: float = 5e-4, momentum: float = 0.9,
+                   trainable: Optional[Callable[[Tuple[str, ...]], bool]] = None) -> optax.GradientTransformation:
+    """"sgd" (Nesterov momentum, L2-style decoupled decay on kernels) or "adamw".
+
+    Args:
+      trainable: optional predicate on a parameter's path (tuple of names); parameters for which it
+        is False get zero updates (e.g. a frozen backbone).
+    """
+    if name == "sgd":
+        tx = optax.chain(optax.add_decayed_weights(weight_decay, _decay_mask),
+                         optax.sgd(schedule, momentum=momentum, nesterov=True))
+    elif name == "adamw":
+        tx = optax.adamw(schedule, weight_decay=weight_decay, mask=_decay_mask)
+    else:
+        raise ValueError(f"unknown optimizer {name!r}; use sgd or adamw")
+    if trainable is None:
+        return tx
+
+    def labels(params):
+        return flax.traverse_util.path_aware_map(lambda path, _: "train" if trainable(path) else "frozen", params)
+
+    return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
+
+
+def init_state(model: Model, tx: optax.GradientTransformation) -> TrainState:
+    params = model.variables["params"]
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      batch_stats=model.variables.get("batch_stats", {}), opt_state=tx.init(params))
+
+
+# ---------------------------------------------------------------- devices
+
+
+def mesh() -> Mesh:
+    """A 1-D mesh over all local devices; batches are split along its ``data`` axis."""
+    return Mesh(np.asarray(jax.local_devices()), (DATA_AXIS,))
+
+
+def replicate(tree, device_mesh: Optional[Mesh] = None):
+    """Copy a pytree onto every device of the mesh."""
+    return jax.device_put(tree, NamedSharding(device_mesh or mesh(), PartitionSpec()))
+
+
+def shard_batch(*arrays, device_mesh: Optional[Mesh] = None):
+    """Split host arrays along their first axis over the mesh (its size must divide the batch)."""
+    device_mesh = device_mesh or mesh()
+    n = device_mesh.size
+    for a in arrays:
+        if a.shape[0] % n:
+            raise ValueError(f"batch of {a.shape[0]} does not split over {n} devices; use a batch size divisible by {n}")
+    sharding = NamedSharding(device_mesh, PartitionSpec(DATA_AXIS))
+    return tuple(jax.device_put(a, sharding) for a in arrays)
+
+
+# ---------------------------------------------------------------- steps
+
+
+def preprocess(images, mean, std, image_size: int, dtype=jnp.float32):
+    """uint8 (N, h, w, 3) -> normalized (N, image_size, image_size, 3) of `dtype`, bilinear resize."""
+    x = images.astype(jnp.float32) / 255.0
+    n, h, w, c = x.shape
+    if (h, w) != (image_size, image_size):
+        x = jax.image.resize(x, (n, image_size, image_size, c), "bilinear")
+    x = (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
+    return x.astype(dtype)
+
+
+def _cast(tree, dtype):
+    return jax.tree_util.tree_map(lambda p: p.astype(dtype) if jnp.issubdtype(p.dtype, jnp.floating) else p, tree)
+
+
+def make_train_step(model: Model, tx: optax.GradientTransformation, image_size: int, label_smoothing: float = 0.0,
+                    compute_dtype=jnp.float32, train_batch_norm: bool = True, device_mesh: Optional[Mesh] = None):
+    """Jitted ``step(state, images uint8 (B,h,w,3), labels int32 (B,)) -> (state, {"loss", "correct"})``.
+
+    The batch is sharded over the mesh, the state replicated; BatchNorm uses batch statistics of the
+    whole (global) batch, so the result does not depend on the number of devices. With
+    ``compute_dtype=jnp.bfloat16`` the forward/backward run in bfloat16 while params, BatchNorm
+    statistics, loss and updates stay float32. ``train_batch_norm=False`` keeps BatchNorm in eval
+    mode (frozen statistics, e.g. for a frozen backbone).
+    """
+    device_mesh = device_mesh or mesh()
+    module, info = model.module, model.info
+    num_classes = _num_classes(model)
+
+    def loss_fn(params, batch_stats, images, labels):
+        x = preprocess(images, info.mean, info.std, image_size, compute_dtype)
+        variables = {"params": _cast(params, compute_dtype)}
+        if batch_stats:
+            variables["batch_stats"] = batch_stats
+        if train_batch_norm and batch_stats:
+            logits, updates = module.apply(variables, x, train=True, mutable=["batch_stats"])
+            batch_stats = updates["batch_stats"]
+        else:
+            logits = module.apply(variables, x, train=False)
+        logits = logits.astype(jnp.float32)
+        targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes), label_smoothing)
+        loss = optax.softmax_cross_entropy(logits, targets).mean()
+        return loss, (batch_stats, logits)
+
+    def step(state: TrainState, images, labels):
+        (loss, (batch_stats, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params, state.batch_stats, images, labels)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        correct = jnp.sum(jnp.argmax(logits, -1) == labels)
+        new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
+        return new_state, {"loss": loss, "correct": correct}
+
+    rep = NamedSharding(device_mesh, PartitionSpec())
+    data = NamedSharding(device_mesh, PartitionSpec(DATA_AXIS))
+    return jax.jit(step, in_shardings=(rep, data, data), out_shardings=(rep, rep), donate_argnums=0)
+
+
+def make_eval_step(model: Model, image_size: int, compute_dtype=jnp.float32, device_mesh: Optional[Mesh] = None):
+    """Jitted ``logits(variables, images uint8 (B,h,w,3)) -> (B, num_classes) float32``, eval mode."""
+    device_mesh = device_mesh or mesh()
+    module, info = model.module, model.info
+
+    def logits(variables, images):
+        x = preprocess(images, info.mean, info.std, image_size, compute_dtype)
+        variables = dict(variables, params=_cast(variables["params"], compute_dtype))
+        return module.apply(variables, x, train=False).astype(jnp.float32)
+
+    rep = NamedSharding(device_mesh, PartitionSpec())
+    data = NamedSharding(device_mesh, PartitionSpec(DATA_AXIS))
+    return jax.jit(logits, in_shardings=(rep, data), out_shardings=data)
+
+
+def predict(eval_step, variables, images: np.ndarray, batch_size: int, progress: Optional[Callable] = None) -> np.ndarray:
+    """Logits (N, K) of uint8 images (N, h, w, 3), in fixed-size batches (the last one zero-padded)."""
+    out = []
+    starts = range(0, len(images), batch_size)
+    for start in (progress(starts) if progress else starts):
+        chunk = images[start:start + batch_size]
+        pad = batch_size - len(chunk)
+        if pad:
+            chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
+        (chunk,) = shard_batch(chunk)
+        out.append(np.asarray(eval_step(variables, chunk))[:batch_size - pad])
+    return np.concatenate(out)
+
+
+def _num_classes(model: Model) -> int:
+    shapes = jax.eval_shape(model.module.apply, model.variables, jnp.zeros((1, 32, 32, 3), jnp.float32))
+    return int(shapes.shape[-1])
+
+
+# ---------------------------------------------------------------- models
+
+
+def build_model(name: str, num_classes: int, class_names: Sequence[str] = (), seed: int = 0,
+                pretrained: Optional[str] = None, image_size: Optional[int] = None) -> Model:
+    """A `jaxcam.models` model by name with a `num_classes` head.
+
+    With `pretrained` (anything ``jaxcam.models.load(name, weights=...)`` accepts: a path or a known
+    weights name), all variables are taken from the pretrained model except the classifier, which is
+    freshly initialized when its class count differs from `num_classes`.
+    """
+    from jaxcam import models
+
+    constructor = getattr(models, name, None)
+    if not callable(constructor) or name.startswith("_") or name in ("build", "load", "torch_to_flax"):
+        known = [n for n in getattr(models, "__all__", []) if n not in ("build", "load", "torch_to_flax")]
+        raise ValueError(f"unknown model {name!r}; jaxcam.models has: {', '.join(known)}")
+    model = constructor(num_classes=num_classes, seed=seed, class_names=tuple(class_names))
+    if pretrained:
+        if not hasattr(models, "load"):
+            raise ValueError("this jaxcam has no jaxcam.models.load, so --pretrained is unavailable")
+        source = models.load(name, weights=pretrained)
+        model = model.with_variables(_transplant(source.variables, model.variables, model.info.classifier))
+    if image_size is not None:
+        model = model.replace(info=dataclasses.replace(model.info, input_size=int(image_size)))
+    return model
+
+
+def _transplant(source, target, classifier: Optional[str]):
+    """`target` variables with every leaf whose path and shape match taken from `source` (not the head
+    when its shape differs: a new head keeps its fresh initialization)."""
+    flat_src = flax.traverse_util.flatten_dict(jax.tree_util.tree_map(np.asarray, flax.core.unfreeze(source)))
+    flat_dst = flax.traverse_util.flatten_dict(flax.core.unfreeze(target))
+    missing = [k for k in flat_dst if k not in flat_src]
+    head = tuple(classifier.split("/")) if classifier else None
+    body_missing = [k for k in missing if not (head and k[1:1 + len(head)] == head)]
+    if body_missing:
+        raise ValueError(f"pretrained weights lack {len(body_missing)} variables of the model, e.g. "
+                         f"{'/'.join(body_missing[0])}; are they for another architecture?")
+    out = {}
+    for key, value in flat_dst.items():
+        src = flat_src.get(key)
+        out[key] = jnp.asarray(src) if src is not None and src.shape == value.shape else value
+    return flax.traverse_util.unflatten_dict(out)
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+class Checkpoints:
+    """Orbax checkpoints of a run: ``<dir>/last`` (every epoch) and ``<dir>/best`` (best test accuracy).
+
+    Each checkpoint holds the train state and a JSON ``meta`` (model name, num_classes, class names,
+    image size, epoch, metrics history, config) so that `load_checkpoint` can rebuild the model alone.
+    A new checkpoint is written completely before the previous one is removed, so a kill at any
+    moment leaves a usable ``last``.
+    """
+
+    def __init__(self, directory: str):
+        self.directory = os.path.abspath(directory)
+        options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
+        self._managers = {kind: ocp.CheckpointManager(os.path.join(self.directory, kind), options=options,
+                                                      item_names=("state", "meta"))
+                          for kind in ("last", "best")}
+
+    def save(self, epoch: int, state: TrainState, meta: dict, best: bool) -> None:
+        state_tree = _state_dict(state)
+        for kind in ("last", "best") if best else ("last",):
+            self._managers[kind].save(epoch, args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state_tree), meta=ocp.args.JsonSave(meta)))
+
+    def wait(self) -> None:
+        for manager in self._managers.values():
+            manager.wait_until_finished()
+
+    def latest_meta(self) -> Optional[dict]:
+        manager = self._managers["last"]
+        step = manager.latest_step()
+        if step is None:
+            return None
+        return manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+
+    def restore_last(self, template: TrainState, expect: Dict[str, Any]) -> Optional[Tuple[TrainState, dict]]:
+        """(state, meta) of the last checkpoint, or None if there is none.
+
+        Raises:
+          CheckpointMismatchError: the checkpoint's model/num_classes/image_size differ from `expect`
+            or its arrays do not fit `template`.
+        """
+        meta = self.latest_meta()
+        if meta is None:
+            return None
+        check_meta(meta, expect, self.directory)
+        manager = self._managers["last"]
+        abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, _state_dict(template))
+        try:
+            restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract)))["state"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise CheckpointMismatchError(
+                f"the checkpoint in {self.directory} does not fit this model/optimizer ({e}); "
+                "use another output directory or the same options as the run that wrote it") from e
+        return template.replace(**restored), meta
+
+
+def check_meta(meta: dict, expect: Dict[str, Any], where: str) -> None:
+    """Raise `CheckpointMismatchError` naming every field of `expect` that `meta` contradicts."""
+    diffs = [f"{k}: checkpoint {meta.get(k)!r} vs requested {v!r}" for k, v in expect.items() if meta.get(k) != v]
+    if diffs:
+        raise CheckpointMismatchError(
+            f"the checkpoint in {where} was written by another configuration ({'; '.join(diffs)}); "
+            "pass the same options to resume it, or choose a new output directory")
+
+
+def _state_dict(state: TrainState) -> dict:
+    return {"step": state.step, "params": state.params, "batch_stats": state.batch_stats, "opt_state": state.opt_state}
+
+
+def _find_checkpoint(path: str) -> Tuple[str, int]:
+    """(manager directory, step) for a run dir, its checkpoints/{best,last} dir or one step dir."""
+    path = os.path.abspath(path)
+    for candidate in (os.path.join(path, "checkpoints", "best"), os.path.join(path, "best"), path):
+        if os.path.isdir(candidate):
+            steps = [int(d) for d in os.listdir(candidate) if d.isdigit()]
+            if steps:
+                return candidate, max(steps)
+    base = os.path.basename(path)
+    if base.isdigit() and os.path.isdir(os.path.join(path, "meta")):
+        return os.path.dirname(path), int(base)
+    raise FileNotFoundError(f"no jaxcam training checkpoint under {path!r}; pass the run directory of "
+                            "scripts/finetune_cifar.py (or its checkpoints/best or checkpoints/last)")
+
+
+def load_checkpoint(path: str) -> Model:
+    """A ready `jaxcam.Model` (eval mode) from a checkpoint written by `Checkpoints`.
+
+    Args:
+      path: a run directory (its ``checkpoints/best`` is used), a ``best``/``last`` directory or a
+        single step directory inside one.
+
+    Returns:
+      `Model` with the trained variables, class names and input size from the checkpoint.
+
+    Example:
+      >>> model = jaxcam.train.load_checkpoint("/tmp/run")            # doctest: +SKIP
+      >>> maps = jaxcam.grad_cam(model, model.preprocess(images_uint8))  # doctest: +SKIP
+    """
+    directory, step = _find_checkpoint(path)
+    with ocp.CheckpointManager(directory, item_names=("state", "meta")) as manager:
+        meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        model = build_model(meta["model"], meta["num_classes"], meta.get("class_names", ()),
+                            image_size=meta.get("image_size"))
+        abstract = {k: jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, v) for k, v in model.variables.items()}
+        try:
+            restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+                item={k: abstract[k] for k in ("params", "batch_stats") if k in abstract},
+                restore_args=jax.tree_util.tree_map(lambda _: ocp.ArrayRestoreArgs(), abstract),
+                partial_restore=True)))["state"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise CheckpointMismatchError(f"{directory}/{step} does not match a fresh {meta['model']} with "
+                                          f"{meta['num_classes']} classes: {e}") from e
+    return model.with_variables({k: jax.tree_util.tree_map(jnp.asarray, v) for k, v in restored.items()})
+
+
+def write_json(path: str, data) -> None:
+    """Write JSON atomically (temp file + rename)."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as fh:
+        json.dump(data, fh, indent=1)
+    os.replace(tmp, path)
