@@ -52,8 +52,11 @@ def check_input(x) -> jnp.ndarray:
     return x if isinstance(x, jax.Array) or isinstance(x, jax.core.Tracer) else jnp.asarray(x)
 
 
-def make_request(model, x, layer: Optional[str], targets) -> Request:
-    """Check everything a method needs; raise clear errors for bad input."""
+def make_request(model, x, layer: Optional[str], targets, reshape_transform=None) -> Request:
+    """Check everything a method needs; raise clear errors for bad input.
+
+    With `reshape_transform` (token models), `activation_shape` is the shape after the transform.
+    """
     model = as_model(model)
     x = check_input(x)
     if layer is None:
@@ -75,7 +78,25 @@ def make_request(model, x, layer: Optional[str], targets) -> Request:
         raise ValueError(f"the model returns shape {out_shape}; CAM methods need class scores (N, num_classes)")
     num_classes = out_shape[-1]
     targets = targets_lib.normalize_targets(targets, x.shape[0], num_classes)
-    return Request(model, x, path, targets, num_classes, shapes["/".join(path)])
+    activation_shape = shapes["/".join(path)]
+    if reshape_transform is not None:
+        activation_shape = transformed_shape(reshape_transform, activation_shape, layer)
+    return Request(model, x, path, targets, num_classes, activation_shape)
+
+
+def transformed_shape(reshape_transform, shape, layer) -> tuple:
+    """Shape of ``reshape_transform(activations)`` for activations of `shape` (abstract run)."""
+    if not callable(reshape_transform):
+        raise TypeError(f"reshape_transform must be a function (N, tokens, C) -> (N, h, w, C), got {reshape_transform!r}")
+    try:
+        out = jax.eval_shape(reshape_transform, jax.ShapeDtypeStruct(shape, jnp.float32))
+    except Exception as err:
+        raise ValueError(
+            f"reshape_transform failed on the output of layer {layer!r} (shape {shape}): {err}"
+        ) from err
+    if not hasattr(out, "shape"):
+        raise ValueError("reshape_transform must return one array (N, h, w, C)")
+    return tuple(out.shape)
 
 
 def spatial_activation_shape(req: Request) -> tuple:

@@ -1,34 +1,140 @@
 """Run a method core under jit: validate once in Python, then one compiled call per configuration.
 
-A method core is a pure function ``core(split, x, targets, **options) -> raw maps (N, h, w)`` that
-reads like its paper's formula; `run` does the rest (validation, jit, final activation, min-max,
-resize to the input size).
+A method core is a pure function ``core(split, x, targets, **options)`` that reads like its paper's
+formula and returns either raw maps (N, h, w) or channel-weighted activations (N, h, w, C); `run`
+does the rest: validation, jit, channel reduction (sum, or first principal component with
+``eigen_smooth``), final activation, min-max, resize to the input size, and the options every
+method shares:
+
+  reshape_transform  token models: a linear (N, tokens, C) -> (N, h, w, C) view of the layer
+  aug_smooth         test-time augmentation, maps averaged back in input coordinates
+  eigen_smooth       first principal component of the weighted activations instead of their sum
+  layer=[...]        several layers: one map per layer, fused by the mean of the normalized maps
 """
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple, Optional
 
 import jax
+import jax.numpy as jnp
 
 from jaxcam._src import maps
-from jaxcam._src.request import make_request
+from jaxcam._src.projection import first_component
+from jaxcam._src.request import make_request, spatial_activation_shape
 from jaxcam._src.split import Split
+from jaxcam._src.tokens import ReshapedSplit
+
+AUG_FACTORS = (0.9, 1.0, 1.1)
+AUG_MODES = ("multiply", "scale")
 
 
-def run(core, model, x, layer, targets, final_activation: str = "relu", **options):
-    """Validate the call and run `core` jitted; returns (N, H, W) float32 maps in [0, 1]."""
+class Shared(NamedTuple):
+    """Options every method shares (static under jit)."""
+
+    reshape_transform: Optional[object] = None
+    aug_smooth: Optional[str] = None  # None | "multiply" | "scale"
+    eigen_smooth: bool = False
+
+
+def check_aug_smooth(aug_smooth) -> Optional[str]:
+    """False/None -> None; True -> "multiply" (pytorch-grad-cam's); or "multiply" | "scale"."""
+    if aug_smooth is None or aug_smooth is False:
+        return None
+    if aug_smooth is True:
+        return "multiply"
+    if aug_smooth not in AUG_MODES:
+        raise ValueError(f"aug_smooth must be True/False or one of {AUG_MODES}, got {aug_smooth!r}")
+    return aug_smooth
+
+
+def run(
+    core, model, x, layer, targets, final_activation: str = "relu", *,
+    reshape_transform=None, aug_smooth=False, eigen_smooth: bool = False, **options,
+):
+    """Validate the call and run `core` jitted; returns (N, H, W) float32 maps in [0, 1].
+
+    `layer` may be a list of layers: each gets its own map, the result is `fuse` of them.
+    """
     maps.check_final_activation(final_activation)
-    req = make_request(model, x, layer, targets)
+    shared = Shared(reshape_transform, check_aug_smooth(aug_smooth), bool(eigen_smooth))
+    if isinstance(layer, (list, tuple)):
+        return fuse(per_layer(core, model, x, layer, targets, final_activation, shared, options))
+    req = make_request(model, x, layer, targets, reshape_transform)
+    spatial_activation_shape(req)
     target_fn = req.targets if callable(req.targets) else None
     classes = None if target_fn is not None else req.targets
     return _run_jit(
-        core, req.model, req.x, classes, req.layer, target_fn, final_activation, tuple(sorted(options.items()))
+        core, req.model, req.x, classes, req.layer, target_fn, final_activation, shared,
+        tuple(sorted(options.items())),
     )
 
 
-@functools.partial(jax.jit, static_argnums=(0, 4, 5, 6, 7))
-def _run_jit(core, model, x, classes, layer, target_fn, final_activation, options):
+def per_layer(core, model, x, layers, targets, final_activation, shared: Shared, options) -> jnp.ndarray:
+    """One normalized map per layer: (L, N, H, W)."""
+    if not layers:
+        raise ValueError("layer is an empty list: pass a layer path or a non-empty list of them")
+    return jnp.stack([
+        run(core, model, x, layer, targets, final_activation, reshape_transform=shared.reshape_transform,
+            aug_smooth=shared.aug_smooth, eigen_smooth=shared.eigen_smooth, **options)
+        for layer in layers
+    ])
+
+
+def fuse(layer_maps: jnp.ndarray) -> jnp.ndarray:
+    """(L, N, H, W) normalized maps -> (N, H, W): their mean, min-max normalized again."""
+    return maps.minmax(layer_maps.mean(axis=0))
+
+
+def reduce_channels(cam: jnp.ndarray, eigen_smooth: bool) -> jnp.ndarray:
+    """Weighted activations (N, h, w, C) -> (N, h, w) by sum or first principal component."""
+    if cam.ndim == 4:
+        return first_component(cam) if eigen_smooth else cam.sum(axis=-1)
+    if eigen_smooth:
+        raise ValueError("eigen_smooth applies to methods that weigh channels; this method returns maps directly")
+    return cam
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4, 5, 6, 7, 8))
+def _run_jit(core, model, x, classes, layer, target_fn, final_activation, shared: Shared, options):
     split = Split(model, layer)
+    if shared.reshape_transform is not None:
+        split = ReshapedSplit(split, shared.reshape_transform)
     targets = target_fn if target_fn is not None else classes
-    cam = core(split, x, targets, **dict(options))
-    return maps.finish(cam, x.shape[1:3], final_activation)
+    if shared.aug_smooth is not None and targets is None:
+        targets = jnp.argmax(model(x), axis=-1).astype(jnp.int32)  # the same class for every view
+
+    def one(view):
+        cam = reduce_channels(core(split, view, targets, **dict(options)), shared.eigen_smooth)
+        return maps.finish(cam, view.shape[1:3], final_activation)
+
+    if shared.aug_smooth is None:
+        return one(x)
+    return maps.minmax(jnp.mean(jnp.stack(augmented_maps(one, x, shared.aug_smooth)), axis=0))
+
+
+def augmented_maps(one, x, mode: str) -> list:
+    """Maps of the 6 views {identity, horizontal flip} x AUG_FACTORS, each mapped back onto x's pixels.
+
+    mode "multiply" (pytorch-grad-cam's ttach Multiply): pixel values times the factor.
+    mode "scale": the image resized by the factor (bilinear); its map resized back to (H, W).
+    """
+    size = x.shape[1:3]
+    out = []
+    for flip in (False, True):
+        base = x[:, :, ::-1] if flip else x
+        for factor in AUG_FACTORS:
+            if mode == "multiply":
+                cam = one(base * factor)
+            else:
+                scaled = tuple(max(1, round(s * factor)) for s in size)
+                cam = maps.resize(one(resize_images(base, scaled)), size)
+            out.append(cam[:, :, ::-1] if flip else cam)
+    return out
+
+
+def resize_images(x: jnp.ndarray, size) -> jnp.ndarray:
+    """Bilinear (half-pixel) resize of images (N, H, W, C) to (N, *size, C)."""
+    if x.shape[1:3] == tuple(size):
+        return x
+    return jax.image.resize(x, (x.shape[0], *size, x.shape[-1]), method="bilinear", antialias=False)

@@ -1,6 +1,17 @@
 """Gradient methods: one forward and one backward through the head (``jax.vjp``).
 
 Notation: A = layer activations (N, h, w, C), y = target score per image, G = dy/dA (N, h, w, C).
+Each rule turns (A, G) into channel-weighted activations (N, h, w, C); the runner sums them over
+channels (or, with ``eigen_smooth``, takes their first principal component) and applies the final
+activation (ReLU by default):
+
+    grad_cam              w_k = mean_ij G_k                                    -> w_k A_k
+    hires_cam             G * A                                                   (Draelos & Carin 2020)
+    grad_cam_elementwise  ReLU(G * A)
+    grad_cam_pp           w_k = sum_ij ReLU(G) a_ij,  a = G^2 / (2 G^2 + sum_ij(A) G^3 + eps)
+                          (Chattopadhyay et al. 2018, exp-score closed form, as pytorch-grad-cam)
+    xgrad_cam             w_k = sum_ij G A / (sum_ij A + eps)                     (Fu et al. 2020)
+    layer_cam             ReLU(G) * A                                             (Jiang et al. 2021)
 """
 from __future__ import annotations
 
@@ -10,6 +21,9 @@ import jax.numpy as jnp
 from jaxcam._src import targets as targets_lib
 from jaxcam._src.runner import run
 from jaxcam._src.split import Split
+
+GRAD_CAM_PP_EPS = 1e-6  # pytorch-grad-cam's
+XGRAD_CAM_EPS = 1e-7  # pytorch-grad-cam's
 
 
 def activations_and_grads(split: Split, x, targets, score: str = "logit"):
@@ -26,23 +40,106 @@ def activations_and_grads(split: Split, x, targets, score: str = "logit"):
     return activations, grads
 
 
-def grad_cam_map(split: Split, x, targets, score: str = "logit"):
-    """Grad-CAM: w_k = mean_ij G_k,ij ; map = sum_k w_k A_k (ReLU applied by the runner)."""
+def _safe(denominator):
+    """A denominator with exact zeros replaced by 1 (their numerators are 0 there)."""
+    return jnp.where(denominator == 0, 1.0, denominator)
+
+
+def grad_cam_rule(a, g):
+    return g.mean(axis=(1, 2), keepdims=True) * a
+
+
+def hires_cam_rule(a, g):
+    return g * a
+
+
+def grad_cam_elementwise_rule(a, g):
+    return jax.nn.relu(g * a)
+
+
+def grad_cam_pp_rule(a, g):
+    g2 = g * g
+    sum_a = a.sum(axis=(1, 2), keepdims=True)
+    alpha = g2 / _safe(2 * g2 + sum_a * g2 * g + GRAD_CAM_PP_EPS)
+    alpha = jnp.where(g != 0, alpha, 0.0)
+    return (jax.nn.relu(g) * alpha).sum(axis=(1, 2), keepdims=True) * a
+
+
+def xgrad_cam_rule(a, g):
+    sum_a = a.sum(axis=(1, 2), keepdims=True)
+    return (g * a / _safe(sum_a + XGRAD_CAM_EPS)).sum(axis=(1, 2), keepdims=True) * a
+
+
+def layer_cam_rule(a, g):
+    return jax.nn.relu(g) * a
+
+
+RULES = {
+    "grad_cam": grad_cam_rule,
+    "hires_cam": hires_cam_rule,
+    "grad_cam_elementwise": grad_cam_elementwise_rule,
+    "grad_cam_pp": grad_cam_pp_rule,
+    "xgrad_cam": xgrad_cam_rule,
+    "layer_cam": layer_cam_rule,
+}
+
+
+def gradient_map(split: Split, x, targets, rule: str = "grad_cam", score: str = "logit"):
+    """Weighted activations (N, h, w, C) of one rule."""
     a, g = activations_and_grads(split, x, targets, score)
-    weights = g.mean(axis=(1, 2))  # (N, C)
-    return jnp.einsum("nc,nhwc->nhw", weights, a)
+    return RULES[rule](a, g)
 
 
-def grad_cam(model, x, layer=None, targets=None, *, score="logit", final_activation="relu"):
-    """Grad-CAM (Selvaraju et al. 2017).
+def stacked_gradient_maps(split: Split, x, targets, rules: tuple = (), score: str = "logit"):
+    """Several rules from one backward pass, stacked on the batch axis: (R * N, h, w, C)."""
+    a, g = activations_and_grads(split, x, targets, score)
+    return jnp.concatenate([RULES[r](a, g) for r in rules], axis=0)
+
+
+def _gradient_method(rule, model, x, layer, targets, score, final_activation, **shared):
+    return run(gradient_map, model, x, layer, targets, final_activation,
+               rule=rule, score=targets_lib.check_score(score), **shared)
+
+
+_SHARED_DOC = """
+    Args:
+      model: a `jaxcam.Model` (or a ``(flax_module, variables)`` pair).
+      x: float input batch (N, H, W, C), normalized as the model expects.
+      layer: module path, e.g. ``"layer4"``, or a list of paths (maps fused by their mean);
+        default: the model's usual CAM layer.
+      targets: None (argmax) | int | ints (N,) | callable on the scores (N, K) -> (N,).
+      score: "logit" (default) | "softmax" | "sigmoid": the space y is taken in.
+      final_activation: "relu" (default) | "softmax" (over locations) | "none".
+      eigen_smooth: first principal component of the weighted activations instead of their sum.
+      aug_smooth: False | True (= "multiply": flips x pixel factors 0.9/1/1.1, as pytorch-grad-cam)
+        | "scale" (flips x image scales 0.9/1/1.1); maps averaged in input coordinates.
+      reshape_transform: token models: linear (N, tokens, C) -> (N, h, w, C), e.g.
+        `jaxcam.tokens_to_grid`.
+
+    Returns:
+      (N, H, W) float32 maps in [0, 1] at input resolution.
+"""
+
+
+def _document(summary):
+    def wrap(fn):
+        fn.__doc__ = summary + "\n" + _SHARED_DOC
+        return fn
+    return wrap
+
+
+def grad_cam(model, x, layer=None, targets=None, *, score="logit", final_activation="relu",
+             eigen_smooth=False, aug_smooth=False, reshape_transform=None):
+    """Grad-CAM (Selvaraju et al. 2017): map = ReLU(sum_k mean_ij(dy/dA_k) A_k).
 
     Args:
       model: a `jaxcam.Model` (or a ``(flax_module, variables)`` pair).
       x: float input batch (N, H, W, C), normalized as the model expects.
-      layer: module path, e.g. ``"layer4"``; default: the model's usual CAM layer.
+      layer: module path, e.g. ``"layer4"``, or a list of paths; default: the model's usual CAM layer.
       targets: None (argmax) | int | ints (N,) | callable on the scores (N, K) -> (N,).
       score: "logit" (default) | "softmax" | "sigmoid": the space y is taken in.
       final_activation: "relu" (default) | "softmax" (over locations) | "none".
+      eigen_smooth, aug_smooth, reshape_transform: see `jaxcam.hires_cam`.
 
     Returns:
       (N, H, W) float32 maps in [0, 1] at input resolution.
@@ -54,4 +151,65 @@ def grad_cam(model, x, layer=None, targets=None, *, score="logit", final_activat
       >>> jaxcam.grad_cam(model, x, layer="layer4").shape
       (2, 64, 64)
     """
-    return run(grad_cam_map, model, x, layer, targets, final_activation, score=targets_lib.check_score(score))
+    return _gradient_method("grad_cam", model, x, layer, targets, score, final_activation, eigen_smooth=eigen_smooth,
+                            aug_smooth=aug_smooth, reshape_transform=reshape_transform)
+
+
+@_document("HiResCAM (Draelos & Carin 2020): map = ReLU(sum_k dy/dA_k * A_k). Equals Grad-CAM under a GAP+FC head.")
+def hires_cam(model, x, layer=None, targets=None, *, score="logit", final_activation="relu",
+              eigen_smooth=False, aug_smooth=False, reshape_transform=None):
+    return _gradient_method("hires_cam", model, x, layer, targets, score, final_activation,
+                            eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, reshape_transform=reshape_transform)
+
+
+@_document("Grad-CAM element-wise: map = ReLU(sum_k ReLU(dy/dA_k * A_k)).")
+def grad_cam_elementwise(model, x, layer=None, targets=None, *, score="logit", final_activation="relu",
+                         eigen_smooth=False, aug_smooth=False, reshape_transform=None):
+    return _gradient_method("grad_cam_elementwise", model, x, layer, targets, score, final_activation,
+                            eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, reshape_transform=reshape_transform)
+
+
+@_document(
+    "Grad-CAM++ (Chattopadhyay et al. 2018), pytorch-grad-cam's form: w_k = sum_ij ReLU(G) a_ij with\n"
+    "    a_ij = G^2 / (2 G^2 + sum_ij(A_k) G^3 + 1e-6) (0 where G = 0); map = ReLU(sum_k w_k A_k)."
+)
+def grad_cam_pp(model, x, layer=None, targets=None, *, score="logit", final_activation="relu",
+                eigen_smooth=False, aug_smooth=False, reshape_transform=None):
+    return _gradient_method("grad_cam_pp", model, x, layer, targets, score, final_activation,
+                            eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, reshape_transform=reshape_transform)
+
+
+@_document("XGrad-CAM (Fu et al. 2020): w_k = sum_ij G A_k / (sum_ij A_k + 1e-7); map = ReLU(sum_k w_k A_k).")
+def xgrad_cam(model, x, layer=None, targets=None, *, score="logit", final_activation="relu",
+              eigen_smooth=False, aug_smooth=False, reshape_transform=None):
+    return _gradient_method("xgrad_cam", model, x, layer, targets, score, final_activation,
+                            eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, reshape_transform=reshape_transform)
+
+
+@_document("LayerCAM (Jiang et al. 2021): map = ReLU(sum_k ReLU(dy/dA_k) * A_k).")
+def layer_cam(model, x, layer=None, targets=None, *, score="logit", final_activation="relu",
+              eigen_smooth=False, aug_smooth=False, reshape_transform=None):
+    return _gradient_method("layer_cam", model, x, layer, targets, score, final_activation,
+                            eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, reshape_transform=reshape_transform)
+
+
+def gradient_cams(model, x, layer=None, targets=None, *, methods=tuple(RULES), score="logit",
+                  final_activation="relu", eigen_smooth=False, aug_smooth=False, reshape_transform=None) -> dict:
+    """Several gradient methods from ONE forward + backward pass (one compilation).
+
+    Args:
+      methods: names among "grad_cam", "hires_cam", "grad_cam_elementwise", "grad_cam_pp",
+        "xgrad_cam", "layer_cam" (default: all).
+      Others: as `jaxcam.hires_cam`.
+
+    Returns:
+      {method name: (N, H, W) float32 maps in [0, 1]}, each equal to the single method's output.
+    """
+    methods = tuple(methods)
+    unknown = [m for m in methods if m not in RULES]
+    if unknown or not methods:
+        raise ValueError(f"methods must be a non-empty list of {tuple(RULES)}; unknown: {unknown}")
+    stacked = run(stacked_gradient_maps, model, x, layer, targets, final_activation, rules=methods,
+                  score=targets_lib.check_score(score), eigen_smooth=eigen_smooth, aug_smooth=aug_smooth,
+                  reshape_transform=reshape_transform)
+    return dict(zip(methods, stacked.reshape(len(methods), -1, *stacked.shape[1:])))

@@ -1,0 +1,88 @@
+"""Score-CAM (Wang et al. 2020): weigh each channel by the score of the input masked by it.
+
+    M_k = minmax(upsample(A_k)) at input size     (per image and channel, (M - min) / (max - min + 1e-8))
+    s_k = y(x * M_k)                               the WHOLE model on the masked input
+    w   = softmax_k(s)                             over channels, per image
+    map = ReLU(sum_k w_k A_k)
+
+The K masked inputs are never materialized together: ``jax.lax.map`` runs `batch_size` channels at
+a time, each building its masks from A inside the loop, so memory is one chunk of forwards.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcam._src import maps
+from jaxcam._src import targets as targets_lib
+from jaxcam._src.runner import run
+
+MASK_EPS = 1e-8  # pytorch-grad-cam's
+
+
+def align_corners_matrix(n_out: int, n_in: int) -> np.ndarray:
+    """(n_out, n_in) linear interpolation weights with align_corners=True (torch's UpsamplingBilinear2d)."""
+    pos = np.arange(n_out) * ((n_in - 1) / (n_out - 1) if n_out > 1 else 0.0)
+    lo = np.clip(np.floor(pos).astype(int), 0, n_in - 1)
+    hi = np.minimum(lo + 1, n_in - 1)
+    frac = (pos - lo).astype(np.float32)
+    weights = np.zeros((n_out, n_in), np.float32)
+    np.add.at(weights, (np.arange(n_out), lo), 1.0 - frac)
+    np.add.at(weights, (np.arange(n_out), hi), frac)
+    return weights
+
+
+def upsample(a: jnp.ndarray, size, align_corners: bool = True) -> jnp.ndarray:
+    """Bilinear upsampling of maps (N, h, w) to (N, *size); corners aligned or half-pixel centers."""
+    if not align_corners:
+        return maps.resize(a, size)
+    rows = jnp.asarray(align_corners_matrix(size[0], a.shape[1]))
+    cols = jnp.asarray(align_corners_matrix(size[1], a.shape[2]))
+    return jnp.einsum("Hh,nhw,Ww->nHW", rows, a, cols)
+
+
+def score_cam_map(split, x, targets, score="logit", batch_size=16, align_corners=True):
+    """Weighted activations (N, h, w, C): softmax over channels of the masked-input scores, times A."""
+    a = split.features(x)
+    classes = targets_lib.resolve_classes(targets, split.model(x))
+    size = x.shape[1:3]
+
+    def masked_score(k):
+        m = upsample(jnp.take(a, k, axis=-1), size, align_corners)
+        lo = m.min(axis=(1, 2), keepdims=True)
+        m = (m - lo) / (m.max(axis=(1, 2), keepdims=True) - lo + MASK_EPS)
+        return targets_lib.target_score(split.model(x * m[..., None]), targets, classes, score)
+
+    channels = a.shape[-1]
+    scores = jax.lax.map(masked_score, jnp.arange(channels), batch_size=min(batch_size, channels))  # (C, N)
+    return jax.nn.softmax(scores.T, axis=-1)[:, None, None, :] * a
+
+
+def score_cam(model, x, layer=None, targets=None, *, score="logit", final_activation="relu", batch_size: int = 16,
+              align_corners: bool = True, eigen_smooth=False, aug_smooth=False, reshape_transform=None):
+    """Score-CAM: one full forward per channel of the layer, `batch_size` channels at a time.
+
+    Args:
+      model, x, layer, targets, score, final_activation, eigen_smooth, aug_smooth, reshape_transform:
+        as `jaxcam.hires_cam`.
+      batch_size: channels per vmapped chunk (each chunk runs batch_size * N forwards); 16 as
+        pytorch-grad-cam. Memory grows with it, total work does not.
+      align_corners: upsample the masks with aligned corners (True, pytorch-grad-cam's
+        UpsamplingBilinear2d) or half-pixel centers (False, as the final maps).
+
+    Returns:
+      (N, H, W) float32 maps in [0, 1].
+
+    Example:
+      >>> import jax, jaxcam
+      >>> model = jaxcam.models.resnet18(num_classes=10)
+      >>> x = jax.random.normal(jax.random.key(0), (1, 64, 64, 3))
+      >>> jaxcam.score_cam(model, x, layer="layer4", batch_size=64).shape
+      (1, 64, 64)
+    """
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    return run(score_cam_map, model, x, layer, targets, final_activation, score=targets_lib.check_score(score),
+               batch_size=int(batch_size), align_corners=bool(align_corners), eigen_smooth=eigen_smooth,
+               aug_smooth=aug_smooth, reshape_transform=reshape_transform)
