@@ -1,8 +1,9 @@
 """From a raw layer-resolution map to the output: final activation, min-max, resize.
 
 Order (as pytorch-grad-cam): activation -> per-image min-max at layer resolution -> bilinear resize
-(half-pixel centers) to the input size. Bilinear upsampling makes convex combinations, so the
-result stays in [0, 1]. A constant map becomes zeros, never NaN.
+(half-pixel centers) to the input size -> min-max again (upsampled pixels fall between the layer's
+cells, so the resized map's extremes are slightly inside [0, 1]; the second min-max makes every map
+span exactly [0, 1]). A constant map becomes zeros, never NaN.
 """
 from __future__ import annotations
 
@@ -46,4 +47,4 @@ def resize(cam: jnp.ndarray, size) -> jnp.ndarray:
 
 def finish(cam: jnp.ndarray, size, final_activation: str = "relu") -> jnp.ndarray:
     """Raw maps (N, h, w) -> (N, H, W) float32 in [0, 1]."""
-    return jnp.clip(resize(minmax(activate(cam, final_activation)), size), 0.0, 1.0)
+    return minmax(resize(minmax(activate(cam, final_activation)), size))

@@ -126,8 +126,10 @@ class Split:
           classes: optional int (N,). If given and the model names its classifier (a Dense whose output
             is the model output), only these classes' logits are computed: returns (N,) instead of
             (N, num_classes). The saving is large when the head is re-run thousands of times.
+            Without a named classifier, `classes` is ignored and all logits are returned.
         """
-        classifier = parse_layer(self.model.info.classifier) if classes is not None else None
+        gather = classes is not None and self.can_gather_classes
+        classifier = parse_layer(self.model.info.classifier) if gather else None
 
         def interceptor(next_fun, args, kwargs, context):
             if context.method_name == "__call__":
