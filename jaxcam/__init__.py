@@ -7,6 +7,11 @@ from jaxcam import _xla_flags  # noqa: F401  (sets XLA CPU flags before jax init
 from jaxcam import models
 from jaxcam._src.split import Split, list_layers
 from jaxcam.methods import ablation_cam, fast_ablation_cam, grad_cam, spatial_ablation_cam
+from jaxcam.methods import (
+    cam, deprocess_gradients, eigen_cam, eigen_grad_cam, grad_cam_elementwise, grad_cam_pp, gradient_cams,
+    guided_backprop, guided_grad_cam, hires_cam, layer_cam, multi_layer, score_cam, xgrad_cam,
+)
+from jaxcam._src.tokens import tokens_to_grid
 from jaxcam.model import Model, ModelInfo
 
 __version__ = "0.1.0"
@@ -21,4 +26,19 @@ __all__ = [
     "list_layers",
     "models",
     "spatial_ablation_cam",
+    "cam",
+    "deprocess_gradients",
+    "eigen_cam",
+    "eigen_grad_cam",
+    "grad_cam_elementwise",
+    "grad_cam_pp",
+    "gradient_cams",
+    "guided_backprop",
+    "guided_grad_cam",
+    "hires_cam",
+    "layer_cam",
+    "multi_layer",
+    "score_cam",
+    "tokens_to_grid",
+    "xgrad_cam",
 ]

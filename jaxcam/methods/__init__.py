@@ -1,5 +1,17 @@
 """CAM methods: each a pure function ``method(model, x, layer=None, targets=None, **options)``."""
 from jaxcam.methods.ablation import ablation_cam, fast_ablation_cam, spatial_ablation_cam
-from jaxcam.methods.gradient import grad_cam
+from jaxcam.methods.cam import cam
+from jaxcam.methods.eigen import eigen_cam, eigen_grad_cam
+from jaxcam.methods.gradient import (
+    grad_cam, grad_cam_elementwise, grad_cam_pp, gradient_cams, hires_cam, layer_cam, xgrad_cam,
+)
+from jaxcam.methods.guided import deprocess_gradients, guided_backprop, guided_grad_cam
+from jaxcam.methods.multilayer import multi_layer
+from jaxcam.methods.score import score_cam
 
-__all__ = ["ablation_cam", "fast_ablation_cam", "grad_cam", "spatial_ablation_cam"]
+__all__ = [
+    "ablation_cam", "fast_ablation_cam", "grad_cam", "spatial_ablation_cam",
+    "cam", "deprocess_gradients", "eigen_cam", "eigen_grad_cam", "grad_cam_elementwise", "grad_cam_pp",
+    "gradient_cams", "guided_backprop", "guided_grad_cam", "hires_cam", "layer_cam", "multi_layer",
+    "score_cam", "xgrad_cam",
+]
