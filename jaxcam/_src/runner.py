@@ -9,10 +9,12 @@ method shares:
   reshape_transform  token models: a linear (N, tokens, C) -> (N, h, w, C) view of the layer
   aug_smooth         test-time augmentation, maps averaged back in input coordinates
   eigen_smooth       first principal component of the weighted activations instead of their sum
-  layer=[...]        several layers: one map per layer, fused by the mean of the normalized maps
+  layer=[...]        several layers: one map per layer, fused by the mean of the per-layer maps
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 from typing import NamedTuple, Optional
 
@@ -27,6 +29,7 @@ from jaxcam._src.tokens import ReshapedSplit
 
 AUG_FACTORS = (0.9, 1.0, 1.1)
 AUG_MODES = ("multiply", "scale")
+_LAYER_MAPS = contextvars.ContextVar("jaxcam_layer_maps", default=None)
 
 
 class Shared(NamedTuple):
@@ -35,6 +38,7 @@ class Shared(NamedTuple):
     reshape_transform: Optional[object] = None
     aug_smooth: Optional[str] = None  # None | "multiply" | "scale"
     eigen_smooth: bool = False
+    fusing: bool = False  # a per-layer map of a multi-layer call (fused afterwards)
 
 
 def check_aug_smooth(aug_smooth) -> Optional[str]:
@@ -54,36 +58,45 @@ def run(
 ):
     """Validate the call and run `core` jitted; returns (N, H, W) float32 maps in [0, 1].
 
-    `layer` may be a list of layers: each gets its own map, the result is `fuse` of them.
+    `layer` may be a list of layers: the result is their fused map (see `fuse`); inside
+    `collect_layer_maps()` the per-layer maps are recorded too.
     """
     maps.check_final_activation(final_activation)
     shared = Shared(reshape_transform, check_aug_smooth(aug_smooth), bool(eigen_smooth))
-    if isinstance(layer, (list, tuple)):
-        return fuse(per_layer(core, model, x, layer, targets, final_activation, shared, options))
-    req = make_request(model, x, layer, targets, reshape_transform)
+    options = tuple(sorted(options.items()))
+    if not isinstance(layer, (list, tuple)):
+        return _run_one(core, model, x, layer, targets, final_activation, shared, options)
+    if not layer:
+        raise ValueError("layer is an empty list: pass a layer path or a non-empty list of them")
+    shared = shared._replace(fusing=True)
+    layer_maps = jnp.stack([_run_one(core, model, x, one, targets, final_activation, shared, options) for one in layer])
+    sink = _LAYER_MAPS.get()
+    if sink is not None:
+        sink.append(maps.minmax(layer_maps.reshape(-1, *layer_maps.shape[2:])).reshape(layer_maps.shape))
+    return fuse(layer_maps)
+
+
+def _run_one(core, model, x, layer, targets, final_activation, shared: Shared, options):
+    req = make_request(model, x, layer, targets, shared.reshape_transform)
     spatial_activation_shape(req)
     target_fn = req.targets if callable(req.targets) else None
     classes = None if target_fn is not None else req.targets
-    return _run_jit(
-        core, req.model, req.x, classes, req.layer, target_fn, final_activation, shared,
-        tuple(sorted(options.items())),
-    )
-
-
-def per_layer(core, model, x, layers, targets, final_activation, shared: Shared, options) -> jnp.ndarray:
-    """One normalized map per layer: (L, N, H, W)."""
-    if not layers:
-        raise ValueError("layer is an empty list: pass a layer path or a non-empty list of them")
-    return jnp.stack([
-        run(core, model, x, layer, targets, final_activation, reshape_transform=shared.reshape_transform,
-            aug_smooth=shared.aug_smooth, eigen_smooth=shared.eigen_smooth, **options)
-        for layer in layers
-    ])
+    return _run_jit(core, req.model, req.x, classes, req.layer, target_fn, final_activation, shared, options)
 
 
 def fuse(layer_maps: jnp.ndarray) -> jnp.ndarray:
-    """(L, N, H, W) normalized maps -> (N, H, W): their mean, min-max normalized again."""
+    """(L, N, H, W) per-layer maps -> (N, H, W): their mean, min-max normalized."""
     return maps.minmax(layer_maps.mean(axis=0))
+
+
+@contextlib.contextmanager
+def collect_layer_maps():
+    """Within the block, each multi-layer call appends its per-layer maps (L, N, H, W) to the yielded list."""
+    token = _LAYER_MAPS.set([])
+    try:
+        yield _LAYER_MAPS.get()
+    finally:
+        _LAYER_MAPS.reset(token)
 
 
 def reduce_channels(cam: jnp.ndarray, eigen_smooth: bool) -> jnp.ndarray:
@@ -106,11 +119,14 @@ def _run_jit(core, model, x, classes, layer, target_fn, final_activation, shared
 
     def one(view):
         cam = reduce_channels(core(split, view, targets, **dict(options)), shared.eigen_smooth)
+        if shared.fusing:  # as pytorch-grad-cam: layers are averaged before the post-resize min-max
+            return maps.resize(maps.minmax(maps.activate(cam, final_activation)), view.shape[1:3])
         return maps.finish(cam, view.shape[1:3], final_activation)
 
     if shared.aug_smooth is None:
         return one(x)
-    return maps.minmax(jnp.mean(jnp.stack(augmented_maps(one, x, shared.aug_smooth)), axis=0))
+    mean = jnp.mean(jnp.stack(augmented_maps(one, x, shared.aug_smooth)), axis=0)
+    return mean if shared.fusing else maps.minmax(mean)
 
 
 def augmented_maps(one, x, mode: str) -> list:

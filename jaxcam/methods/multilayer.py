@@ -1,16 +1,16 @@
-"""Several layers at once: one map per layer and a fused map (mean of the normalized maps).
+"""Several layers at once: one map per layer and a fused map.
 
-Every method also accepts ``layer=[...]`` directly and then returns the fused map only.
+Every method accepts ``layer=[...]`` and then returns the fused map; `multi_layer` also returns the
+per-layer maps. Fusion as pytorch-grad-cam: each layer's map is activated, min-maxed and resized to
+the input size, the layers are averaged, and the mean is min-maxed.
 """
 from __future__ import annotations
 
-import jax.numpy as jnp
-
-from jaxcam._src.runner import fuse
+from jaxcam._src.runner import collect_layer_maps
 
 
 def multi_layer(method, model, x, layers, **kwargs):
-    """Maps of `method` at each of `layers` and their fusion.
+    """Maps of `method` at each of `layers` and their fusion, from one call of `method`.
 
     Args:
       method: a jaxcam method, e.g. `jaxcam.grad_cam`.
@@ -19,7 +19,8 @@ def multi_layer(method, model, x, layers, **kwargs):
       **kwargs: the method's other arguments (targets, score, ...).
 
     Returns:
-      (fused (N, H, W), per_layer (L, N, H, W)), float32 in [0, 1]; fused = minmax(mean over layers).
+      (fused (N, H, W), per_layer (L, N, H, W)), float32 in [0, 1]; per_layer[l] equals
+      ``method(model, x, layer=layers[l], **kwargs)``.
 
     Example:
       >>> import jax, jaxcam
@@ -31,5 +32,8 @@ def multi_layer(method, model, x, layers, **kwargs):
     """
     if isinstance(layers, str) or not layers:
         raise ValueError(f"layers must be a non-empty list of layer paths, got {layers!r}")
-    per_layer = jnp.stack([method(model, x, layer=layer, **kwargs) for layer in layers])
-    return fuse(per_layer), per_layer
+    with collect_layer_maps() as collected:
+        fused = method(model, x, layer=list(layers), **kwargs)
+    if len(collected) != 1:
+        raise ValueError(f"{getattr(method, '__name__', method)} is not a jaxcam method taking layer=[...]")
+    return fused, collected[0]

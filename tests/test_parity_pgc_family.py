@@ -1,0 +1,251 @@
+"""The CAM method family against pytorch-grad-cam 1.5.7 on identical weights and images.
+
+Models: torchvision ResNet-18 (random init, randomized BatchNorm statistics, eval) converted to
+jaxcam's ResNet-18, at layer4 and layer3; and a small non-residual VGG-like net (flatten + MLP head)
+built twice, in torch and in Flax, with the same weights. Normalized maps must agree within 1e-3.
+
+Compilations dominate the run time, so all gradient methods come from one `jaxcam.gradient_cams`
+call per (model, layer); tests/test_methods_family.py checks that it equals the single methods.
+"""
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import pytorch_grad_cam
+import torch
+import torchvision
+from pytorch_grad_cam import eigen_cam as pgc_eigen_cam
+from pytorch_grad_cam import eigen_grad_cam as pgc_eigen_grad_cam
+from pytorch_grad_cam.guided_backprop import GuidedBackpropReLUModel
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+import jaxcam
+
+SIZE = 96
+TARGETS = [2, 5]
+TOL = 1e-3
+GRADIENT_METHODS = {
+    "grad_cam": "GradCAM",
+    "hires_cam": "HiResCAM",
+    "grad_cam_elementwise": "GradCAMElementWise",
+    "grad_cam_pp": "GradCAMPlusPlus",
+    "xgrad_cam": "XGradCAM",
+    "layer_cam": "LayerCAM",
+}
+
+
+def nchw(x):
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(x).transpose(0, 3, 1, 2)))
+
+
+def randomize_batchnorm(model, seed=0):
+    """Non-trivial BatchNorm affine parameters and running statistics (fresh BN is the identity)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                n = m.num_features
+                m.weight.copy_(0.5 + torch.rand(n, generator=gen))
+                m.bias.copy_(0.1 * torch.randn(n, generator=gen))
+                m.running_mean.copy_(0.1 * torch.randn(n, generator=gen))
+                m.running_var.copy_(0.5 + torch.rand(n, generator=gen))
+    return model.eval()
+
+
+def pgc_map(name, model, layer, images, targets=TARGETS, **call):
+    """pytorch-grad-cam's map for `name` (a class in pytorch_grad_cam)."""
+    with getattr(pytorch_grad_cam, name)(model=model, target_layers=[layer]) as cam:
+        if name == "ScoreCAM":
+            cam.batch_size = 64
+        return cam(input_tensor=nchw(images), targets=[ClassifierOutputTarget(t) for t in targets], **call)
+
+
+def signed_like_jaxcam(projection_fn):
+    """pytorch-grad-cam's 2D projection with jaxcam's sign rule applied to it.
+
+    The SVD's sign is arbitrary (LAPACK's choice). jaxcam takes v1 with sum(v1) >= 0, which is the
+    sign making the map correlate positively with the centered channel sum: p . (X_c 1) = s1^2 sum(v1).
+    """
+    def project(batch):
+        p = projection_fn(batch)
+        flat = np.nan_to_num(batch).reshape(batch.shape[0], batch.shape[1], -1)  # (N, C, hw)
+        centered_sum = (flat - flat.mean(axis=2, keepdims=True)).sum(axis=1).reshape(p.shape)
+        sign = np.where((p * centered_sum).sum(axis=(1, 2)) < 0, -1.0, 1.0)
+        return np.float32(p * sign[:, None, None])
+    return project
+
+
+@pytest.fixture(autouse=True)
+def deterministic_svd_sign(monkeypatch):
+    for module in (pgc_eigen_cam, pgc_eigen_grad_cam, pytorch_grad_cam.base_cam):
+        monkeypatch.setattr(module, "get_2d_projection", signed_like_jaxcam(module.get_2d_projection))
+
+
+# ---------------------------------------------------------------- models ----------------------
+
+
+class TorchVGG(torch.nn.Module):
+    """Conv/ReLU/MaxPool features, flatten, two-layer MLP classifier (no GAP, no skip connections)."""
+
+    def __init__(self, side=8, classes=10):
+        super().__init__()
+        self.features = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+            torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+            torch.nn.Conv2d(16, 16, 3, padding=1), torch.nn.ReLU(),
+        )
+        self.classifier = torch.nn.Sequential(
+            torch.nn.Linear(16 * side * side, 32), torch.nn.ReLU(), torch.nn.Linear(32, classes)
+        )
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.features(x), 1))
+
+
+class Features(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = nn.max_pool(nn.relu(nn.Conv(8, (3, 3), padding=1, name="0")(x)), (2, 2), (2, 2))
+        x = nn.max_pool(nn.relu(nn.Conv(16, (3, 3), padding=1, name="3")(x)), (2, 2), (2, 2))
+        return nn.relu(nn.Conv(16, (3, 3), padding=1, name="6")(x))
+
+
+class Classifier(nn.Module):
+    classes: int = 10
+
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(self.classes, name="2")(nn.relu(nn.Dense(32, name="0")(x)))
+
+
+class FlaxVGG(nn.Module):
+    """TorchVGG in Flax, same module names; flattens in torch's (C, h, w) order."""
+
+    @nn.compact
+    def __call__(self, x):
+        a = Features(name="features")(x)
+        return Classifier(name="classifier")(a.transpose(0, 3, 1, 2).reshape(a.shape[0], -1))
+
+
+VGG_SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def tv_resnet18():
+    torch.manual_seed(0)
+    return randomize_batchnorm(torchvision.models.resnet18(num_classes=10))
+
+
+@pytest.fixture(scope="module")
+def resnet18(tv_resnet18):
+    return jaxcam.models.resnet18(num_classes=10, weights=tv_resnet18.state_dict())
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.random.default_rng(0).normal(size=(2, SIZE, SIZE, 3)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def tv_vgg():
+    torch.manual_seed(1)
+    return TorchVGG(side=VGG_SIZE // 4).eval()
+
+
+@pytest.fixture(scope="module")
+def vgg(tv_vgg):
+    module = FlaxVGG()
+    info = jaxcam.ModelInfo(name="tiny_vgg", default_layer="features", input_size=VGG_SIZE)
+    return jaxcam.models.build(module, info, weights=tv_vgg.state_dict())
+
+
+@pytest.fixture(scope="module")
+def vgg_images():
+    return np.random.default_rng(1).normal(size=(2, VGG_SIZE, VGG_SIZE, 3)).astype(np.float32)
+
+
+def test_converted_models_agree(tv_resnet18, resnet18, images, tv_vgg, vgg, vgg_images):
+    with torch.no_grad():
+        np.testing.assert_allclose(resnet18(jnp.asarray(images)), tv_resnet18(nchw(images)).numpy(), atol=1e-4)
+        np.testing.assert_allclose(vgg(jnp.asarray(vgg_images)), tv_vgg(nchw(vgg_images)).numpy(), atol=1e-5)
+
+
+# ---------------------------------------------------------------- per-method parity -----------
+
+CASES = {  # case -> (jaxcam model fixture, torch model fixture, images fixture, jaxcam layer, torch layer)
+    "resnet18/layer4": ("resnet18", "tv_resnet18", "images", "layer4", lambda m: m.layer4[-1]),
+    "resnet18/layer3": ("resnet18", "tv_resnet18", "images", "layer3", lambda m: m.layer3),
+    "vgg/features": ("vgg", "tv_vgg", "vgg_images", "features", lambda m: m.features),
+    "vgg/features/3": ("vgg", "tv_vgg", "vgg_images", "features/3", lambda m: m.features[3]),
+}
+
+
+@pytest.fixture(params=list(CASES))
+def case(request):
+    model, tv_model, images, layer, tv_layer = CASES[request.param]
+    tv = request.getfixturevalue(tv_model)
+    return request.getfixturevalue(model), tv, request.getfixturevalue(images), layer, tv_layer(tv)
+
+
+def test_gradient_methods_match(case):
+    model, tv_model, images, layer, tv_layer = case
+    got = jaxcam.gradient_cams(model, images, layer=layer, targets=np.array(TARGETS))
+    for name, pgc_name in GRADIENT_METHODS.items():
+        expected = pgc_map(pgc_name, tv_model, tv_layer, images)
+        assert np.abs(np.asarray(got[name]) - expected).max() < TOL, name
+
+
+def test_eigen_methods_match(case):
+    model, tv_model, images, layer, tv_layer = case
+    for fn, pgc_name in ((jaxcam.eigen_cam, "EigenCAM"), (jaxcam.eigen_grad_cam, "EigenGradCAM")):
+        got = np.asarray(fn(model, images, layer=layer, targets=np.array(TARGETS)))
+        expected = pgc_map(pgc_name, tv_model, tv_layer, images)
+        assert np.abs(got - expected).max() < TOL, pgc_name
+
+
+def test_score_cam_matches(case):
+    model, tv_model, images, layer, tv_layer = case
+    got = np.asarray(jaxcam.score_cam(model, images, layer=layer, targets=np.array(TARGETS), batch_size=64))
+    expected = pgc_map("ScoreCAM", tv_model, tv_layer, images)
+    assert np.abs(got - expected).max() < TOL
+
+
+@pytest.mark.parametrize("which", ["resnet18", "vgg"])
+def test_guided_backprop_matches(request, which):
+    model = request.getfixturevalue(which)
+    tv_model = request.getfixturevalue("tv_" + which)
+    images = request.getfixturevalue("images" if which == "resnet18" else "vgg_images")
+    got = np.asarray(jaxcam.guided_backprop(model, images, targets=np.array(TARGETS)))
+    for i, target in enumerate(TARGETS):
+        expected = GuidedBackpropReLUModel(tv_model, device="cpu")(nchw(images[i : i + 1]), target_category=target)
+        scale = np.abs(expected).max()
+        assert scale > 0
+        assert np.abs(got[i] / np.abs(got[i]).max() - expected / scale).max() < TOL
+
+
+# ---------------------------------------------------------------- shared options -------------
+
+
+def minmax(cam):
+    cam = cam - cam.min(axis=(1, 2), keepdims=True)
+    return cam / cam.max(axis=(1, 2), keepdims=True)
+
+
+def test_aug_smooth_matches(tv_vgg, vgg, vgg_images):
+    """pytorch-grad-cam averages the 6 views' maps; jaxcam min-maxes that mean again (documented)."""
+    got = np.asarray(jaxcam.layer_cam(vgg, vgg_images, layer="features", targets=np.array(TARGETS), aug_smooth=True))
+    expected = pgc_map("LayerCAM", tv_vgg, tv_vgg.features, vgg_images, aug_smooth=True)
+    assert np.abs(got - minmax(expected)).max() < TOL
+
+
+def test_eigen_smooth_matches(tv_vgg, vgg, vgg_images):
+    got = np.asarray(jaxcam.grad_cam_pp(vgg, vgg_images, layer="features", targets=np.array(TARGETS), eigen_smooth=True))
+    expected = pgc_map("GradCAMPlusPlus", tv_vgg, tv_vgg.features, vgg_images, eigen_smooth=True)
+    assert np.abs(got - expected).max() < TOL
+
+
+def test_multi_layer_matches(tv_vgg, vgg, vgg_images):
+    got = np.asarray(jaxcam.grad_cam(vgg, vgg_images, layer=["features/3", "features"], targets=np.array(TARGETS)))
+    with pytorch_grad_cam.GradCAM(model=tv_vgg, target_layers=[tv_vgg.features[3], tv_vgg.features]) as cam:
+        expected = cam(input_tensor=nchw(vgg_images), targets=[ClassifierOutputTarget(t) for t in TARGETS])
+    assert np.abs(got - expected).max() < TOL
