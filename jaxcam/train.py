@@ -96,9 +96,11 @@ def make_optimizer(name: str, schedule: optax.Schedule, weight_decay: float = 5e
 
 
 def init_state(model: Model, tx: optax.GradientTransformation) -> TrainState:
-    params = model.variables["params"]
+    """Fresh state from the model's variables (copied: the train step donates its state's buffers)."""
+    variables = jax.tree_util.tree_map(jnp.copy, model.variables)
+    params = variables["params"]
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      batch_stats=model.variables.get("batch_stats", {}), opt_state=tx.init(params))
+                      batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params))
 
 
 # ---------------------------------------------------------------- devices
@@ -224,45 +226,20 @@ def _num_classes(model: Model) -> int:
 
 def build_model(name: str, num_classes: int, class_names: Sequence[str] = (), seed: int = 0,
                 pretrained: Optional[str] = None, image_size: Optional[int] = None) -> Model:
-    """A `jaxcam.models` model by name with a `num_classes` head.
+    """A `jaxcam.models` model by name with a `num_classes` head and the given class names.
 
-    With `pretrained` (anything ``jaxcam.models.load(name, weights=...)`` accepts: a path or a known
-    weights name), all variables are taken from the pretrained model except the classifier, which is
-    freshly initialized when its class count differs from `num_classes`.
+    Args:
+      pretrained: None (random, seeded) or any weights ``jaxcam.models.load`` accepts (a file path,
+        ``"pretrained"``); every layer is loaded and the classifier is freshly initialized when the
+        checkpoint's class count differs from `num_classes`.
+      image_size: recorded as the model's ``input_size``.
     """
     from jaxcam import models
 
-    constructor = getattr(models, name, None)
-    if not callable(constructor) or name.startswith("_") or name in ("build", "load", "torch_to_flax"):
-        known = [n for n in getattr(models, "__all__", []) if n not in ("build", "load", "torch_to_flax")]
-        raise ValueError(f"unknown model {name!r}; jaxcam.models has: {', '.join(known)}")
-    model = constructor(num_classes=num_classes, seed=seed, class_names=tuple(class_names))
-    if pretrained:
-        if not hasattr(models, "load"):
-            raise ValueError("this jaxcam has no jaxcam.models.load, so --pretrained is unavailable")
-        source = models.load(name, weights=pretrained)
-        model = model.with_variables(_transplant(source.variables, model.variables, model.info.classifier))
+    model = models.load(name, weights=pretrained, num_classes=num_classes, seed=seed, class_names=tuple(class_names))
     if image_size is not None:
         model = model.replace(info=dataclasses.replace(model.info, input_size=int(image_size)))
     return model
-
-
-def _transplant(source, target, classifier: Optional[str]):
-    """`target` variables with every leaf whose path and shape match taken from `source` (not the head
-    when its shape differs: a new head keeps its fresh initialization)."""
-    flat_src = flax.traverse_util.flatten_dict(jax.tree_util.tree_map(np.asarray, flax.core.unfreeze(source)))
-    flat_dst = flax.traverse_util.flatten_dict(flax.core.unfreeze(target))
-    missing = [k for k in flat_dst if k not in flat_src]
-    head = tuple(classifier.split("/")) if classifier else None
-    body_missing = [k for k in missing if not (head and k[1:1 + len(head)] == head)]
-    if body_missing:
-        raise ValueError(f"pretrained weights lack {len(body_missing)} variables of the model, e.g. "
-                         f"{'/'.join(body_missing[0])}; are they for another architecture?")
-    out = {}
-    for key, value in flat_dst.items():
-        src = flat_src.get(key)
-        out[key] = jnp.asarray(src) if src is not None and src.shape == value.shape else value
-    return flax.traverse_util.unflatten_dict(out)
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -375,7 +352,7 @@ def load_checkpoint(path: str) -> Model:
         try:
             restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
                 item={k: abstract[k] for k in ("params", "batch_stats") if k in abstract},
-                restore_args=jax.tree_util.tree_map(lambda _: ocp.ArrayRestoreArgs(), abstract),
+                restore_args=jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), abstract),
                 partial_restore=True)))["state"]
         except (ValueError, KeyError, TypeError) as e:
             raise CheckpointMismatchError(f"{directory}/{step} does not match a fresh {meta['model']} with "

@@ -150,7 +150,8 @@ class _ArrayUnpickler(pickle.Unpickler):
     """Unpickles only plain containers and numpy arrays (the official archive's content), no code."""
 
     _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-                ("numpy", "ndarray"), ("numpy", "dtype"), ("builtins", "bytes")}
+                ("numpy", "ndarray"), ("numpy", "dtype"), ("builtins", "bytes"),
+                ("_codecs", "encode")}  # how protocol-2 pickles written by Python 3 store bytes
 
     def find_class(self, module, name):
         if (module, name) in self._ALLOWED:
