@@ -13,6 +13,8 @@ from jaxcam.methods import (
 )
 from jaxcam._src.tokens import tokens_to_grid
 from jaxcam.model import Model, ModelInfo
+from jaxcam.explain import Explanation, explain, explain_batches
+from jaxcam.overlay import heatmap, overlay
 
 __version__ = "0.1.0"
 
@@ -41,4 +43,9 @@ __all__ = [
     "score_cam",
     "tokens_to_grid",
     "xgrad_cam",
+    "Explanation",
+    "explain",
+    "explain_batches",
+    "heatmap",
+    "overlay",
 ]
