@@ -85,7 +85,7 @@ def parse_args(argv=None):
     p.add_argument("--stride", type=int, default=None, help="ablation window stride, in layer cells")
     p.add_argument("--chunk", type=int, default=None,
                    help="ablations (or Score-CAM channels) per vmapped chunk: the methods' batch_size option")
-    p.add_argument("--out", default="renders", help="output folder (default ./renders)")
+    p.add_argument("--out", default="outputs/renders", help="output folder (default ./outputs/renders)")
     p.add_argument("--overwrite", action="store_true", help="redo images already rendered in --out")
     return p.parse_args(argv)
 
@@ -311,11 +311,18 @@ def render(args) -> int:
         items, unmatched = file_items(args.inputs, model.info.class_names)
     for spec in unmatched:
         print(f"warning: {spec!r} matched no file")
+    if not items:
+        print("error: no input images: pass image files, folders or globs (or --dataset)", file=sys.stderr)
+        return 1
 
     settings = {"model": model.info.name, "weights": args.checkpoint or args.weights or "pretrained",
                 "layer": args.layer, "target": target, "image_size": size, "colormap": args.colormap,
-                "alpha": args.alpha, "options": options}
-    resuming = jobs.Manifest(args.out, "render.json").check_or_write(settings, overwrite=args.overwrite)
+                "alpha": args.alpha, "score": args.score, "final_activation": args.final_activation,
+                "window": args.window, "stride": args.stride}
+    try:
+        resuming = jobs.Manifest(args.out, "render.json").check_or_write(settings, overwrite=args.overwrite)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     todo = items if args.overwrite else jobs.pending(items, lambda it: [output_path(args.out, it, m) for m in methods])
     done_before = len(items) - len(todo)
     if resuming and done_before:

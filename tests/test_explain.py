@@ -1,0 +1,139 @@
+"""jaxcam.explain: fixed-size batches = the method on the whole array; one compilation; 4-device
+sharding gives the same maps as one device; half-precision inputs; atomic/resumable job helpers."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxcam
+from jaxcam import jobs
+from jaxcam.explain import _compiled_step, batch_mesh
+
+TINY_SOURCE = textwrap.dedent("""
+    import flax.linen as nn, jax, jax.numpy as jnp, numpy as np, jaxcam
+
+    class Tiny(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x = nn.relu(nn.Conv(8, (3, 3), name="conv1")(x))
+            x = nn.relu(nn.Conv(16, (3, 3), strides=2, name="conv2")(x))
+            return nn.Dense(5, name="fc")(x.mean(axis=(1, 2)))
+
+    def tiny_model():
+        variables = Tiny().init(jax.random.key(0), jnp.zeros((1, 24, 24, 3)))
+        info = jaxcam.ModelInfo(name="tiny", default_layer="conv2", classifier="fc", input_size=24)
+        return jaxcam.Model(Tiny(), variables, info)
+
+    def tiny_images(n=7):
+        return np.random.default_rng(0).integers(0, 256, (n, 24, 24, 3), dtype=np.uint8)
+""")
+exec(TINY_SOURCE)  # defines Tiny, tiny_model, tiny_images (the 4-device subprocess runs the same code)
+
+TARGETS = [0, 1, 2, 3, 4, 0, 1]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model()  # noqa: F821
+
+
+@pytest.fixture(scope="module")
+def images():
+    return tiny_images()  # noqa: F821
+
+
+@pytest.mark.parametrize("method,kwargs", [(jaxcam.grad_cam, {}), (jaxcam.fast_ablation_cam, {"window": 2}),
+                                           (jaxcam.ablation_cam, {})])
+def test_batches_equal_the_method_on_the_whole_array(model, images, method, kwargs):
+    x = model.preprocess(images)
+    result = jaxcam.explain(method, model, images, batch_size=3, targets=TARGETS, **kwargs)
+    expected = method(model, x, targets=np.asarray(TARGETS), **kwargs)
+    assert isinstance(result.maps, jax.Array) and result.maps.shape == (7, 24, 24) and len(result) == 7
+    np.testing.assert_allclose(np.asarray(result), np.asarray(expected), atol=1e-4)
+    np.testing.assert_allclose(np.asarray(result.logits), np.asarray(model(x)), atol=1e-4)
+
+
+def test_one_compilation_for_the_stream_and_iterables(model, images):
+    # 7 images in batches of 3: two full batches and one padded one, all through one compiled step.
+    result = jaxcam.explain(jaxcam.grad_cam, model, iter(list(images)), batch_size=3, targets=2)
+    step = _compiled_step(jaxcam.grad_cam, batch_mesh(), None, 2, False, ())
+    assert step._cache_size() == 1
+    assert [(b.start, b.count) for b in result.batches] == [(0, 3), (3, 3), (6, 1)]
+    expected = jaxcam.grad_cam(model, model.preprocess(images), targets=2)
+    np.testing.assert_allclose(np.asarray(result), np.asarray(expected), atol=1e-4)
+    np.testing.assert_array_equal(result.predictions, np.argmax(np.asarray(result.logits), -1))
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_half_precision_inputs_work(model, images, dtype):
+    x = np.asarray(model.preprocess(images))
+    half = jaxcam.explain(jaxcam.grad_cam, model, x.astype(dtype), batch_size=4, targets=TARGETS).numpy()
+    full = jaxcam.explain(jaxcam.grad_cam, model, x, batch_size=4, targets=TARGETS).numpy()
+    assert half.dtype == np.float32 and np.isfinite(half).all()
+    assert 0.0 <= half.min() and half.max() <= 1.0
+    # float32 params promote the half input: the maps differ only by input rounding.
+    assert np.abs(half - full).mean() < 0.02
+
+
+def test_clear_errors(model, images):
+    with pytest.raises(ValueError, match="one class per image"):
+        jaxcam.explain(jaxcam.grad_cam, model, images, targets=[1, 2])
+    with pytest.raises(ValueError, match="batch_size"):
+        jaxcam.explain(jaxcam.grad_cam, model, images, batch_size=0)
+    with pytest.raises(TypeError, match="uint8 images or normalized floats"):
+        jaxcam.explain(jaxcam.grad_cam, model, images.astype(np.int32))
+
+
+def test_four_devices_give_the_same_maps_as_one(model, images, tmp_path):
+    x = model.preprocess(images)
+    expected = {
+        "grad_cam": jaxcam.grad_cam(model, x, targets=np.asarray(TARGETS)),
+        "fast_ablation_cam": jaxcam.fast_ablation_cam(model, x, targets=np.asarray(TARGETS)),
+    }
+    script = TINY_SOURCE + textwrap.dedent(f"""
+        import json
+        model, images = tiny_model(), tiny_images()
+        out = {{"devices": jax.device_count()}}
+        for name in ("grad_cam", "fast_ablation_cam"):
+            result = jaxcam.explain(getattr(jaxcam, name), model, images, batch_size=4, targets={TARGETS})
+            out[name] = np.asarray(result).tolist()
+            out["shards"] = len(result.batches[0].maps.sharding.device_set)
+        print(json.dumps(out))
+    """)
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["devices"] == 4 and out["shards"] == 4
+    for name, maps in expected.items():
+        np.testing.assert_allclose(np.asarray(out[name], np.float32), np.asarray(maps), atol=1e-4)
+
+
+def test_atomic_path_and_pending(tmp_path):
+    target = tmp_path / "a.txt"
+    jobs.write_bytes(str(target), b"done")
+    assert target.read_bytes() == b"done"
+    with pytest.raises(RuntimeError):
+        with jobs.atomic_path(str(tmp_path / "b.txt")) as tmp:
+            open(tmp, "w").write("half")
+            raise RuntimeError("killed mid-write")
+    assert sorted(os.listdir(tmp_path)) == ["a.txt"]  # no partial file, no temp left behind
+    assert jobs.pending(["a", "b"], lambda k: [str(tmp_path / f"{k}.txt")]) == ["b"]
+
+
+def test_manifest_refuses_other_settings(tmp_path):
+    manifest = jobs.Manifest(str(tmp_path))
+    assert manifest.check_or_write({"method": "grad_cam", "size": 224}) is False
+    assert manifest.check_or_write({"method": "grad_cam", "size": 224}) is True
+    with pytest.raises(ValueError, match="differs in: size"):
+        manifest.check_or_write({"method": "grad_cam", "size": 64})
+    assert manifest.check_or_write({"method": "grad_cam", "size": 64}, overwrite=True) is False
+    with pytest.raises(PermissionError, match="cannot write"):
+        jobs.check_writable(str(tmp_path / "a.txt" / "sub")) if (tmp_path / "a.txt").write_text("x") else None
