@@ -78,6 +78,17 @@ def batch_mesh(devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
     return Mesh(np.asarray(devices), ("batch",))
 
 
+def process_share(num_items: int) -> slice:
+    """This process's contiguous share of `num_items` items in a multi-host run (all of them on one host).
+
+    With ``jax.distributed.initialize()`` each host explains its own share on its local devices; CAMs
+    are per image, so no cross-host communication is needed. Example:
+    ``jaxcam.explain(method, model, images[jaxcam.explain.process_share(len(images))])``.
+    """
+    index, count = jax.process_index(), jax.process_count()
+    return slice(num_items * index // count, num_items * (index + 1) // count)
+
+
 def round_batch_size(batch_size: int, num_devices: int) -> int:
     """The batch size used: `batch_size` rounded up to a multiple of the number of devices."""
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:

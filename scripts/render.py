@@ -71,7 +71,8 @@ def parse_args(argv=None):
     p.add_argument("--dataset", choices=sorted(DATASETS), default=None,
                    help="explain images of a dataset split instead of files (tfds if prepared, else --data-dir)")
     p.add_argument("--data-dir", default=None,
-                   help="for --dataset: a local folder <split>/<class>/*.jpg or <class>/*.jpg (or the tfds data_dir)")
+                   help="for --dataset: a local folder <split>/<class>/*.jpg or <class>/*.jpg (cifar10: also the "
+                        ".tar.gz of such a tree or cifar-10-python.tar.gz); default: tfds' prepared copy")
     p.add_argument("--split", default=None, help="dataset split (default: test / validation)")
     p.add_argument("--num", type=int, default=8, help="images taken from --dataset (default 8)")
     p.add_argument("--image-size", type=int, default=None, help="square input size (default: the model's)")
@@ -200,6 +201,8 @@ def dataset_items(args, class_names) -> List[Item]:
     """--num images of a dataset split: tfds (prepared, no download) or a local class-folder tree."""
     tfds_name, default_split = DATASETS[args.dataset]
     split = args.split or default_split
+    if args.dataset == "cifar10":
+        return cifar10_items(args, split)
     try:
         import tensorflow_datasets as tfds
 
@@ -225,6 +228,19 @@ def dataset_items(args, class_names) -> List[Item]:
     known = {n.lower(): n for n in class_names}
     return [Item(f"{Path(p).parent.name}_{Path(p).stem}", path=p,
                  label=known.get(Path(p).parent.name.lower(), Path(p).parent.name)) for p in picked]
+
+
+def cifar10_items(args, split: str) -> List[Item]:
+    """--num CIFAR-10 images spread evenly over the split, via jaxcam.data (tfds, folder tree or archive)."""
+    from jaxcam import data
+
+    try:
+        ds = data.load_cifar10(args.data_dir, split)
+    except (data.DataNotFoundError, ValueError) as err:
+        raise UsageError(f"--dataset cifar10: {err}") from None
+    picks = np.linspace(0, len(ds) - 1, min(args.num, len(ds))).round().astype(int)
+    return [Item(f"cifar10_{split}_{i:05d}", array=ds.images[i], label=ds.class_names[int(ds.labels[i])])
+            for i in picks]
 
 
 def load_item(item: Item, size: int) -> images_lib.Loaded:
