@@ -56,8 +56,10 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-limit", type=int, default=None, help="use only the first N training images (quick runs)")
     p.add_argument("--test-limit", type=int, default=None, help="evaluate on N test images (quick runs)")
+    p.add_argument("--steps-per-epoch", type=int, default=None,
+                   help="shorter epochs: this many batches of a fresh random part of the training set each")
     p.add_argument("--max-minutes", type=float, default=None,
-                   help="stop after the epoch during which this much training time has passed")
+                   help="training-time budget: stop (evaluate, checkpoint, report) once it is used up")
     p.add_argument("--gallery", type=int, default=10, help="misclassified images in the gallery and CAM figure")
     p.add_argument("--cam-layers", default=None, help="comma-separated layers for cams.png (default: the stages)")
     p.add_argument("--out", default="runs/cifar10")
@@ -100,6 +102,8 @@ def main(argv=None):
     model = train_lib.build_model(args.model, len(train.class_names), train.class_names, args.seed,
                                   args.pretrained, args.image_size)
     steps_per_epoch = len(train) // args.batch_size
+    if args.steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, args.steps_per_epoch)
     schedule = train_lib.make_schedule(args.schedule, lr, steps_per_epoch * args.epochs,
                                        int(args.warmup_epochs * steps_per_epoch))
     head = tuple((model.info.classifier or "").split("/"))
@@ -133,7 +137,8 @@ def main(argv=None):
         if args.max_minutes is not None and trained_seconds >= 60 * args.max_minutes:
             print(f"time budget of {args.max_minutes} min used; stopping before epoch {epoch + 1}")
             break
-        record = run_epoch(args, epoch, state, step, train, steps_per_epoch)
+        budget = None if args.max_minutes is None else 60 * args.max_minutes - trained_seconds
+        record = run_epoch(args, epoch, state, step, train, steps_per_epoch, budget)
         state = record.pop("state")
         logits = train_lib.predict(eval_step, state.variables(), test.images, args.batch_size)
         record.update(epoch=epoch + 1, lr=float(schedule(int(state.step))), **evaluate(logits, test.labels))
@@ -160,8 +165,9 @@ def main(argv=None):
     return acc
 
 
-def run_epoch(args, epoch, state, step, train, steps_per_epoch) -> dict:
-    """One pass over the training set; returns the metrics and the new state."""
+def run_epoch(args, epoch, state, step, train, steps_per_epoch, budget_seconds=None) -> dict:
+    """One pass over the training set (or `steps_per_epoch` batches of it, or until `budget_seconds`
+    of training time are used); returns the metrics and the new state."""
     it = data_lib.prefetch(data_lib.batches(train, args.batch_size, shuffle=True, augment_images=True,
                                             seed=args.seed * 100_003 + epoch, drop_last=True,
                                             pad=args.crop_pad, flip=not args.no_flip), size=3)
@@ -170,12 +176,15 @@ def run_epoch(args, epoch, state, step, train, steps_per_epoch) -> dict:
     bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch", leave=False)
     start = None
     for i, (images, labels) in enumerate(it):
+        if i == steps_per_epoch:
+            break
         state, metrics = step(state, *train_lib.shard_batch(images, labels))
         pending.append(metrics)
         if i == 0:
             jax.block_until_ready(metrics)
             start = time.perf_counter()  # excludes compilation of the first step
-        if len(pending) == 20 or i == steps_per_epoch - 1:
+        out_of_time = budget_seconds is not None and time.perf_counter() - start >= budget_seconds
+        if len(pending) == 20 or i == steps_per_epoch - 1 or out_of_time:
             for m in jax.device_get(pending):
                 loss_sum += float(m["loss"]) * args.batch_size
                 correct += int(m["correct"])
@@ -183,10 +192,13 @@ def run_epoch(args, epoch, state, step, train, steps_per_epoch) -> dict:
             pending = []
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
         bar.update(1)
+        if out_of_time:
+            print(f"\ntraining-time budget used up after {i + 1} of {steps_per_epoch} steps of epoch {epoch + 1}")
+            break
     bar.close()
     seconds = time.perf_counter() - start
     return {"state": state, "train_loss": loss_sum / seen, "train_acc": correct / seen, "seconds": seconds,
-            "images_per_second": (steps_per_epoch - 1) * args.batch_size / max(seconds, 1e-9)}
+            "steps": i + 1, "images_per_second": i * args.batch_size / max(seconds, 1e-9)}
 
 
 def evaluate(logits: np.ndarray, labels: np.ndarray) -> dict:
