@@ -106,6 +106,8 @@ def explain(method: Callable, model, images, *, batch_size: int = 8, layer: Opti
       model: a `jaxcam.Model`.
       images: an array (N, H, W, C) or an iterable of images (H, W, C), all the same size. uint8
         images go through ``model.preprocess``; float images are used as given (already normalized).
+        float16/bfloat16 images and model variables are accepted and computed in float32 (see
+        `_upcast_half`); other dtypes are refused with a TypeError.
       batch_size: images per compiled call; rounded up to a multiple of the number of devices.
       layer: the layer to explain (default: the model's).
       targets: None (argmax) | int | one int per image (a sequence of length N) | callable.
@@ -177,11 +179,21 @@ def _compiled_step(method, mesh, layer, static_targets, per_image, options):
     sharded, replicated = NamedSharding(mesh, P("batch")), NamedSharding(mesh, P())
 
     def step(model: Model, x, t):
+        model, x = _upcast_half(model), _upcast_half(x)
         maps = method(model, x, layer=layer, targets=t if per_image else static_targets, **dict(options))
         return maps, model(x).astype(jnp.float32)
 
     return jax.jit(step, in_shardings=(replicated, sharded, sharded if per_image else None),
                    out_shardings=(sharded, sharded))
+
+
+def _upcast_half(tree):
+    """float16/bfloat16 leaves -> float32 (inside the compiled step: storage stays half precision).
+
+    Perturbation methods take differences of nearly equal scores (a probability with one location
+    ablated); bfloat16's 8-bit mantissa turns those into noise, so the methods compute in float32.
+    """
+    return jax.tree_util.tree_map(lambda v: v.astype(jnp.float32) if v.dtype in _HALF else v, tree)
 
 
 def _chunks(images, size: int) -> Iterator[list]:

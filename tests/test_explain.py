@@ -82,6 +82,18 @@ def test_half_precision_inputs_work(model, images, dtype):
     assert np.abs(half - full).mean() < 0.02
 
 
+def test_half_precision_params_work(model, images):
+    half_model = model.with_variables(jax.tree_util.tree_map(lambda v: v.astype(jnp.bfloat16), model.variables))
+    x = np.asarray(model.preprocess(images)).astype(jnp.bfloat16)
+    for method in (jaxcam.grad_cam, jaxcam.fast_ablation_cam):
+        half = jaxcam.explain(method, half_model, x, batch_size=4, targets=TARGETS).numpy()
+        full = jaxcam.explain(method, model, images, batch_size=4, targets=TARGETS).numpy()
+        assert half.dtype == np.float32 and np.isfinite(half).all() and 0.0 <= half.min() and half.max() <= 1.0
+        # computed in float32 from bfloat16-rounded weights and inputs: the same maps up to that rounding
+        # (computing in bfloat16 gave fast ablation a correlation of 0.65 with the float32 maps)
+        assert np.corrcoef(half.ravel(), full.ravel())[0, 1] > 0.999 and np.abs(half - full).mean() < 0.01
+
+
 def test_clear_errors(model, images):
     with pytest.raises(ValueError, match="one class per image"):
         jaxcam.explain(jaxcam.grad_cam, model, images, targets=[1, 2])
