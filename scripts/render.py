@@ -181,11 +181,23 @@ def check_layer(model, layer: Optional[str], size: int) -> None:
 
 # ---------------------------------------------------------------------------------------------- inputs
 
+def label_of(folder: str, class_names) -> Optional[str]:
+    """The class a folder name stands for: one of `class_names`, or an ImageNet WordNet id (n01440764)."""
+    lowered = {n.lower(): n for n in class_names}
+    if folder.lower() in lowered:
+        return lowered[folder.lower()]
+    if len(class_names) == 1000 and folder.startswith("n") and folder[1:].isdigit():
+        from jaxcam.models import classes
+
+        wnids = classes.imagenet_wnids()
+        return class_names[wnids.index(folder)] if folder in wnids else None
+    return None
+
+
 def file_items(inputs: List[str], class_names) -> tuple:
     """Items from files/folders/globs, and the inputs that matched nothing. True class = parent
     folder's name when it is one of the model's classes."""
     paths, unmatched = images_lib.expand(inputs or images_lib.sample_photos())
-    known = {n.lower(): n for n in class_names}
     items, seen = [], set()
     for path in paths:
         p = Path(path)
@@ -193,7 +205,7 @@ def file_items(inputs: List[str], class_names) -> tuple:
         while name in seen:
             name += "_"
         seen.add(name)
-        items.append(Item(name, path=path, label=known.get(p.parent.name.lower())))
+        items.append(Item(name, path=path, label=label_of(p.parent.name, class_names)))
     return items, unmatched
 
 
@@ -225,9 +237,8 @@ def dataset_items(args, class_names) -> List[Item]:
         by_class.setdefault(Path(path).parent.name, []).append(path)
     picked = [lst[i] for i in range(max(map(len, by_class.values()), default=0)) for lst in by_class.values()
               if i < len(lst)][: args.num]
-    known = {n.lower(): n for n in class_names}
     return [Item(f"{Path(p).parent.name}_{Path(p).stem}", path=p,
-                 label=known.get(Path(p).parent.name.lower(), Path(p).parent.name)) for p in picked]
+                 label=label_of(Path(p).parent.name, class_names) or Path(p).parent.name) for p in picked]
 
 
 def cifar10_items(args, split: str) -> List[Item]:
