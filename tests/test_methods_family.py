@@ -265,8 +265,7 @@ def test_token_ablation_writes_back_into_tokens(vit, x):
     y, y_k = jax.jit(lambda d: (score(jnp.zeros_like(tokens)), jax.vmap(score)(-d)))(drop)  # (N,), (16, N)
     a = np.asarray(tokens)[:, 1:].reshape(2, 4, 4, 16)
     expected = finish(np.einsum("nc,nhwc->nhw", np.asarray((y[None] - y_k) / y[None]).T, a), (16, 16))
-    got = run(ablation_cam_map, vit, x, None, TARGETS, reshape_transform=jaxcam.tokens_to_grid,
-              score="logit", value=0.0, batch_size=None)
+    got = jaxcam.ablation_cam(vit, x, targets=TARGETS, reshape_transform=jaxcam.tokens_to_grid)
     np.testing.assert_allclose(got, expected, atol=1e-4)
 
 
