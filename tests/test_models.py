@@ -4,6 +4,8 @@ torchvision VGG-16 / DenseNet-121, a small torch CIFAR ResNet written here from 
 description, and efficientnet-lite-pytorch's Lite0: the converted Flax model must give the same
 logits (1e-4 relative). Small inputs keep it fast.
 """
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -47,6 +49,14 @@ def test_densenet121_matches_torchvision():
     torch.manual_seed(0)
     tv = randomize_batchnorm(torchvision.models.densenet121())
     assert_logits_match(load("densenet121", weights=tv.state_dict()), tv, images(2, 32))
+
+
+@pytest.mark.skipif(not os.environ.get("JAXCAM_SLOW_TESTS"), reason="slow (~1 min each); set JAXCAM_SLOW_TESTS=1")
+@pytest.mark.parametrize("name", ["vgg16_bn", "densenet169"])
+def test_slow_torchvision_parity(name):
+    torch.manual_seed(0)
+    tv = randomize_batchnorm(getattr(torchvision.models, name)())
+    assert_logits_match(load(name, weights=tv.state_dict()), tv, images(2, 64))
 
 
 def _meta_state_dict(torch_model_fn):
