@@ -67,6 +67,9 @@ class _LazyTensor:
 
     def __init__(self, storage: _Storage, offset: int, size, stride):
         self.storage, self.offset, self.size, self.stride = storage, offset, tuple(size), tuple(stride)
+        numbers = (offset,) + self.size + self.stride
+        if len(self.size) != len(self.stride) or not all(isinstance(n, int) and n >= 0 for n in numbers):
+            raise CheckpointError("malformed checkpoint: a tensor has an invalid size, stride or offset")
 
     def materialize(self) -> np.ndarray:
         flat = self.storage.array
@@ -83,7 +86,7 @@ class _LazyTensor:
 def _rebuild_tensor(storage, storage_offset, size, stride, *unused):
     if not isinstance(storage, _Storage):
         raise CheckpointError("malformed checkpoint: a tensor is not backed by a storage")
-    return _LazyTensor(storage, int(storage_offset), size, stride)
+    return _LazyTensor(storage, storage_offset, size, stride)
 
 
 def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, *unused):
