@@ -117,7 +117,7 @@ def _check_options(score, batch_size, window=1, stride=1):
 
 def ablation_cam(
     model, x, layer=None, targets=None, *, score="logit", final_activation="relu",
-    ablation_value=0.0, batch_size: Optional[int] = None,
+    ablation_value=0.0, batch_size: Optional[int] = None, aug_smooth=False, reshape_transform=None,
 ):
     """Ablation-CAM (Desai & Ramaswamy, WACV 2020): drop each channel, weigh it by the score drop.
 
@@ -130,6 +130,7 @@ def ablation_cam(
       score: "logit" (default, as pytorch-grad-cam) | "softmax" | "sigmoid".
       ablation_value: what an ablated channel is set to (0.0).
       batch_size: ablations per vmapped chunk.
+      aug_smooth, reshape_transform: as `jaxcam.hires_cam` (test-time augmentation; token models).
 
     Returns:
       (N, H, W) float32 maps in [0, 1].
@@ -145,12 +146,14 @@ def ablation_cam(
     return run(
         ablation_cam_map, model, x, layer, targets, final_activation,
         score=score, value=float(ablation_value), batch_size=batch_size,
+        aug_smooth=aug_smooth, reshape_transform=reshape_transform,
     )
 
 
 def spatial_ablation_cam(
     model, x, layer=None, targets=None, *, score="logit", final_activation="relu",
     ablation_value=0.0, window: int = 1, stride: int = 1, batch_size: Optional[int] = None,
+    aug_smooth=False, reshape_transform=None,
 ):
     """Location-wise Ablation-CAM: zero all channels at a location (or window) at a time.
 
@@ -161,12 +164,14 @@ def spatial_ablation_cam(
     return run(
         spatial_ablation_cam_map, model, x, layer, targets, final_activation,
         score=score, value=float(ablation_value), batch_size=batch_size, window=int(window), stride=int(stride),
+        aug_smooth=aug_smooth, reshape_transform=reshape_transform,
     )
 
 
 def fast_ablation_cam(
     model, x, layer=None, targets=None, *, score="softmax", final_activation="relu",
     ablation_value=0.0, window: int = 1, stride: int = 1, batch_size: Optional[int] = None,
+    aug_smooth=False, reshape_transform=None,
 ):
     """FastAblationCAM: map_ij = final_activation(y - y^(ij)), no activation weighting.
 
@@ -178,4 +183,5 @@ def fast_ablation_cam(
     return run(
         fast_ablation_cam_map, model, x, layer, targets, final_activation,
         score=score, value=float(ablation_value), batch_size=batch_size, window=int(window), stride=int(stride),
+        aug_smooth=aug_smooth, reshape_transform=reshape_transform,
     )
