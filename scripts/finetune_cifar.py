@@ -132,6 +132,7 @@ def main(argv=None):
     eval_step = train_lib.make_eval_step(model, args.image_size, dtype, mesh)
     meta_base = {**expect, "class_names": list(train.class_names), "config": config_of(args)}
     trained_seconds = sum(h["seconds"] for h in history)
+    logits = None  # test logits of the current state
 
     for epoch in range(start_epoch, args.epochs):
         if args.max_minutes is not None and trained_seconds >= 60 * args.max_minutes:
@@ -158,7 +159,8 @@ def main(argv=None):
     if not history:
         sys.exit("error: no epoch was trained")
     final = model.with_variables(jax.device_get(state.variables()))
-    logits = train_lib.predict(eval_step, state.variables(), test.images, args.batch_size)
+    if logits is None:  # nothing trained in this process (resumed a finished run)
+        logits = train_lib.predict(eval_step, state.variables(), test.images, args.batch_size)
     report(args, final, test, logits, history)
     acc = float(np.mean(np.argmax(logits, -1) == test.labels))
     print(f"test accuracy: {acc:.4f} ({len(test)} images; best epoch {best_acc:.4f}); outputs in {args.out}")
@@ -184,14 +186,14 @@ def run_epoch(args, epoch, state, step, train, steps_per_epoch, budget_seconds=N
             jax.block_until_ready(metrics)
             start = time.perf_counter()  # excludes compilation of the first step
         out_of_time = budget_seconds is not None and time.perf_counter() - start >= budget_seconds
-        if len(pending) == 20 or i == steps_per_epoch - 1 or out_of_time:
-            for m in jax.device_get(pending):
+        if len(pending) == 10 or i == steps_per_epoch - 1 or out_of_time:
+            for m in jax.device_get(pending):  # waits for these steps: the bar shows finished steps
                 loss_sum += float(m["loss"]) * args.batch_size
                 correct += int(m["correct"])
                 seen += args.batch_size
-            pending = []
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
-        bar.update(1)
+            bar.update(len(pending))
+            pending = []
         if out_of_time:
             print(f"\ntraining-time budget used up after {i + 1} of {steps_per_epoch} steps of epoch {epoch + 1}")
             break
