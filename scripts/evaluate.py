@@ -7,7 +7,8 @@ For every method (plus a random-map baseline row) and every image it computes Av
 % Increase in Confidence, deletion and insertion AUC and ROAD (MoRF / LeRF / combined) with
 `jaxcam.metrics.all_metrics`, batched and jitted, sharded over the local devices when there are
 several. It prints the table and writes into --out:
-  table.csv, table.md     mean over the images per method (and seconds per image for the maps)
+  table.csv, table.md     mean over the images per method, and seconds per image to compute the
+                          maps (batches after the first, so without compilation, when there are any)
   curves.png              mean deletion and insertion curves per method
   cache/<config>/<method>/<image>.npz   per-image results, written atomically: a restarted run
                           skips the images already done with the same configuration.
@@ -61,7 +62,7 @@ def parse_args(argv=None):
                    help="explain the predicted class (default) or the labels.tsv class")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--score", default="softmax", choices=("softmax", "logit", "sigmoid"))
-    p.add_argument("--steps", type=int, default=20, help="deletion/insertion steps")
+    p.add_argument("--steps", type=int, default=20, help="deletion/insertion steps (0: skip the curves)")
     p.add_argument("--baseline", default="blur", choices=jaxcam.metrics.BASELINES)
     p.add_argument("--percentiles", type=float, nargs="*", default=[20, 50, 80],
                    help="ROAD percentiles (none: skip ROAD)")
@@ -89,9 +90,24 @@ def available_methods() -> list:
     return sorted(n for n in names if callable(getattr(jaxcam, n, None)) and is_method(getattr(jaxcam, n)))
 
 
-def resolve_methods(spec: str) -> list:
+def returns_maps(name: str, model, size: int, layer) -> bool:
+    """Whether the method returns (N, H, W) maps for this model (abstract evaluation, no compute)."""
+    x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+    try:
+        out = jax.eval_shape(lambda x: getattr(jaxcam, name)(model, x, layer=layer), x)
+    except Exception as err:  # a method that does not apply to this model (e.g. CAM without a GAP+FC head)
+        print(f"skipping {name}: {str(err).splitlines()[0][:160]}", file=sys.stderr)
+        return False
+    return getattr(out, "shape", None) == (1, size, size)
+
+
+def resolve_methods(spec: str, model, size: int, layer) -> list:
+    """Method names to run (+ the random baseline). 'all': every exported method that returns maps."""
     known = available_methods()
-    names = known if spec == "all" else [s.strip() for s in spec.split(",") if s.strip()]
+    if spec == "all":
+        names = [n for n in known if returns_maps(n, model, size, layer)]
+    else:
+        names = [s.strip() for s in spec.split(",") if s.strip()]
     bad = [n for n in names if n != RANDOM and n not in known]
     if bad:
         raise SystemExit(f"unknown method(s) {', '.join(bad)}; available: {', '.join(known)} (and '{RANDOM}')")
@@ -196,6 +212,7 @@ def evaluate(args, model, files, labels, methods, cache, progress=True):
     if skipped:
         bar.write(f"{skipped} of {len(methods) * len(batches)} (method, batch) pairs already cached in {cache}")
     base_key = jax.random.key(args.seed)
+    compiled = set()  # methods already run once in this process: later batches are timed without compiling
     for method, batch in bar:
         bar.set_postfix(method=method)
         padded = batch + [batch[-1]] * (bs - len(batch))  # one compiled shape for every batch
@@ -218,6 +235,8 @@ def evaluate(args, model, files, labels, methods, cache, progress=True):
             maps = getattr(jaxcam, method)(model, x, layer=args.layer, targets=targets)
         maps = jax.block_until_ready(maps)
         seconds = (time.perf_counter() - start) / len(padded)
+        warm = method in compiled
+        compiled.add(method)
         if maps.shape != x.shape[:3]:
             raise SystemExit(f"{method} returned shape {maps.shape}, not maps {x.shape[:3]}: leave it out of --methods")
         results = jaxcam.metrics.all_metrics(
@@ -228,6 +247,7 @@ def evaluate(args, model, files, labels, methods, cache, progress=True):
         for i, f in enumerate(batch):
             row = {k: v[i] for k, v in results.items()}
             row["seconds"] = np.float32(seconds)
+            row["warm"] = np.bool_(warm)
             row["target"] = np.int32(targets[i])
             atomic_write(cache_path(cache, method, f), lambda fh, row=row: np.savez(fh, **row))
     bar.close()
@@ -252,7 +272,8 @@ def summary_rows(table: dict) -> list:
         row = {"method": method, "images": len(values["average_drop"])}
         for key, _ in COLUMNS:
             row[key] = float(np.mean(values[key])) if key in values else float("nan")
-        row["seconds_per_image"] = float(np.mean(values["seconds"]))
+        warm = values["warm"]  # batches timed after compilation; the first batch's time includes it
+        row["seconds_per_image"] = float(np.mean(values["seconds"][warm] if warm.any() else values["seconds"]))
         rows.append(row)
     return rows
 
@@ -286,6 +307,8 @@ def write_outputs(out: str, rows: list, table: dict, steps: int) -> None:
     atomic_write(os.path.join(out, "table.csv"), write_csv)
     atomic_write(os.path.join(out, "table.md"), lambda f: f.write(markdown(rows).encode()))
 
+    if "deletion" not in next(iter(table.values())):
+        return  # --steps 0: no curves
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     frac = np.linspace(0, 1, steps + 1)
     for method, values in table.items():
@@ -307,10 +330,10 @@ def write_outputs(out: str, rows: list, table: dict, steps: int) -> None:
 def main(argv=None, progress=True) -> list:
     args = parse_args(argv)
     started = time.perf_counter()
-    methods = resolve_methods(args.methods)
     files = list_images(args.data, args.limit)
     labels = read_labels(args.data)
     model = load_model(args.model, args.weights)
+    methods = resolve_methods(args.methods, model, args.size, args.layer)
     cache = os.path.join(args.out, "cache", config_key(args, args.model))
     print(f"{args.model}: {len(files)} images x {len(methods)} methods ({', '.join(methods)}) on "
           f"{len(jax.local_devices())} device(s); cache {cache}", file=sys.stderr)

@@ -17,23 +17,25 @@ def all_metrics(
 ) -> dict:
     """All metrics per image for one batch, jitted as one function.
 
-    Args: as the single metrics (`jaxcam.metrics.deletion_curve`, `jaxcam.metrics.road`); an empty
-    `percentiles` skips ROAD (the costly part: one linear solve per image, channel and percentile).
+    Args: as the single metrics (`jaxcam.metrics.deletion_curve`, `jaxcam.metrics.road`);
+    ``steps=0`` skips the deletion/insertion curves, an empty `percentiles` skips ROAD (the costly
+    part: one linear solve per image, channel and percentile).
 
     Returns:
       dict of arrays: "score" and "explained_score" (N,) (Y and O), "average_drop",
       "increase_in_confidence", "confidence_change" (N,), "deletion" and "insertion" curves
-      (N, steps + 1), "deletion_auc", "insertion_auc" (N,), and with percentiles "road_morf",
+      (N, steps + 1) and "deletion_auc", "insertion_auc" (N,) when steps > 0, and with percentiles "road_morf",
       "road_lerf" (N, P) score changes and "road_combined" (N,).
     """
     model, x, maps, classes, target_fn = _common.check_call(model, x, maps, targets)
     curves.check_baseline(baseline)
     if not isinstance(baseline, str):
         raise ValueError("all_metrics takes a named baseline: one of " + ", ".join(curves.BASELINES))
+    steps = 0 if steps == 0 else curves._check_steps(steps)
     ps = road_lib.check_percentiles(percentiles) if len(percentiles) else None
     key = jax.random.key(0) if key is None else key
     return _all_jit(
-        model, x, maps, classes, ps, key, target_fn, _common.check_score(score), curves._check_steps(steps),
+        model, x, maps, classes, ps, key, target_fn, _common.check_score(score), steps,
         baseline, float(noise), float(tol), int(maxiter),
     )
 
@@ -50,8 +52,8 @@ def _all_jit(model, x, maps, classes, percentiles, key, target_fn, score, steps,
         "increase_in_confidence": 100.0 * (explained > full).astype(jnp.float32),
         "confidence_change": explained - full,
     }
-    base = curves.make_baseline(x, baseline)
-    for name, insert in (("deletion", False), ("insertion", True)):
+    base = curves.make_baseline(x, baseline) if steps else None
+    for name, insert in (("deletion", False), ("insertion", True)) if steps else ():
         out[name] = curves.curve_core(model, x, maps, classes, base, target_fn, steps, score, insert)
         out[name + "_auc"] = curves.auc(out[name])
     if percentiles is not None:
