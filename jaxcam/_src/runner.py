@@ -81,7 +81,34 @@ def _run_one(core, model, x, layer, targets, final_activation, shared: Shared, o
     spatial_activation_shape(req)
     target_fn = req.targets if callable(req.targets) else None
     classes = None if target_fn is not None else req.targets
-    return _run_jit(core, req.model, req.x, classes, req.layer, target_fn, final_activation, shared, options)
+    jitted = _jit_for(core)
+    return jitted(core, req.model, req.x, classes, req.layer, target_fn, final_activation, shared, options)
+
+
+def _jit_for(core):
+    """`_run_jit`, or a jit compiled with the core's ``cpu_compiler_options`` (XLA debug options).
+
+    XLA accepts compiler options on a top-level jit only, so inside a user's jit/vmap/grad (or on
+    another backend) the plain `_run_jit` is used.
+    """
+    options = getattr(core, "cpu_compiler_options", None)
+    if not options or jax.default_backend() != "cpu" or not _top_level():
+        return _run_jit
+    return _jit_with_options(tuple(sorted(options.items())))
+
+
+@functools.lru_cache(maxsize=None)
+def _jit_with_options(compiler_options: tuple):
+    return jax.jit(_run_jit.__wrapped__, static_argnums=(0, 4, 5, 6, 7, 8), compiler_options=dict(compiler_options))
+
+
+def _top_level() -> bool:
+    """True when no jax transformation is tracing (jax has no public test for this)."""
+    try:
+        from jax._src.core import trace_state_clean
+    except ImportError:
+        return False
+    return trace_state_clean()
 
 
 def fuse(layer_maps: jnp.ndarray) -> jnp.ndarray:

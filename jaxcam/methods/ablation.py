@@ -108,6 +108,14 @@ def fast_ablation_cam_map(split, x, targets, score="softmax", value=0.0, batch_s
     return spread(drops, cover)
 
 
+# XLA:CPU's default fusion emitters turn "mask channel k, then the head's mean over locations" (one
+# fused select + reduction over non-minor axes, C x h x w x C elements) into code ~8x slower than
+# the legacy emitters: on ResNet-50 layer4 that part alone cost about one forward. The runner
+# compiles channel ablation with the legacy emitters (numbers in benchmarks/README.md); location
+# ablation has only h x w masks and runs faster with the defaults.
+ablation_cam_map.cpu_compiler_options = {"xla_cpu_use_fusion_emitters": False}
+
+
 def _check_options(score, batch_size, window=1, stride=1):
     targets_lib.check_score(score)
     for name, v in (("batch_size", batch_size), ("window", window), ("stride", stride)):
