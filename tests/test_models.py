@@ -37,18 +37,33 @@ def images(n, size, seed=0):
     return np.random.RandomState(seed).randn(n, size, size, 3).astype(np.float32)
 
 
+def check_default_layer(model, x, shape):
+    """The default layer exists with the expected shape; the classifier-only head equals the logits."""
+    x = jnp.asarray(x)
+    layer = check_layer(model, model.info.default_layer, x.shape)
+    acts = jax.jit(lambda m, x: Split(m, layer).features(x))(model, x)  # the model is an argument, not a constant
+    assert acts.shape == (len(x),) + shape
+    cls = jnp.arange(len(x)) % 3 + 1
+    gathered = jax.jit(lambda m, x, a, c: Split(m, layer).head(x, a, c))(model, x, acts, cls)
+    logits = forward(model, x)
+    np.testing.assert_allclose(np.asarray(gathered), np.asarray(logits)[np.arange(len(x)), cls], rtol=1e-4, atol=1e-5)
+
+
 def test_vgg16_matches_torchvision():
     torch.manual_seed(0)
     tv = torchvision.models.vgg16().eval()
     model = load("vgg16", weights=tv.state_dict())
     assert_logits_match(model, tv, images(2, 32))  # 1x1 features, replicated by the 7x7 adaptive pool
     assert_logits_match(model, tv, images(1, 64, seed=1))  # 2x2 -> 7x7 uneven adaptive bins
+    check_default_layer(model, images(2, 32), (2, 2, 512))  # features/29: ReLU of the last conv
 
 
 def test_densenet121_matches_torchvision():
     torch.manual_seed(0)
     tv = randomize_batchnorm(torchvision.models.densenet121())
-    assert_logits_match(load("densenet121", weights=tv.state_dict()), tv, images(2, 32))
+    model = load("densenet121", weights=tv.state_dict())
+    assert_logits_match(model, tv, images(2, 32))
+    check_default_layer(model, images(2, 32), (1, 1, 1024))  # features/norm5
 
 
 @pytest.mark.skipif(not os.environ.get("JAXCAM_SLOW_TESTS"), reason="slow (~1 min each); set JAXCAM_SLOW_TESTS=1")
@@ -124,6 +139,7 @@ def test_cifar_resnet20_matches_torch(tmp_path):
     torch.save({"best_prec1": 91.0, "state_dict": state}, path, _use_new_zipfile_serialization=False)
     model = load("resnet20", weights=str(path))
     assert_logits_match(model, net, images(4, 32))
+    check_default_layer(model, images(4, 32), (8, 8, 64))  # layer3
     assert model.info.class_names == classes.CIFAR10 and model.info.default_layer == "layer3"
 
 
@@ -133,6 +149,7 @@ def test_efficientnet_lite0_matches_reference_code():
     net = randomize_batchnorm(lite.EfficientNet.from_name("efficientnet-lite0", image_size=64))
     model = load("efficientnet_lite0", weights=net.state_dict())
     assert_logits_match(model, net, images(2, 64))
+    check_default_layer(model, images(2, 64), (2, 2, 1280))  # _head_act: ReLU6 of the head conv
 
 
 def test_efficientnet_lite0_package_weights():
@@ -143,24 +160,6 @@ def test_efficientnet_lite0_package_weights():
     net = lite.EfficientNet.from_name("efficientnet-lite0", image_size=64).eval()
     net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     assert_logits_match(model, net, np.clip(images(2, 64), -1, 1))
-
-
-@pytest.mark.parametrize("name,size,shape", [
-    ("resnet20", 32, (8, 8, 64)),
-    ("vgg16", 32, (2, 2, 512)),
-    ("efficientnet_lite0", 32, (1, 1, 1280)),
-])
-def test_default_layer_and_classifier_head(name, size, shape):
-    """The default layer exists with the expected shape; the classifier-only head equals the logits."""
-    model = load(name, weights=None)
-    x = jnp.asarray(images(2, size))
-    layer = check_layer(model, model.info.default_layer, x.shape)
-    acts = jax.jit(lambda m, x: Split(m, layer).features(x))(model, x)  # the model is an argument, not a constant
-    assert acts.shape == (2,) + shape
-    cls = jnp.array([3, 7])
-    gathered = jax.jit(lambda m, x, a, c: Split(m, layer).head(x, a, c))(model, x, acts, cls)
-    logits = forward(model, x)
-    np.testing.assert_allclose(np.asarray(gathered), np.asarray(logits)[np.arange(2), cls], rtol=1e-4, atol=1e-5)
 
 
 def test_model_infos():
