@@ -64,17 +64,20 @@ def run_case(cmd, timeout: float):
     """
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    peak = 0
+    peak, peak_at = 0, 0.0
     while True:
         try:
             out, err = proc.communicate(timeout=1.0)
             break
         except subprocess.TimeoutExpired:
-            peak = max(peak, _vm_hwm_mib(proc.pid))
+            now = _vm_hwm_mib(proc.pid)
+            if now > peak:
+                peak, peak_at = now, time.perf_counter() - start
             if time.perf_counter() - start > timeout:
                 proc.kill()
                 proc.communicate()
-                return {"peak_rss_mib": peak, "seconds": round(time.perf_counter() - start, 1), "timed_out": True}
+                return {"peak_rss_mib": peak, "seconds": round(time.perf_counter() - start, 1), "timed_out": True,
+                        "peak_reached_at_s": round(peak_at)}
     if proc.returncode != 0:
         print(f"{' '.join(cmd[2:])} failed:\n{err[-2000:]}", file=sys.stderr)
         return None
@@ -110,7 +113,8 @@ def main(argv=None) -> int:
                 continue
             row.update(case=case, batch=args.batch, size=args.size, chunk=chunk)
             results.append(row)
-            note = f"  (stopped after {args.timeout:.0f} s: peak so far)" if row.get("timed_out") else ""
+            note = (f"  (stopped after {args.timeout:.0f} s; peak so far, last grew at {row['peak_reached_at_s']} s)"
+                    if row.get("timed_out") else "")
             print(f"{row['case']:>14}  batch {row['batch']}  {row['size']}px  chunk {str(row['chunk'] or 'default'):>7}  "
                   f"peak RSS {row['peak_rss_mib']:>6} MiB  {row['seconds']:>7.1f} s{note}", flush=True)
     if args.out:
