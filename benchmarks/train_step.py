@@ -115,6 +115,39 @@ def time_torch(model_name: str, batch: int, steps: int, channels_last: bool) -> 
     return steps * batch / (time.perf_counter() - start)
 
 
+def hlo_summary(model_name: str, batch: int) -> None:
+    """Print the convolutions XLA:CPU runs in the compiled JAX train step, grouped by window/dilation.
+
+    The weight gradients show up as convolutions whose window is the whole activation map (e.g.
+    32x32) contracting over the batch, each fed by a transpose copy of the activations.
+    """
+    import collections
+    import re
+
+    import jaxcam  # noqa: F401
+    import numpy as np
+    import optax
+
+    from jaxcam import train
+
+    model = getattr(jaxcam.models, model_name)(num_classes=10)
+    tx = train.make_optimizer("sgd", optax.constant_schedule(0.05))
+    step = train.make_train_step(model, tx, 32)
+    state = train.replicate(train.init_state(model, tx))
+    images, labels = np.zeros((batch, 32, 32, 3), np.uint8), np.zeros(batch, np.int32)
+    compiled = step.lower(state, *train.shard_batch(images, labels)).compile()
+    text = compiled.as_text()
+    windows = collections.Counter(re.search(r"window=\{([^}]*)\}", line).group(1)
+                                  for line in text.splitlines() if " convolution(" in line)
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    print(f"{model_name}, batch {batch}: {sum(windows.values())} convolutions, "
+          f"{len(re.findall(r'transpose_copy_fusion[.0-9]* = ', text))} transpose copies, "
+          f"{cost.get('flops', 0) / 1e9:.1f} GFLOP per step")
+    for window, count in windows.most_common():
+        print(f"  {count:3d} x window {{{window}}}")
+
+
 def child(args) -> None:
     """Run one measurement in this process and print it as JSON."""
     if args.framework == "jax":
@@ -141,9 +174,12 @@ def main():
     p.add_argument("--batch", type=int, help=argparse.SUPPRESS)
     p.add_argument("--bf16", action="store_true", help="also measure JAX with bfloat16 compute")
     p.add_argument("--channels-last", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--hlo", action="store_true", help="only summarize the convolutions of the compiled JAX step")
     args = p.parse_args()
     if args.child:
         return child(args)
+    if args.hlo:
+        return hlo_summary(args.model, int(args.batch_sizes.split(",")[0]))
 
     variants = []  # (label, child args, env overrides)
     if args.only in (None, "jax"):
