@@ -101,7 +101,7 @@ def load(name, weights="pretrained", num_classes: Optional[int] = None, seed: in
     """
     if isinstance(name, Mapping):
         return _from_saved(name, num_classes, class_names)
-    if isinstance(name, (str, os.PathLike)) and os.path.isdir(name):
+    if isinstance(name, (str, os.PathLike)) and _ALIASES.get(name, name) not in REGISTRY and os.path.isdir(name):
         from jaxcam.train import load_checkpoint
 
         return load_checkpoint(os.fspath(name))
@@ -132,6 +132,9 @@ def _state_dict(name: str, spec: Spec, weights) -> dict:
             raise ValueError(f"{name} has no torchvision weights; use weights='pretrained', a local file or None")
         return checkpoint.read_state_dict(_package_file(spec) if spec.package else download(spec.url))
     if isinstance(weights, (str, os.PathLike)):
+        if not os.path.isfile(weights):
+            raise FileNotFoundError(f"weights={weights!r} is not a file; pass 'pretrained', 'torchvision' "
+                                    "(torchvision models), a checkpoint path, a state_dict or None (random)")
         return checkpoint.read_state_dict(weights)
     raise TypeError(f"weights must be None, 'pretrained', 'torchvision', a file path or a state_dict; got {type(weights).__name__}")
 
