@@ -237,8 +237,9 @@ def evaluate(args, model, files, labels, methods, cache, progress=True):
         seconds = (time.perf_counter() - start) / len(padded)
         warm = method in compiled
         compiled.add(method)
-        if maps.shape != x.shape[:3]:
-            raise SystemExit(f"{method} returned shape {maps.shape}, not maps {x.shape[:3]}: leave it out of --methods")
+        if getattr(maps, "shape", None) != x.shape[:3]:
+            shape = getattr(maps, "shape", type(maps).__name__)
+            raise SystemExit(f"{method} returned {shape}, not maps {x.shape[:3]}: leave it out of --methods")
         results = jaxcam.metrics.all_metrics(
             model, x, maps, targets, score=args.score, steps=args.steps, baseline=args.baseline,
             percentiles=args.percentiles, key=jax.random.fold_in(base_key, 1_000_000 + index), tol=args.road_tol,
