@@ -40,7 +40,7 @@ class ModelInfo:
     classifier: Optional[str] = None
     mean: tuple = IMAGENET_MEAN
     std: tuple = IMAGENET_STD
-    class_names: tuple = ()
+    class_names: tuple = dataclasses.field(default=(), repr=False)
     input_size: int = 224
 
 
