@@ -95,7 +95,7 @@ def test_degenerate_activations_never_nan(model, name):
     assert np.isfinite(guided).all()
 
 
-@settings(max_examples=16, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@settings(max_examples=10, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 @given(
     name=st.sampled_from(sorted(METHODS)),
     shape=st.sampled_from([(1, 8, 8), (2, 12, 10)]),
