@@ -69,6 +69,8 @@ def parse_args(argv=None):
     p.add_argument("--road-tol", type=float, default=1e-5, help="conjugate-gradient tolerance of the imputer")
     p.add_argument("--seed", type=int, default=0, help="seeds the random maps and the ROAD noise")
     p.add_argument("--out", default="results/evaluate")
+    p.add_argument("--report-only", action="store_true",
+                   help="compute nothing: tabulate what the cache holds (e.g. while a run is going on)")
     return p.parse_args(argv)
 
 
@@ -227,7 +229,8 @@ def evaluate(args, model, files, labels, methods, cache, progress=True):
                 raise SystemExit(f"--targets label: {missing[0]} has no row in {args.data}/labels.tsv")
             targets = jnp.asarray([labels[f] for f in padded], jnp.int32)
         else:
-            targets = jnp.argmax(model(x), axis=-1).astype(jnp.int32)
+            targets = None  # the predicted class: methods and metrics take the argmax themselves
+
         start = time.perf_counter()
         if method == RANDOM:
             maps = random_maps(jax.random.fold_in(base_key, index), x)
@@ -249,17 +252,18 @@ def evaluate(args, model, files, labels, methods, cache, progress=True):
             row = {k: v[i] for k, v in results.items()}
             row["seconds"] = np.float32(seconds)
             row["warm"] = np.bool_(warm)
-            row["target"] = np.int32(targets[i])
             atomic_write(cache_path(cache, method, f), lambda fh, row=row: np.savez(fh, **row))
     bar.close()
 
 
 def collect(methods, files, cache) -> dict:
-    """method -> {metric: per-image values stacked (I, ...)} from the cache."""
+    """method -> {metric: per-image values stacked (I, ...)} from the cached images (methods with none
+    are left out)."""
     table = {}
     for m in methods:
-        rows = [dict(np.load(cache_path(cache, m, f))) for f in files]
-        table[m] = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+        rows = [dict(np.load(p)) for p in (cache_path(cache, m, f) for f in files) if os.path.exists(p)]
+        if rows:
+            table[m] = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
     return table
 
 
@@ -338,8 +342,11 @@ def main(argv=None, progress=True) -> list:
     cache = os.path.join(args.out, "cache", config_key(args, args.model))
     print(f"{args.model}: {len(files)} images x {len(methods)} methods ({', '.join(methods)}) on "
           f"{len(jax.local_devices())} device(s); cache {cache}", file=sys.stderr)
-    evaluate(args, model, files, labels, methods, cache, progress)
+    if not args.report_only:
+        evaluate(args, model, files, labels, methods, cache, progress)
     table = collect(methods, files, cache)
+    if not table:
+        raise SystemExit(f"nothing cached yet in {cache}")
     rows = summary_rows(table)
     write_outputs(args.out, rows, table, args.steps)
     print(markdown(rows))

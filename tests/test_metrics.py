@@ -192,3 +192,4 @@ def test_evaluate_script_writes_tables_and_resumes(tmp_path):
     stamps = [p.stat().st_mtime_ns for p in cached]
     assert evaluate.main(argv, progress=False) == rows  # resumed from the cache: nothing recomputed
     assert [p.stat().st_mtime_ns for p in cached] == stamps
+    assert evaluate.main(argv + ["--report-only"], progress=False) == rows

@@ -22,7 +22,8 @@ def all_metrics(
     part: one linear solve per image, channel and percentile).
 
     Returns:
-      dict of arrays: "score" and "explained_score" (N,) (Y and O), "average_drop",
+      dict of arrays: "target" (N,) the explained classes (absent for callable targets), "score" and
+      "explained_score" (N,) (Y and O), "average_drop",
       "increase_in_confidence", "confidence_change" (N,), "deletion" and "insertion" curves
       (N, steps + 1) and "deletion_auc", "insertion_auc" (N,) when steps > 0, and with percentiles "road_morf",
       "road_lerf" (N, P) score changes and "road_combined" (N,).
@@ -46,6 +47,7 @@ def _all_jit(model, x, maps, classes, percentiles, key, target_fn, score, steps,
     explained, _ = _common.target_scores(model, x * maps[..., None], classes, target_fn, score)
     denom = jnp.where(full == 0, 1.0, full)
     out = {
+        "target": classes,
         "score": full,
         "explained_score": explained,
         "average_drop": 100.0 * jnp.where(full == 0, 0.0, jnp.maximum(full - explained, 0.0) / denom),
@@ -63,4 +65,4 @@ def _all_jit(model, x, maps, classes, percentiles, key, target_fn, score, steps,
                 model, x, maps, classes, target_fn, percentiles, order, score, noise, k, tol, maxiter
             )
         out["road_combined"] = (out["road_lerf"].mean(axis=1) - out["road_morf"].mean(axis=1)) / 2
-    return out
+    return {k: v for k, v in out.items() if v is not None}
