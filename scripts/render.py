@@ -371,8 +371,12 @@ def render(args) -> int:
             pixels = np.stack([ld.image for _, ld in good])
             overlays = {}
             for name, fn in methods.items():
-                (batch,) = list(explain_batches(fn, model, pixels, batch_size=args.batch_size, layer=args.layer,
-                                                targets=target, **options[name]))
+                try:
+                    (batch,) = list(explain_batches(fn, model, pixels, batch_size=args.batch_size, layer=args.layer,
+                                                    targets=target, **options[name]))
+                except (ValueError, TypeError) as err:  # the method's own checks, e.g. a layer it cannot use
+                    bar.close()
+                    raise UsageError(f"{name} cannot explain {model.info.name} here: {err}") from None
                 cams, probs = np.asarray(batch.maps), np.asarray(_softmax(np.asarray(batch.logits)))
                 for i, (it, ld) in enumerate(good):
                     heading = title(model, name, probs[i], target, ld.label)
