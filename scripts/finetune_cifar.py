@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import os
 import re
 import sys
@@ -170,16 +171,15 @@ def main(argv=None):
 def run_epoch(args, epoch, state, step, train, steps_per_epoch, budget_seconds=None) -> dict:
     """One pass over the training set (or `steps_per_epoch` batches of it, or until `budget_seconds`
     of training time are used); returns the metrics and the new state."""
-    it = data_lib.prefetch(data_lib.batches(train, args.batch_size, shuffle=True, augment_images=True,
-                                            seed=args.seed * 100_003 + epoch, drop_last=True,
-                                            pad=args.crop_pad, flip=not args.no_flip), size=3)
+    batches = data_lib.batches(train, args.batch_size, shuffle=True, augment_images=True,
+                               seed=args.seed * 100_003 + epoch, drop_last=True, pad=args.crop_pad,
+                               flip=not args.no_flip)
+    it = data_lib.prefetch(itertools.islice(batches, steps_per_epoch), size=3)
     loss_sum, correct, seen = 0.0, 0, 0
     pending = []
     bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch", leave=False)
     start = None
     for i, (images, labels) in enumerate(it):
-        if i == steps_per_epoch:
-            break
         state, metrics = step(state, *train_lib.shard_batch(images, labels))
         pending.append(metrics)
         if i == 0:
@@ -198,6 +198,7 @@ def run_epoch(args, epoch, state, step, train, steps_per_epoch, budget_seconds=N
             print(f"\ntraining-time budget used up after {i + 1} of {steps_per_epoch} steps of epoch {epoch + 1}")
             break
     bar.close()
+    it.close()
     seconds = time.perf_counter() - start
     return {"state": state, "train_loss": loss_sum / seen, "train_acc": correct / seen, "seconds": seconds,
             "steps": i + 1, "images_per_second": i * args.batch_size / max(seconds, 1e-9)}

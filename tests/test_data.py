@@ -151,3 +151,17 @@ def test_prefetch_keeps_order_and_reraises():
 
     with pytest.raises(RuntimeError, match="boom"):
         list(data.prefetch(broken()))
+
+
+def test_closing_prefetch_stops_its_thread():
+    import itertools
+    import threading
+
+    before = threading.active_count()
+    it = data.prefetch(itertools.count(), size=2)
+    assert [next(it) for _ in range(3)] == [0, 1, 2]
+    it.close()
+    deadline = time.perf_counter() + 10
+    while threading.active_count() > before and time.perf_counter() < deadline:
+        time.sleep(0.05)
+    assert threading.active_count() <= before

@@ -63,23 +63,40 @@ def batches(data: Dataset, batch_size: int, *, shuffle: bool = False, augment_im
 
 
 def prefetch(iterator: Iterator, size: int = 2) -> Iterator:
-    """Run `iterator` in a daemon thread, keeping up to `size` items ready; re-raises its errors."""
+    """Run `iterator` in a daemon thread, keeping up to `size` items ready; re-raises its errors.
+
+    Closing the returned generator (or dropping it) stops the thread at its next item.
+    """
     items: queue.Queue = queue.Queue(maxsize=size)
+    stop = threading.Event()
     done = object()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def work():
         try:
             for item in iterator:
-                items.put(item)
+                if not put(item):
+                    return
         except BaseException as e:  # handed to the consumer
-            items.put(e)
-        items.put(done)
+            put(e)
+        put(done)
 
     threading.Thread(target=work, daemon=True).start()
-    while True:
-        item = items.get()
-        if item is done:
-            return
-        if isinstance(item, BaseException):
-            raise item
-        yield item
+    try:
+        while True:
+            item = items.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
