@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import itertools
 from typing import Callable, Iterator, Optional, Sequence
 
@@ -25,6 +26,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from jaxcam.model import Model, as_model
 
 _HALF = (jnp.float16, jnp.bfloat16)
+_METHOD_PARAMS = ["model", "x", "layer", "targets"]
 
 
 @dataclasses.dataclass
@@ -72,6 +74,18 @@ class Explanation:
         return sum(b.count for b in self.batches)
 
 
+def methods() -> dict:
+    """Every CAM method jaxcam exports: name -> function ``method(model, x, layer, targets, **options)``."""
+    import jaxcam
+
+    found = {}
+    for name in jaxcam.__all__:
+        fn = getattr(jaxcam, name, None)
+        if inspect.isfunction(fn) and list(inspect.signature(fn).parameters)[:4] == _METHOD_PARAMS:
+            found[name] = fn
+    return found
+
+
 def batch_mesh(devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
     """A 1-D mesh named ``'batch'`` over `devices` (default: all local devices)."""
     devices = list(devices) if devices is not None else jax.local_devices()
@@ -83,7 +97,8 @@ def process_share(num_items: int) -> slice:
 
     With ``jax.distributed.initialize()`` each host explains its own share on its local devices; CAMs
     are per image, so no cross-host communication is needed. Example:
-    ``jaxcam.explain(method, model, images[jaxcam.explain.process_share(len(images))])``.
+    ``jaxcam.explain(method, model, images[process_share(len(images))])`` with
+    ``from jaxcam.explain import process_share``.
     """
     index, count = jax.process_index(), jax.process_count()
     return slice(num_items * index // count, num_items * (index + 1) // count)

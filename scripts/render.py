@@ -24,6 +24,7 @@ from typing import List, Optional
 
 import jaxcam  # first: sets XLA CPU flags before jax starts its backend
 
+import jax  # noqa: E402
 import matplotlib
 
 matplotlib.use("Agg")
@@ -34,10 +35,9 @@ from tqdm import tqdm  # noqa: E402
 
 from jaxcam import images as images_lib  # noqa: E402
 from jaxcam import jobs  # noqa: E402
-from jaxcam.explain import explain_batches  # noqa: E402
+from jaxcam.explain import explain_batches, methods as exported_methods  # noqa: E402
 
 DEFAULT_MODEL = "efficientnet_lite0"
-COMMON_PARAMS = ["model", "x", "layer", "targets"]
 GRID_MAX = 16  # images in grid.png
 DATASETS = {"cifar10": ("cifar10", "test"), "imagenette": ("imagenette/320px-v2", "validation")}
 
@@ -91,18 +91,8 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def available_methods() -> dict:
-    """Methods exported by jaxcam with the common signature method(model, x, layer, targets, ...)."""
-    found = {}
-    for name in jaxcam.__all__ if hasattr(jaxcam, "__all__") else dir(jaxcam):
-        fn = getattr(jaxcam, name, None)
-        if inspect.isfunction(fn) and list(inspect.signature(fn).parameters)[:4] == COMMON_PARAMS:
-            found[name] = fn
-    return found
-
-
 def resolve_methods(spec: str) -> dict:
-    known = available_methods()
+    known = exported_methods()
     chosen = {}
     for raw in [s.strip() for s in spec.split(",") if s.strip()]:
         name = raw.replace("-", "_").lower()
@@ -377,7 +367,7 @@ def render(args) -> int:
                 except (ValueError, TypeError) as err:  # the method's own checks, e.g. a layer it cannot use
                     bar.close()
                     raise UsageError(f"{name} cannot explain {model.info.name} here: {err}") from None
-                cams, probs = np.asarray(batch.maps), np.asarray(_softmax(np.asarray(batch.logits)))
+                cams, probs = np.asarray(batch.maps), np.asarray(jax.nn.softmax(batch.logits, axis=-1))
                 for i, (it, ld) in enumerate(good):
                     heading = title(model, name, probs[i], target, ld.label)
                     save_triptych(output_path(args.out, it, name), ld.image, cams[i], args, heading)
@@ -400,11 +390,6 @@ def render(args) -> int:
         for what, why in failures:
             print(f"  {what}: {why}")
     return 1 if todo and not rendered else 0
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return z / z.sum(axis=-1, keepdims=True)
 
 
 def main(argv=None) -> int:
