@@ -269,7 +269,8 @@ def title(model, method: str, probs: np.ndarray, target: Optional[int], label: O
     return text
 
 
-def save_triptych(path: str, image: np.ndarray, cam: np.ndarray, args, heading: str) -> None:
+def save_triptych(path: str, image: np.ndarray, cam: np.ndarray, args, heading: str) -> np.ndarray:
+    """Write original | heatmap | overlay to `path` (atomically); returns the overlay."""
     panels = [image, jaxcam.heatmap(cam, args.colormap), jaxcam.overlay(image, cam, args.colormap, args.alpha)]
     fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.9))
     for ax, panel, name in zip(axes, panels, ("original", "heatmap", "overlay")):
@@ -281,6 +282,7 @@ def save_triptych(path: str, image: np.ndarray, cam: np.ndarray, args, heading: 
     with jobs.atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
+    return panels[2]
 
 
 def save_grid(path: str, rows: list, methods: List[str]) -> None:
@@ -370,8 +372,8 @@ def render(args) -> int:
                 cams, probs = np.asarray(batch.maps), np.asarray(jax.nn.softmax(batch.logits, axis=-1))
                 for i, (it, ld) in enumerate(good):
                     heading = title(model, name, probs[i], target, ld.label)
-                    save_triptych(output_path(args.out, it, name), ld.image, cams[i], args, heading)
-                    overlays.setdefault(it.name, {})[name] = jaxcam.overlay(ld.image, cams[i], args.colormap, args.alpha)
+                    overlays.setdefault(it.name, {})[name] = save_triptych(
+                        output_path(args.out, it, name), ld.image, cams[i], args, heading)
             for it, ld in good:
                 rendered.append(it)
                 if len(methods) > 1 and len(grid_rows) < GRID_MAX:
