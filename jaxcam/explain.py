@@ -23,9 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from jaxcam._src.dtypes import HALF, upcast_half
 from jaxcam.model import Model, as_model
 
-_HALF = (jnp.float16, jnp.bfloat16)
 _METHOD_PARAMS = ["model", "x", "layer", "targets"]
 
 
@@ -122,7 +122,7 @@ def explain(method: Callable, model, images, *, batch_size: int = 8, layer: Opti
       images: an array (N, H, W, C) or an iterable of images (H, W, C), all the same size. uint8
         images go through ``model.preprocess``; float images are used as given (already normalized).
         float16/bfloat16 images and model variables are accepted and computed in float32 (see
-        `_upcast_half`); other dtypes are refused with a TypeError.
+        `jaxcam._src.dtypes.upcast_half`); other dtypes are refused with a TypeError.
       batch_size: images per compiled call; rounded up to a multiple of the number of devices.
       layer: the layer to explain (default: the model's).
       targets: None (argmax) | int | one int per image (a sequence of length N) | callable.
@@ -194,21 +194,13 @@ def _compiled_step(method, mesh, layer, static_targets, per_image, options):
     sharded, replicated = NamedSharding(mesh, P("batch")), NamedSharding(mesh, P())
 
     def step(model: Model, x, t):
-        model, x = _upcast_half(model), _upcast_half(x)
+        model, x = upcast_half(model), upcast_half(x)
         maps = method(model, x, layer=layer, targets=t if per_image else static_targets, **dict(options))
         return maps, model(x).astype(jnp.float32)
 
     return jax.jit(step, in_shardings=(replicated, sharded, sharded if per_image else None),
                    out_shardings=(sharded, sharded))
 
-
-def _upcast_half(tree):
-    """float16/bfloat16 leaves -> float32 (inside the compiled step: storage stays half precision).
-
-    Perturbation methods take differences of nearly equal scores (a probability with one location
-    ablated); bfloat16's 8-bit mantissa turns those into noise, so the methods compute in float32.
-    """
-    return jax.tree_util.tree_map(lambda v: v.astype(jnp.float32) if v.dtype in _HALF else v, tree)
 
 
 def _chunks(images, size: int) -> Iterator[list]:
@@ -228,7 +220,7 @@ def _prepare(model: Model, x: np.ndarray, size: int) -> np.ndarray:
         raise ValueError(f"each image must be (H, W, C); got a batch of shape {x.shape}")
     if x.dtype == np.uint8:
         x = np.asarray(model.preprocess(x))
-    elif not np.issubdtype(x.dtype, np.floating) and x.dtype not in _HALF:
+    elif not np.issubdtype(x.dtype, np.floating) and x.dtype not in HALF:
         raise TypeError(f"images have dtype {x.dtype}: pass uint8 images or normalized floats")
     if len(x) < size:
         x = np.concatenate([x, np.repeat(x[-1:], size - len(x), axis=0)])

@@ -273,3 +273,12 @@ def test_constant_map_is_zeros_not_nan():
     for method in (jaxcam.grad_cam, jaxcam.ablation_cam, jaxcam.spatial_ablation_cam, jaxcam.fast_ablation_cam):
         maps = np.asarray(method(model, x))
         assert np.all(maps == 0), method.__name__
+
+
+def test_half_precision_is_computed_in_float32(resnet18, images):
+    """bfloat16 weights and input are upcast inside the jit: the drops survive (bf16 would drown them)."""
+    half = resnet18.with_variables(jax.tree_util.tree_map(lambda v: v.astype(jnp.bfloat16), resnet18.variables))
+    ref = np.asarray(jaxcam.fast_ablation_cam(resnet18, images, layer="layer4"))
+    got = jaxcam.fast_ablation_cam(half, jnp.asarray(images, jnp.bfloat16), layer="layer4")
+    assert got.dtype == jnp.float32
+    assert np.corrcoef(np.ravel(got), np.ravel(ref))[0, 1] > 0.99

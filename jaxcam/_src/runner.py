@@ -24,6 +24,7 @@ import jax.numpy as jnp
 from jaxcam._src import maps
 from jaxcam._src.projection import first_component
 from jaxcam._src.request import make_request, spatial_activation_shape
+from jaxcam._src.dtypes import upcast_half
 from jaxcam._src.split import Split
 from jaxcam._src.tokens import ReshapedSplit
 
@@ -137,6 +138,7 @@ def reduce_channels(cam: jnp.ndarray, eigen_smooth: bool) -> jnp.ndarray:
 
 @functools.partial(jax.jit, static_argnums=(0, 4, 5, 6, 7, 8))
 def _run_jit(core, model, x, classes, layer, target_fn, final_activation, shared: Shared, options):
+    model, x = upcast_half(model), upcast_half(x)
     split = Split(model, layer)
     if shared.reshape_transform is not None:
         split = ReshapedSplit(split, shared.reshape_transform)
