@@ -284,10 +284,11 @@ def summary_rows(table: dict) -> list:
 
 
 def markdown(rows: list) -> str:
-    head = ["method"] + [title for _, title in COLUMNS] + ["s/img (map)"]
+    columns = [(k, t) for k, t in COLUMNS if any(not np.isnan(r[k]) for r in rows)]  # skipped metrics: no column
+    head = ["method", "images"] + [title for _, title in columns] + ["s/img (map)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [r["method"]] + [f"{r[k]:.4f}" if "auc" in k or "road" in k else f"{r[k]:.2f}" for k, _ in COLUMNS]
+        cells = [r["method"], str(r["images"])] + [f"{r[k]:.4f}" if "auc" in k or "road" in k else f"{r[k]:.2f}" for k, _ in columns]
         lines.append("| " + " | ".join(cells + [f"{r['seconds_per_image']:.3f}"]) + " |")
     return "\n".join(lines) + "\n"
 
