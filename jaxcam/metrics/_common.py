@@ -14,8 +14,6 @@ from jaxcam._src import targets as targets_lib
 from jaxcam._src.request import check_input
 from jaxcam.model import Model, as_model
 
-METRIC_SCORES = targets_lib.SCORE_SPACES
-
 
 def check_call(model, x, maps, targets):
     """Validate (outside jit); returns the model, x, maps (N, H, W) float32, and targets split into

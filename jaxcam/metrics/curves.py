@@ -75,7 +75,7 @@ def step_counts(num_pixels: int, steps: int):
     return jnp.asarray(np.round(np.arange(steps + 1) * num_pixels / steps).astype(np.int32))
 
 
-def _check_steps(steps):
+def check_steps(steps):
     if not isinstance(steps, (int, np.integer)) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
     return int(steps)
@@ -83,7 +83,7 @@ def _check_steps(steps):
 
 def _curve(model, x, maps, targets, steps, baseline, score, insert):
     model, x, maps, classes, target_fn = _common.check_call(model, x, maps, targets)
-    steps, score = _check_steps(steps), _common.check_score(score)
+    steps, score = check_steps(steps), _common.check_score(score)
     if isinstance(baseline, str):
         check_baseline(baseline)
         return _curve_jit(model, x, maps, classes, None, target_fn, steps, baseline, score, insert)

@@ -32,7 +32,7 @@ def all_metrics(
     curves.check_baseline(baseline)
     if not isinstance(baseline, str):
         raise ValueError("all_metrics takes a named baseline: one of " + ", ".join(curves.BASELINES))
-    steps = 0 if steps == 0 else curves._check_steps(steps)
+    steps = 0 if steps == 0 else curves.check_steps(steps)
     ps = road_lib.check_percentiles(percentiles) if len(percentiles) else None
     key = jax.random.key(0) if key is None else key
     return _all_jit(
