@@ -145,8 +145,11 @@ def _cast(tree, dtype):
 
 
 def make_train_step(model: Model, tx: optax.GradientTransformation, image_size: int, label_smoothing: float = 0.0,
-                    compute_dtype=jnp.float32, train_batch_norm: bool = True, device_mesh: Optional[Mesh] = None):
+                    compute_dtype=jnp.float32, train_batch_norm: bool = True, device_mesh: Optional[Mesh] = None,
+                    seed: int = 0):
     """Jitted ``step(state, images uint8 (B,h,w,3), labels int32 (B,)) -> (state, {"loss", "correct"})``.
+
+    Dropout layers (VGG, EfficientNet heads) get the key ``fold_in(key(seed), step)``.
 
     The batch is sharded over the mesh, the state replicated; BatchNorm uses batch statistics of the
     whole (global) batch, so the result does not depend on the number of devices. With
@@ -158,13 +161,14 @@ def make_train_step(model: Model, tx: optax.GradientTransformation, image_size: 
     module, info = model.module, model.info
     num_classes = _num_classes(model)
 
-    def loss_fn(params, batch_stats, images, labels):
+    def loss_fn(params, batch_stats, images, labels, step_count):
         x = preprocess(images, info.mean, info.std, image_size, compute_dtype)
+        rngs = {"dropout": jax.random.fold_in(jax.random.key(seed), step_count)}
         variables = {"params": _cast(params, compute_dtype)}
         if batch_stats:
             variables["batch_stats"] = batch_stats
         if train_batch_norm and batch_stats:
-            logits, updates = module.apply(variables, x, train=True, mutable=["batch_stats"])
+            logits, updates = module.apply(variables, x, train=True, mutable=["batch_stats"], rngs=rngs)
             batch_stats = updates["batch_stats"]
         else:
             logits = module.apply(variables, x, train=False)
@@ -175,7 +179,7 @@ def make_train_step(model: Model, tx: optax.GradientTransformation, image_size: 
 
     def step(state: TrainState, images, labels):
         (loss, (batch_stats, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, state.batch_stats, images, labels)
+            state.params, state.batch_stats, images, labels, state.step)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         correct = jnp.sum(jnp.argmax(logits, -1) == labels)

@@ -129,7 +129,7 @@ def main(argv=None):
     mesh = train_lib.mesh()
     state = train_lib.replicate(state, mesh)
     step = train_lib.make_train_step(model, tx, args.image_size, args.label_smoothing, dtype,
-                                     train_batch_norm=not args.freeze_backbone, device_mesh=mesh)
+                                     train_batch_norm=not args.freeze_backbone, device_mesh=mesh, seed=args.seed)
     eval_step = train_lib.make_eval_step(model, args.image_size, dtype, mesh)
     meta_base = {**expect, "class_names": list(train.class_names), "config": config_of(args)}
     trained_seconds = sum(h["seconds"] for h in history)
