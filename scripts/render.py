@@ -384,7 +384,7 @@ def render(args) -> int:
     if grid_rows:
         save_grid(os.path.join(args.out, "grid.png"), grid_rows, list(methods))
     print(f"\nrendered {len(rendered)} images x {len(methods)} methods -> {os.path.abspath(args.out)}/"
-          + (f" (+ grid.png)" if grid_rows else ""))
+          + (" (+ grid.png)" if grid_rows else ""))
     if done_before:
         print(f"already done before: {done_before}")
     if failures:

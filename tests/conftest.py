@@ -2,6 +2,27 @@
 import os
 
 import jax
+import pytest
 
 jax.config.update("jax_compilation_cache_dir", os.path.expanduser("~/.cache/jaxcam-test-xla"))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+@pytest.fixture(scope="session")
+def tv_resnet18():
+    """torchvision ResNet-18, 10 classes, seeded, randomized BatchNorm statistics, eval mode."""
+    import torch
+    import torchvision
+
+    from tests.torch_utils import randomize_batchnorm
+
+    torch.manual_seed(0)
+    return randomize_batchnorm(torchvision.models.resnet18(num_classes=10))
+
+
+@pytest.fixture(scope="session")
+def resnet18(tv_resnet18):
+    """The same weights converted into jaxcam."""
+    import jaxcam
+
+    return jaxcam.models.resnet18(num_classes=10, weights=tv_resnet18.state_dict())

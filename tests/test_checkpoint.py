@@ -135,7 +135,7 @@ def resnet20_state_dict():
     sd = {}
     for path, value in jax.tree_util.tree_flatten_with_path(model.variables)[0]:
         keys = [p.key for p in path]
-        kind, module, leaf = keys[0], ".".join(keys[1:-1]), keys[-1]
+        module, leaf = ".".join(keys[1:-1]), keys[-1]
         value = np.asarray(value)
         name = {"kernel": "weight", "scale": "weight", "mean": "running_mean", "var": "running_var"}.get(leaf, leaf)
         if leaf == "kernel":

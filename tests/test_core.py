@@ -32,17 +32,6 @@ def upsample(cam, size):
 
 
 @pytest.fixture(scope="module")
-def tv_resnet18():
-    torch.manual_seed(0)
-    return randomize_batchnorm(torchvision.models.resnet18(num_classes=10))
-
-
-@pytest.fixture(scope="module")
-def resnet18(tv_resnet18):
-    return jaxcam.models.resnet18(num_classes=10, weights=tv_resnet18.state_dict())
-
-
-@pytest.fixture(scope="module")
 def images():
     return np.random.default_rng(0).normal(size=(2, SIZE, SIZE, 3)).astype(np.float32)
 

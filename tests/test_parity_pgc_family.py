@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 import pytorch_grad_cam
 import torch
-import torchvision
 from pytorch_grad_cam import eigen_cam as pgc_eigen_cam
 from pytorch_grad_cam import eigen_grad_cam as pgc_eigen_grad_cam
 from pytorch_grad_cam.guided_backprop import GuidedBackpropReLUModel
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 import jaxcam
+from tests.torch_utils import nhwc_to_torch as nchw
 
 SIZE = 64
 TARGETS = [2, 5]
@@ -35,23 +35,6 @@ GRADIENT_METHODS = {
     "layer_cam": "LayerCAM",
 }
 
-
-def nchw(x):
-    return torch.from_numpy(np.ascontiguousarray(np.asarray(x).transpose(0, 3, 1, 2)))
-
-
-def randomize_batchnorm(model, seed=0):
-    """Non-trivial BatchNorm affine parameters and running statistics (fresh BN is the identity)."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                n = m.num_features
-                m.weight.copy_(0.5 + torch.rand(n, generator=gen))
-                m.bias.copy_(0.1 * torch.randn(n, generator=gen))
-                m.running_mean.copy_(0.1 * torch.randn(n, generator=gen))
-                m.running_var.copy_(0.5 + torch.rand(n, generator=gen))
-    return model.eval()
 
 
 def report(what, err):
@@ -136,17 +119,6 @@ class FlaxVGG(nn.Module):
 
 
 VGG_SIZE = 32
-
-
-@pytest.fixture(scope="module")
-def tv_resnet18():
-    torch.manual_seed(0)
-    return randomize_batchnorm(torchvision.models.resnet18(num_classes=10))
-
-
-@pytest.fixture(scope="module")
-def resnet18(tv_resnet18):
-    return jaxcam.models.resnet18(num_classes=10, weights=tv_resnet18.state_dict())
 
 
 @pytest.fixture(scope="module")

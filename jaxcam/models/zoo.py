@@ -1,7 +1,7 @@
 """Model constructors: a Flax module + its variables + what CAM needs to know, as a `jaxcam.Model`."""
 from __future__ import annotations
 
-from typing import Mapping, Optional, Union
+from typing import Mapping, Union
 
 import jax
 import jax.numpy as jnp
