@@ -248,7 +248,8 @@ class Bench:
         budget = self.args.max_seconds
         pgc_map = jax_map = None
         if pgc_cls:
-            est = batch > 1 and label in self.b1 and self.b1[label][0] is not None and self.b1[label][0] * batch > budget
+            est = (pgc_cls in PGC_EXPENSIVE and batch > 1 and label in self.b1 and self.b1[label][0] is not None
+                   and self.b1[label][0] * batch > budget)
             if est:
                 r.pgc_s = self.b1[label][0] * batch
                 pgc_map = self.b1[label][2]
