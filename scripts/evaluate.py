@@ -18,21 +18,21 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
-import inspect
 import json
 import os
 import sys
-import tempfile
 import time
 
 import numpy as np
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import NamedSharding, PartitionSpec
 
 import jaxcam
 import jaxcam.metrics
+from jaxcam import jobs
+from jaxcam.explain import batch_mesh, methods as exported_methods
 from jaxcam._src import maps as maps_lib
 
 RANDOM = "random"
@@ -77,19 +77,9 @@ def parse_args(argv=None):
 # ------------------------------------------------------------------ inputs --------------------
 
 
-def is_method(fn) -> bool:
-    """A CAM method: ``fn(model, x, layer=None, targets=None, **options)``."""
-    try:
-        params = list(inspect.signature(fn).parameters)
-    except (TypeError, ValueError):
-        return False
-    return params[:4] == ["model", "x", "layer", "targets"]
-
-
 def available_methods() -> list:
     """Every CAM method exported by jaxcam (by signature), sorted."""
-    names = getattr(jaxcam, "__all__", dir(jaxcam))
-    return sorted(n for n in names if callable(getattr(jaxcam, n, None)) and is_method(getattr(jaxcam, n)))
+    return sorted(exported_methods())
 
 
 def returns_maps(name: str, model, size: int, layer) -> bool:
@@ -173,7 +163,7 @@ def make_sharding(batch_size: int):
         return None
     if batch_size % len(devices):
         raise SystemExit(f"--batch-size {batch_size} must be a multiple of the {len(devices)} local devices")
-    return NamedSharding(Mesh(np.array(devices), ("batch",)), PartitionSpec("batch"))
+    return NamedSharding(batch_mesh(devices), PartitionSpec("batch"))
 
 
 def config_key(args, model_name: str) -> str:
@@ -184,17 +174,10 @@ def config_key(args, model_name: str) -> str:
 
 
 def atomic_write(path: str, write) -> None:
-    """Write via a temp file in the same folder + rename, so a crash never leaves a partial file."""
+    """``write(file)`` into `path` atomically (jaxcam.jobs: temp file beside it, fsync, rename)."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp-", suffix=os.path.splitext(path)[1])
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with jobs.atomic_path(path) as tmp, open(tmp, "wb") as f:
+        write(f)
 
 
 def cache_path(cache: str, method: str, image: str) -> str:
