@@ -62,15 +62,15 @@ def expand(inputs: Sequence[str]) -> Tuple[List[str], List[str]]:
     return list(dict.fromkeys(paths)), unmatched
 
 
-def fit(image: Image.Image, size: Optional[int]) -> np.ndarray:
-    """PIL image -> RGB uint8 (size, size, 3): shorter side resized to `size`, then centre crop.
+def fit(image: Image.Image, size: Optional[int], crop_fraction: float = 1.0) -> np.ndarray:
+    """PIL image -> RGB uint8 (size, size, 3): shorter side resized to size / crop_fraction, centre crop.
 
-    `size` None keeps the image as it is.
+    `size` None keeps the image as it is. crop_fraction 224 / 256 is the usual ImageNet evaluation crop.
     """
     image = image.convert("RGB")
     if size is not None:
         w, h = image.size
-        scale = size / min(w, h)
+        scale = round(size / crop_fraction) / min(w, h)
         nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
         image = image.resize((nw, nh), Image.BILINEAR)
         left, top = (nw - size) // 2, (nh - size) // 2

@@ -31,7 +31,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 import jaxcam
 import jaxcam.metrics
-from jaxcam import jobs
+from jaxcam import images as images_lib, jobs
 from jaxcam.explain import batch_mesh, methods as exported_methods
 from jaxcam._src import maps as maps_lib
 
@@ -133,14 +133,8 @@ def load_image(path: str, size: int) -> np.ndarray:
     """uint8 (size, size, 3): short side resized to size * 256 / 224, then center crop."""
     from PIL import Image
 
-    img = Image.open(path).convert("RGB")
-    short = round(size * 256 / 224)
-    w, h = img.size
-    scale = short / min(w, h)
-    img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BILINEAR)
-    w, h = img.size
-    left, top = (w - size) // 2, (h - size) // 2
-    return np.asarray(img.crop((left, top, left + size, top + size)), np.uint8)
+    with Image.open(path) as img:
+        return images_lib.fit(img, size, crop_fraction=224 / 256)
 
 
 def load_model(name: str, weights: str):

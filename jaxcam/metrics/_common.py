@@ -36,15 +36,11 @@ def check_call(model, x, maps, targets):
     return model, x, jnp.asarray(maps, jnp.float32), targets, None
 
 
-def check_score(score: str) -> str:
-    return targets_lib.check_score(score)
-
-
 def target_scores(model: Model, x, classes: Optional[jnp.ndarray], target_fn: Optional[Callable], score: str):
     """Score of the explained class on x: (N,). `classes` None and no `target_fn` -> argmax of x."""
     logits = model(x)
-    if target_fn is None and classes is None:
-        classes = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    if target_fn is None:
+        classes = targets_lib.resolve_classes(classes, logits)
     return targets_lib.target_score(logits, target_fn, classes, score), classes
 
 

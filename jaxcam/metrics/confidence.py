@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxcam.metrics import _common
+from jaxcam._src.targets import check_score
 
 
 def explanation_scores(model, x, maps, targets=None, score: str = "softmax"):
@@ -30,7 +31,7 @@ def explanation_scores(model, x, maps, targets=None, score: str = "softmax"):
       score: "softmax" (default) | "logit" | "sigmoid".
     """
     model, x, maps, classes, target_fn = _common.check_call(model, x, maps, targets)
-    return _explanation_scores(model, x, maps, classes, target_fn, _common.check_score(score))
+    return _explanation_scores(model, x, maps, classes, target_fn, check_score(score))
 
 
 @functools.partial(jax.jit, static_argnums=(4, 5))

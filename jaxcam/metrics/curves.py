@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcam.metrics import _common
+from jaxcam._src.targets import check_score
 
 BASELINES = ("blur", "zeros", "mean")
 
@@ -83,7 +84,7 @@ def check_steps(steps):
 
 def _curve(model, x, maps, targets, steps, baseline, score, insert):
     model, x, maps, classes, target_fn = _common.check_call(model, x, maps, targets)
-    steps, score = check_steps(steps), _common.check_score(score)
+    steps, score = check_steps(steps), check_score(score)
     if isinstance(baseline, str):
         check_baseline(baseline)
         return _curve_jit(model, x, maps, classes, None, target_fn, steps, baseline, score, insert)

@@ -146,7 +146,7 @@ def road(
     key = jax.random.key(0) if key is None else key
     return _road_jit(
         model, x, maps, classes, check_percentiles(percentiles), target_fn, check_order(order),
-        _common.check_score(score), float(noise), key, float(tol), int(maxiter),
+        targets_lib.check_score(score), float(noise), key, float(tol), int(maxiter),
     )
 
 

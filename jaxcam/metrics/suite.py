@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxcam.metrics import _common, curves, road_impute as road_lib
+from jaxcam._src.targets import check_score
 
 
 def all_metrics(
@@ -36,7 +37,7 @@ def all_metrics(
     ps = road_lib.check_percentiles(percentiles) if len(percentiles) else None
     key = jax.random.key(0) if key is None else key
     return _all_jit(
-        model, x, maps, classes, ps, key, target_fn, _common.check_score(score), steps,
+        model, x, maps, classes, ps, key, target_fn, check_score(score), steps,
         baseline, float(noise), float(tol), int(maxiter),
     )
 
