@@ -35,7 +35,12 @@ from tqdm import tqdm  # noqa: E402
 
 from jaxcam import images as images_lib  # noqa: E402
 from jaxcam import jobs  # noqa: E402
-from jaxcam.explain import explain_batches, methods as exported_methods  # noqa: E402
+from jaxcam.batching import explain_batches  # noqa: E402
+from jaxcam.methods import registry  # noqa: E402
+
+
+def exported_methods():
+    return {n: registry.get(n).fn for n in registry.names(output="map")}
 
 DEFAULT_MODEL = "efficientnet_lite0"
 GRID_MAX = 16  # images in grid.png
