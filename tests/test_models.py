@@ -4,8 +4,6 @@ torchvision VGG-16 / DenseNet-121, a small torch CIFAR ResNet written here from 
 description, and efficientnet-lite-pytorch's Lite0: the converted Flax model must give the same
 logits (1e-4 relative). Small inputs keep it fast.
 """
-import os
-
 import numpy as np
 import pytest
 import torch
@@ -65,12 +63,26 @@ def test_densenet121_matches_torchvision():
     check_default_layer(model, images(2, 32), (1, 1, 1024))  # features/norm5
 
 
-@pytest.mark.skipif(not os.environ.get("JAXCAM_SLOW_TESTS"), reason="slow (~1 min each); set JAXCAM_SLOW_TESTS=1")
 @pytest.mark.parametrize("name", ["vgg16_bn", "densenet169"])
-def test_slow_torchvision_parity(name):
+def test_large_torchvision_parity(name):
+    """Run in every CI at 32 px (VGG: 1x1 features; DenseNet: 1x1 after the last transition)."""
     torch.manual_seed(0)
-    tv = randomize_batchnorm(getattr(torchvision.models, name)())
-    assert_logits_match(load(name, weights=tv.state_dict()), tv, images(2, 64))
+    tv = randomize_batchnorm(getattr(torchvision.models, name)(num_classes=10))
+    assert_logits_match(load(name, weights=tv.state_dict(), num_classes=10), tv, images(1, 32))
+
+
+def test_resnet34_matches_torchvision():
+    torch.manual_seed(2)
+    tv = randomize_batchnorm(torchvision.models.resnet34(num_classes=10), seed=2)
+    assert_logits_match(load("resnet34", weights=tv.state_dict(), num_classes=10), tv, images(2, 32, seed=2))
+
+
+@pytest.mark.parametrize("name, n", [("resnet32", 5), ("resnet44", 7), ("resnet56", 9)])
+def test_cifar_resnets_match_torch(name, n):
+    torch.manual_seed(n)
+    net = randomize_batchnorm(TorchCifarResNet(n=n), seed=n)
+    model = load(name, weights=net.state_dict())
+    assert_logits_match(model, net, images(2, 8, seed=n))  # 8 px: 8x8, 4x4, 2x2 stages
 
 
 def _meta_state_dict(torch_model_fn):
