@@ -26,3 +26,21 @@ def resnet18(tv_resnet18):
     import jaxcam
 
     return jaxcam.models.resnet18(num_classes=10, weights=tv_resnet18.state_dict())
+
+
+@pytest.fixture(scope="session")
+def tv_resnet20():
+    """A torch CIFAR ResNet-20 (option-A shortcuts), seeded, randomized BatchNorm statistics, eval."""
+    import torch
+
+    from tests.torch_utils import TorchCifarResNet, randomize_batchnorm
+
+    torch.manual_seed(0)
+    return randomize_batchnorm(TorchCifarResNet(n=3), seed=2)
+
+
+@pytest.fixture(scope="session")
+def resnet20(tv_resnet20):
+    import jaxcam
+
+    return jaxcam.models.load("resnet20", weights=tv_resnet20.state_dict())
