@@ -24,8 +24,9 @@ import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxcam.model import Model
+from jaxcam.sharding import BATCH_AXIS, batch_mesh
 
-DATA_AXIS = "data"
+DATA_AXIS = BATCH_AXIS  # one mesh axis name for training and explaining (jaxcam.sharding)
 
 
 class CheckpointMismatchError(ValueError):
@@ -165,8 +166,8 @@ def init_state(model: Model, tx: optax.GradientTransformation) -> TrainState:
 
 
 def mesh() -> Mesh:
-    """A 1-D mesh over all local devices; batches are split along its ``data`` axis."""
-    return Mesh(np.asarray(jax.local_devices()), (DATA_AXIS,))
+    """A 1-D mesh over all local devices (`jaxcam.sharding.batch_mesh`); batches split along its axis."""
+    return batch_mesh()
 
 
 def replicate(tree, device_mesh: Optional[Mesh] = None):

@@ -11,7 +11,7 @@ import jax
 
 from jaxcam.models import load
 from jaxcam.models.checkpoint import CheckpointError, read_state_dict, read_torch
-from jaxcam.models.load import download
+from jaxcam.models.loading import download
 
 ZIP, LEGACY = True, False
 
