@@ -112,13 +112,16 @@ class Plateau:
 
 def set_lr_scale(opt_state, scale: float):
     """Set the ``step_size`` of every injected scale (see `make_optimizer(lr_scale=True)`) in `opt_state`."""
+    def injected(node):
+        return hasattr(node, "hyperparams") and hasattr(node, "_replace") and "step_size" in node.hyperparams
+
     def fix(node):
-        if isinstance(node, optax.InjectHyperparamsState) and "step_size" in node.hyperparams:
+        if injected(node):
             return node._replace(hyperparams={**node.hyperparams,
                                               "step_size": jnp.asarray(scale, node.hyperparams["step_size"].dtype)})
         return node
 
-    return jax.tree_util.tree_map(fix, opt_state, is_leaf=lambda n: isinstance(n, optax.InjectHyperparamsState))
+    return jax.tree_util.tree_map(fix, opt_state, is_leaf=injected)
 
 
 def _decay_mask(params):

@@ -92,7 +92,7 @@ OPTIONS = (
              "name: {params}; 'none' = no augmentation", check=_augment_check),
     C.Option("freeze", str, "none", "none | backbone (train the classifier only) | a layer path such as "
              "_blocks/14 or layer3: that layer and all before it are frozen and their features computed once"),
-    C.Option("feature_views", int, 2, "--freeze LAYER: feature copies of the training set (view 0 plain, the "
+    C.Option("feature_views", int, 1, "--freeze LAYER: feature copies of the training set (view 0 plain, the "
              "others augmented with --augment); each epoch draws one per image", check=C.at_least(1)),
     C.Option("early_stopping", int, 0, "stop after this many epochs without improvement of --monitor (0 = off)",
              check=C.at_least(0)),
@@ -175,7 +175,7 @@ def validate(cfg: Dict[str, Any], where: Dict[str, str], options) -> Dict[str, A
         _check_layer_abstract(cfg["model"], freeze, cfg.get("image_size") or 64, err, "freeze")
     for layer in cfg["cam_layers"] or ():
         _check_layer_abstract(cfg["model"], str(layer), cfg.get("image_size") or 64, err, "cam_layers")
-    if cfg["feature_views"] > 1 and freeze in ("none", "backbone"):
+    if cfg["feature_views"] > 1 and freeze in ("none", "backbone") and where.get("feature_views") != "default":
         raise err("feature_views", "only used with --freeze LAYER (features computed once)")
     import jax
 
