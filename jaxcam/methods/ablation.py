@@ -125,7 +125,7 @@ def _check_options(score, batch_size, window=1, stride=1):
 
 def ablation_cam(
     model, x, layer=None, targets=None, *, score="logit", final_activation="relu",
-    ablation_value=0.0, batch_size: Optional[int] = None, aug_smooth=False, reshape_transform=None,
+    ablation_value=0.0, batch_size: Optional[int] = None, aug_smooth=False, reshape_transform=None, normalize=True,
 ):
     """Ablation-CAM (Desai & Ramaswamy, WACV 2020): drop each channel, weigh it by the score drop.
 
@@ -154,14 +154,14 @@ def ablation_cam(
     return run(
         ablation_cam_map, model, x, layer, targets, final_activation,
         score=score, value=float(ablation_value), batch_size=batch_size,
-        aug_smooth=aug_smooth, reshape_transform=reshape_transform,
+        aug_smooth=aug_smooth, reshape_transform=reshape_transform, normalize=normalize,
     )
 
 
 def spatial_ablation_cam(
     model, x, layer=None, targets=None, *, score="logit", final_activation="relu",
     ablation_value=0.0, window: int = 1, stride: int = 1, batch_size: Optional[int] = None,
-    aug_smooth=False, reshape_transform=None,
+    aug_smooth=False, reshape_transform=None, normalize=True,
 ):
     """Location-wise Ablation-CAM: zero all channels at a location (or window) at a time.
 
@@ -172,14 +172,14 @@ def spatial_ablation_cam(
     return run(
         spatial_ablation_cam_map, model, x, layer, targets, final_activation,
         score=score, value=float(ablation_value), batch_size=batch_size, window=int(window), stride=int(stride),
-        aug_smooth=aug_smooth, reshape_transform=reshape_transform,
+        aug_smooth=aug_smooth, reshape_transform=reshape_transform, normalize=normalize,
     )
 
 
 def fast_ablation_cam(
     model, x, layer=None, targets=None, *, score="softmax", final_activation="relu",
     ablation_value=0.0, window: int = 1, stride: int = 1, batch_size: Optional[int] = None,
-    aug_smooth=False, reshape_transform=None,
+    aug_smooth=False, reshape_transform=None, normalize=True,
 ):
     """FastAblationCAM: map_ij = final_activation(y - y^(ij)), no activation weighting.
 
@@ -191,5 +191,5 @@ def fast_ablation_cam(
     return run(
         fast_ablation_cam_map, model, x, layer, targets, final_activation,
         score=score, value=float(ablation_value), batch_size=batch_size, window=int(window), stride=int(stride),
-        aug_smooth=aug_smooth, reshape_transform=reshape_transform,
+        aug_smooth=aug_smooth, reshape_transform=reshape_transform, normalize=normalize,
     )

@@ -26,7 +26,7 @@ def eigen_grad_cam_map(split, x, targets, score="logit"):
 
 
 def eigen_cam(model, x, layer=None, targets=None, *, final_activation="relu", aug_smooth=False,
-              reshape_transform=None):
+              reshape_transform=None, normalize=True):
     """Eigen-CAM: the layer's first principal component, ReLU, min-max (no gradients, no class).
 
     Args:
@@ -43,15 +43,15 @@ def eigen_cam(model, x, layer=None, targets=None, *, final_activation="relu", au
       (1, 64, 64)
     """
     return run(eigen_cam_map, model, x, layer, targets, final_activation, aug_smooth=aug_smooth,
-               reshape_transform=reshape_transform)
+               reshape_transform=reshape_transform, normalize=normalize)
 
 
 def eigen_grad_cam(model, x, layer=None, targets=None, *, score="logit", final_activation="relu",
-                   aug_smooth=False, reshape_transform=None):
+                   aug_smooth=False, reshape_transform=None, normalize=True):
     """Eigen-Grad-CAM: first principal component of dy/dA * A. Arguments as `jaxcam.hires_cam`.
 
     Returns:
       (N, H, W) float32 maps in [0, 1].
     """
     return run(eigen_grad_cam_map, model, x, layer, targets, final_activation, score=targets_lib.check_score(score),
-               aug_smooth=aug_smooth, reshape_transform=reshape_transform)
+               aug_smooth=aug_smooth, reshape_transform=reshape_transform, normalize=normalize)

@@ -107,7 +107,8 @@ _SHARED_DOC = """
       x: float input batch (N, H, W, C), normalized as the model expects.
       layer: module path, e.g. ``"layer4"``, or a list of paths (maps fused by their mean);
         default: the model's usual CAM layer.
-      targets: None (argmax) | int | ints (N,) | callable on the scores (N, K) -> (N,).
+      targets: None (argmax) | int | ints (N,) | ints (N, T) (maps (N, T, H, W)) | callable on the
+        model's output -> (N,) (see `jaxcam.targets`).
       score: "logit" (default) | "softmax" | "sigmoid": the space y is taken in.
       final_activation: "relu" (default) | "softmax" (over locations) | "none".
       eigen_smooth: first principal component of the weighted activations instead of their sum.
@@ -115,6 +116,7 @@ _SHARED_DOC = """
         | "scale" (flips x image scales 0.9/1/1.1); maps averaged in input coordinates.
       reshape_transform: token models: linear (N, tokens, C) -> (N, h, w, C), e.g.
         `jaxcam.tokens_to_grid`.
+      normalize: False returns the raw map (resized, before final activation and min-max).
 
     Returns:
       (N, H, W) float32 maps in [0, 1] at input resolution.
@@ -129,14 +131,15 @@ def _document(summary):
 
 
 def grad_cam(model, x, layer=None, targets=None, *, score="logit", final_activation="relu",
-             eigen_smooth=False, aug_smooth=False, reshape_transform=None):
+             eigen_smooth=False, aug_smooth=False, reshape_transform=None, normalize=True):
     """Grad-CAM (Selvaraju et al. 2017): map = ReLU(sum_k mean_ij(dy/dA_k) A_k).
 
     Args:
       model: a `jaxcam.Model` (or a ``(flax_module, variables)`` pair).
       x: float input batch (N, H, W, C), normalized as the model expects.
       layer: module path, e.g. ``"layer4"``, or a list of paths; default: the model's usual CAM layer.
-      targets: None (argmax) | int | ints (N,) | callable on the scores (N, K) -> (N,).
+      targets: None (argmax) | int | ints (N,) | ints (N, T) (maps (N, T, H, W)) | callable on the
+        model's output -> (N,) (see `jaxcam.targets`).
       score: "logit" (default) | "softmax" | "sigmoid": the space y is taken in.
       final_activation: "relu" (default) | "softmax" (over locations) | "none".
       eigen_smooth, aug_smooth, reshape_transform: see `jaxcam.hires_cam`.
@@ -152,21 +155,21 @@ def grad_cam(model, x, layer=None, targets=None, *, score="logit", final_activat
       (2, 64, 64)
     """
     return _gradient_method("grad_cam", model, x, layer, targets, score, final_activation, eigen_smooth=eigen_smooth,
-                            aug_smooth=aug_smooth, reshape_transform=reshape_transform)
+                            aug_smooth=aug_smooth, reshape_transform=reshape_transform, normalize=normalize)
 
 
 @_document("HiResCAM (Draelos & Carin 2020): map = ReLU(sum_k dy/dA_k * A_k). Equals Grad-CAM under a GAP+FC head.")
 def hires_cam(model, x, layer=None, targets=None, *, score="logit", final_activation="relu",
-              eigen_smooth=False, aug_smooth=False, reshape_transform=None):
+              eigen_smooth=False, aug_smooth=False, reshape_transform=None, normalize=True):
     return _gradient_method("hires_cam", model, x, layer, targets, score, final_activation,
-                            eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, reshape_transform=reshape_transform)
+                            eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, reshape_transform=reshape_transform, normalize=normalize)
 
 
 @_document("Grad-CAM element-wise: map = ReLU(sum_k ReLU(dy/dA_k * A_k)).")
 def grad_cam_elementwise(model, x, layer=None, targets=None, *, score="logit", final_activation="relu",
-                         eigen_smooth=False, aug_smooth=False, reshape_transform=None):
+                         eigen_smooth=False, aug_smooth=False, reshape_transform=None, normalize=True):
     return _gradient_method("grad_cam_elementwise", model, x, layer, targets, score, final_activation,
-                            eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, reshape_transform=reshape_transform)
+                            eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, reshape_transform=reshape_transform, normalize=normalize)
 
 
 @_document(
@@ -174,27 +177,28 @@ def grad_cam_elementwise(model, x, layer=None, targets=None, *, score="logit", f
     "    a_ij = G^2 / (2 G^2 + sum_ij(A_k) G^3 + 1e-6) (0 where G = 0); map = ReLU(sum_k w_k A_k)."
 )
 def grad_cam_pp(model, x, layer=None, targets=None, *, score="logit", final_activation="relu",
-                eigen_smooth=False, aug_smooth=False, reshape_transform=None):
+                eigen_smooth=False, aug_smooth=False, reshape_transform=None, normalize=True):
     return _gradient_method("grad_cam_pp", model, x, layer, targets, score, final_activation,
-                            eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, reshape_transform=reshape_transform)
+                            eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, reshape_transform=reshape_transform, normalize=normalize)
 
 
 @_document("XGrad-CAM (Fu et al. 2020): w_k = sum_ij G A_k / (sum_ij A_k + 1e-7); map = ReLU(sum_k w_k A_k).")
 def xgrad_cam(model, x, layer=None, targets=None, *, score="logit", final_activation="relu",
-              eigen_smooth=False, aug_smooth=False, reshape_transform=None):
+              eigen_smooth=False, aug_smooth=False, reshape_transform=None, normalize=True):
     return _gradient_method("xgrad_cam", model, x, layer, targets, score, final_activation,
-                            eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, reshape_transform=reshape_transform)
+                            eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, reshape_transform=reshape_transform, normalize=normalize)
 
 
 @_document("LayerCAM (Jiang et al. 2021): map = ReLU(sum_k ReLU(dy/dA_k) * A_k).")
 def layer_cam(model, x, layer=None, targets=None, *, score="logit", final_activation="relu",
-              eigen_smooth=False, aug_smooth=False, reshape_transform=None):
+              eigen_smooth=False, aug_smooth=False, reshape_transform=None, normalize=True):
     return _gradient_method("layer_cam", model, x, layer, targets, score, final_activation,
-                            eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, reshape_transform=reshape_transform)
+                            eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, reshape_transform=reshape_transform, normalize=normalize)
 
 
 def gradient_cams(model, x, layer=None, targets=None, *, methods=tuple(RULES), score="logit",
-                  final_activation="relu", eigen_smooth=False, aug_smooth=False, reshape_transform=None) -> dict:
+                  final_activation="relu", eigen_smooth=False, aug_smooth=False, reshape_transform=None,
+                  normalize=True) -> dict:
     """Several gradient methods from ONE forward + backward pass (one compilation).
 
     Args:
@@ -211,5 +215,5 @@ def gradient_cams(model, x, layer=None, targets=None, *, methods=tuple(RULES), s
         raise ValueError(f"methods must be a non-empty list of {tuple(RULES)}; unknown: {unknown}")
     stacked = run(stacked_gradient_maps, model, x, layer, targets, final_activation, rules=methods,
                   score=targets_lib.check_score(score), eigen_smooth=eigen_smooth, aug_smooth=aug_smooth,
-                  reshape_transform=reshape_transform)
-    return dict(zip(methods, stacked.reshape(len(methods), -1, *stacked.shape[1:])))
+                  reshape_transform=reshape_transform, normalize=normalize)
+    return dict(zip(methods, jnp.split(stacked, len(methods), axis=0)))

@@ -60,7 +60,7 @@ def score_cam_map(split, x, targets, score="logit", batch_size=16, align_corners
 
 
 def score_cam(model, x, layer=None, targets=None, *, score="logit", final_activation="relu", batch_size: int = 16,
-              align_corners: bool = True, eigen_smooth=False, aug_smooth=False, reshape_transform=None):
+              align_corners: bool = True, eigen_smooth=False, aug_smooth=False, reshape_transform=None, normalize=True):
     """Score-CAM: one full forward per channel of the layer, `batch_size` channels at a time.
 
     Args:
@@ -85,4 +85,4 @@ def score_cam(model, x, layer=None, targets=None, *, score="logit", final_activa
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     return run(score_cam_map, model, x, layer, targets, final_activation, score=targets_lib.check_score(score),
                batch_size=int(batch_size), align_corners=bool(align_corners), eigen_smooth=eigen_smooth,
-               aug_smooth=aug_smooth, reshape_transform=reshape_transform)
+               aug_smooth=aug_smooth, reshape_transform=reshape_transform, normalize=normalize)
