@@ -4,7 +4,7 @@
     maps = jaxcam.ablation_cam(model, x, layer="layer4")   # (N, H, W) in [0, 1]
 """
 from jaxcam import _xla_flags  # noqa: F401  (sets XLA CPU flags before jax initializes its backend)
-from jaxcam import metrics, models
+from jaxcam import metrics, models, targets
 from jaxcam._src.split import Split, list_layers
 from jaxcam.methods import ablation_cam, fast_ablation_cam, grad_cam, spatial_ablation_cam
 from jaxcam.methods import (
