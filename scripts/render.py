@@ -110,7 +110,7 @@ def resolve_methods(spec: str) -> dict:
 def method_options(args, methods: dict) -> dict:
     """Per method, the options the user set that it accepts; notes the ones it ignores."""
     given = {"score": args.score, "final_activation": args.final_activation, "window": args.window,
-             "stride": args.stride, "batch_size": args.chunk}
+             "stride": args.stride, "chunk_size": args.chunk}
     given = {k: v for k, v in given.items() if v is not None}
     per_method = {}
     for name, fn in methods.items():

@@ -203,7 +203,7 @@ def test_ablation_cam_costs_at_most_1_5_forward_passes(resnet18):
         return jax.jit(fn).lower(resnet18, x).compile().cost_analysis()["flops"]
 
     forward = flops(lambda m, x: m(x))
-    ablation = flops(lambda m, x: jaxcam.ablation_cam(m, x, layer="layer4", batch_size=512))
+    ablation = flops(lambda m, x: jaxcam.ablation_cam(m, x, layer="layer4", chunk_size=512))
     assert ablation <= 1.5 * forward, (ablation, forward)
 
 

@@ -154,7 +154,7 @@ def test_score_cam_on_linear_model_is_exact():
         weights = np.exp(np.array(scores) - max(scores))
         raw.append(a[n] @ (weights / weights.sum()))
     expected = finish(np.stack(raw), (8, 8))
-    got = jaxcam.score_cam(model, xs, targets=targets, batch_size=3)  # 4 channels: a chunk of 3 + remainder
+    got = jaxcam.score_cam(model, xs, targets=targets, chunk_size=3)  # 4 channels: a chunk of 3 + remainder
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
@@ -321,4 +321,4 @@ def test_aug_smooth_modes_and_errors(net, x):
     with pytest.raises(ValueError, match="aug_smooth"):
         jaxcam.grad_cam(net, x, aug_smooth="rotate")
     with pytest.raises(ValueError, match="eigen_smooth"):
-        run(ablation_cam_map, net, x, None, None, eigen_smooth=True, score="logit", value=0.0, batch_size=None)
+        run(ablation_cam_map, net, x, None, None, eigen_smooth=True, score="logit", value=0.0, chunk_size=None)

@@ -192,7 +192,7 @@ def test_score_cam_matches(request, case):
     if "resnet" in request.node.callspec.id and not os.environ.get("JAXCAM_SLOW_TESTS"):
         pytest.skip("Score-CAM on ResNet-18 is slow (768 full forwards); set JAXCAM_SLOW_TESTS=1")
     model, tv_model, images, layer, tv_layer = case
-    got = np.asarray(jaxcam.score_cam(model, images[:1], layer=layer, targets=np.array(TARGETS[:1]), batch_size=64))
+    got = np.asarray(jaxcam.score_cam(model, images[:1], layer=layer, targets=np.array(TARGETS[:1]), chunk_size=64))
     expected = pgc_map("ScoreCAM", tv_model, tv_layer, images[:1], targets=TARGETS[:1])
     report(f"{model.info.name}/{layer} ScoreCAM", np.abs(got - expected).max())
 

@@ -1,4 +1,9 @@
-"""CAM methods: each a pure function ``method(model, x, layer=None, targets=None, **options)``."""
+"""CAM methods: each a pure function ``method(model, x, layer=None, targets=None, **options)``.
+
+Every method module ends with its ``register(Method(...))`` call; importing this package imports
+them all, so `jaxcam.methods.registry` lists every method (``registry.names()``).
+"""
+from jaxcam.methods import registry
 from jaxcam.methods.ablation import ablation_cam, fast_ablation_cam, spatial_ablation_cam
 from jaxcam.methods.cam import cam
 from jaxcam.methods.eigen import eigen_cam, eigen_grad_cam
@@ -13,5 +18,5 @@ __all__ = [
     "ablation_cam", "fast_ablation_cam", "grad_cam", "spatial_ablation_cam",
     "cam", "deprocess_gradients", "eigen_cam", "eigen_grad_cam", "grad_cam_elementwise", "grad_cam_pp",
     "gradient_cams", "guided_backprop", "guided_grad_cam", "hires_cam", "layer_cam", "multi_layer",
-    "score_cam", "xgrad_cam",
+    "registry", "score_cam", "xgrad_cam",
 ]

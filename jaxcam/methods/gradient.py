@@ -21,6 +21,9 @@ import jax.numpy as jnp
 from jaxcam._src import targets as targets_lib
 from jaxcam._src.runner import run
 from jaxcam._src.split import Split
+from jaxcam.methods.registry import (
+    AUG_SMOOTH, EIGEN_SMOOTH, FINAL_ACTIVATION, NORMALIZE, RESHAPE_TRANSFORM, SCORE, Method, Option, check_options, register,
+)
 
 GRAD_CAM_PP_EPS = 1e-6  # pytorch-grad-cam's
 XGRAD_CAM_EPS = 1e-7  # pytorch-grad-cam's
@@ -97,6 +100,7 @@ def stacked_gradient_maps(split: Split, x, targets, rules: tuple = (), score: st
 
 
 def _gradient_method(rule, model, x, layer, targets, score, final_activation, **shared):
+    check_options(GRADIENT_OPTIONS, score=score, final_activation=final_activation)
     return run(gradient_map, model, x, layer, targets, final_activation,
                rule=rule, score=targets_lib.check_score(score), **shared)
 
@@ -107,8 +111,7 @@ _SHARED_DOC = """
       x: float input batch (N, H, W, C), normalized as the model expects.
       layer: module path, e.g. ``"layer4"``, or a list of paths (maps fused by their mean);
         default: the model's usual CAM layer.
-      targets: None (argmax) | int | ints (N,) | ints (N, T) (maps (N, T, H, W)) | callable on the
-        model's output -> (N,) (see `jaxcam.targets`).
+      targets: None (argmax) | int | ints (N,) | callable on the scores (N, K) -> (N,).
       score: "logit" (default) | "softmax" | "sigmoid": the space y is taken in.
       final_activation: "relu" (default) | "softmax" (over locations) | "none".
       eigen_smooth: first principal component of the weighted activations instead of their sum.
@@ -116,7 +119,6 @@ _SHARED_DOC = """
         | "scale" (flips x image scales 0.9/1/1.1); maps averaged in input coordinates.
       reshape_transform: token models: linear (N, tokens, C) -> (N, h, w, C), e.g.
         `jaxcam.tokens_to_grid`.
-      normalize: False returns the raw map (resized, before final activation and min-max).
 
     Returns:
       (N, H, W) float32 maps in [0, 1] at input resolution.
@@ -138,8 +140,7 @@ def grad_cam(model, x, layer=None, targets=None, *, score="logit", final_activat
       model: a `jaxcam.Model` (or a ``(flax_module, variables)`` pair).
       x: float input batch (N, H, W, C), normalized as the model expects.
       layer: module path, e.g. ``"layer4"``, or a list of paths; default: the model's usual CAM layer.
-      targets: None (argmax) | int | ints (N,) | ints (N, T) (maps (N, T, H, W)) | callable on the
-        model's output -> (N,) (see `jaxcam.targets`).
+      targets: None (argmax) | int | ints (N,) | callable on the scores (N, K) -> (N,).
       score: "logit" (default) | "softmax" | "sigmoid": the space y is taken in.
       final_activation: "relu" (default) | "softmax" (over locations) | "none".
       eigen_smooth, aug_smooth, reshape_transform: see `jaxcam.hires_cam`.
@@ -217,3 +218,26 @@ def gradient_cams(model, x, layer=None, targets=None, *, methods=tuple(RULES), s
                   score=targets_lib.check_score(score), eigen_smooth=eigen_smooth, aug_smooth=aug_smooth,
                   reshape_transform=reshape_transform, normalize=normalize)
     return dict(zip(methods, jnp.split(stacked, len(methods), axis=0)))
+
+
+GRADIENT_OPTIONS = (SCORE, FINAL_ACTIVATION, EIGEN_SMOOTH, AUG_SMOOTH, RESHAPE_TRANSFORM, NORMALIZE)
+
+register(Method("grad_cam", grad_cam, family="gradient", options=GRADIENT_OPTIONS, aliases=("gradcam",),
+                paper="Selvaraju et al., ICCV 2017", pgc="GradCAM"))
+register(Method("hires_cam", hires_cam, family="gradient", options=GRADIENT_OPTIONS, aliases=("hires",),
+                paper="Draelos & Carin, 2020", pgc="HiResCAM"))
+register(Method("grad_cam_elementwise", grad_cam_elementwise, family="gradient", options=GRADIENT_OPTIONS,
+                aliases=("elementwise",), paper="pytorch-grad-cam's element-wise Grad-CAM", pgc="GradCAMElementWise"))
+register(Method("grad_cam_pp", grad_cam_pp, family="gradient", options=GRADIENT_OPTIONS,
+                aliases=("grad_cam_plus_plus", "gradcam++", "grad_cam++"), paper="Chattopadhyay et al., WACV 2018",
+                pgc="GradCAMPlusPlus"))
+register(Method("xgrad_cam", xgrad_cam, family="gradient", options=GRADIENT_OPTIONS, aliases=("xgradcam",),
+                paper="Fu et al., BMVC 2020", pgc="XGradCAM"))
+register(Method("layer_cam", layer_cam, family="gradient", options=GRADIENT_OPTIONS, aliases=("layercam",),
+                paper="Jiang et al., IEEE TIP 2021", pgc="LayerCAM"))
+register(Method(
+    "gradient_cams", gradient_cams, family="gradient", output="maps",
+    options=(Option("methods", tuple(RULES), "which gradient maps to compute from the one backward pass",
+                    cli=False),) + GRADIENT_OPTIONS,
+    aliases=("all_gradient",), paper="grad_cam, hires_cam, grad_cam_elementwise, grad_cam_pp, xgrad_cam, layer_cam",
+))
