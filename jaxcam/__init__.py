@@ -11,7 +11,7 @@ from jaxcam.methods import (
     cam, deprocess_gradients, eigen_cam, eigen_grad_cam, grad_cam_elementwise, grad_cam_pp, gradient_cams,
     guided_backprop, guided_grad_cam, hires_cam, layer_cam, multi_layer, score_cam, xgrad_cam,
 )
-from jaxcam.methods import fem, finer_cam, kpca_cam, random_cam, seg_eigen_cam, shapley_cam
+from jaxcam.methods import fem, finer_cam, fullgrad, kpca_cam, random_cam, seg_eigen_cam, shapley_cam
 from jaxcam._src.tokens import tokens_to_grid
 from jaxcam.model import Model, ModelInfo
 from jaxcam.explain import Explanation, explain, explain_batches
@@ -20,7 +20,7 @@ from jaxcam.overlay import heatmap, overlay
 __version__ = "0.1.0"
 
 __all__ = [
-    "fem", "finer_cam", "kpca_cam", "random_cam", "seg_eigen_cam", "shapley_cam", "targets",
+    "fem", "finer_cam", "fullgrad", "kpca_cam", "random_cam", "seg_eigen_cam", "shapley_cam", "targets",
     "Model",
     "ModelInfo",
     "Split",

@@ -17,7 +17,7 @@ from tests.test_parity_pgc_family import (  # noqa: F401  (fixtures)
 
 
 def pgc(cls, tv_layer, tv_model, images, targets, ctor=None, **call):
-    with cls(model=tv_model, target_layers=[tv_layer], **(ctor or {})) as cam:
+    with cls(model=tv_model, target_layers=[] if tv_layer is None else [tv_layer], **(ctor or {})) as cam:
         out = cam(input_tensor=nchw(images), targets=targets, **call)
     assert out.max() > 0.5, "blank reference map"
     return out
@@ -77,3 +77,13 @@ def test_random_cam_is_seeded_closed_form(vgg, vgg_images):
     np.testing.assert_allclose(got, expected, atol=1e-6)
     assert got.max() == 1.0
     assert np.abs(got - np.asarray(jaxcam.random_cam(vgg, vgg_images, layer="features", seed=4))).max() > 0.1
+
+
+@pytest.mark.parametrize("which", ["resnet18", "vgg"])
+def test_fullgrad(request, which):
+    model = request.getfixturevalue(which)
+    tv = request.getfixturevalue("tv_resnet18" if which == "resnet18" else "tv_vgg")
+    x = request.getfixturevalue("images" if which == "resnet18" else "vgg_images")
+    expected = pgc(pytorch_grad_cam.FullGrad, None, tv, x, [ClassifierOutputTarget(t) for t in TARGETS])
+    got = np.asarray(jaxcam.fullgrad(model, x, targets=np.array(TARGETS)))
+    report(f"{which} FullGrad", np.abs(got - expected).max())

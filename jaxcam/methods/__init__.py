@@ -16,12 +16,13 @@ from jaxcam.methods.score import score_cam
 # issue 16: methods of pytorch-grad-cam 1.5.7 and torchcam 0.5
 from jaxcam.methods.fem import fem
 from jaxcam.methods.finer import finer_cam
+from jaxcam.methods.fullgrad import fullgrad
 from jaxcam.methods.kpca import kpca_cam
 from jaxcam.methods.random_baseline import random_cam
 from jaxcam.methods.seg_eigen import seg_eigen_cam
 from jaxcam.methods.shapley import shapley_cam
 
-NEW_METHODS = ["fem", "finer_cam", "kpca_cam", "random_cam", "seg_eigen_cam", "shapley_cam"]
+NEW_METHODS = ["fem", "finer_cam", "fullgrad", "kpca_cam", "random_cam", "seg_eigen_cam", "shapley_cam"]
 
 __all__ = [
     "ablation_cam", "fast_ablation_cam", "grad_cam", "spatial_ablation_cam",
