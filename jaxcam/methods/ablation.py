@@ -22,7 +22,7 @@ from jaxcam._src import targets as targets_lib
 from jaxcam._src.runner import run
 from jaxcam._src.split import Split
 from jaxcam.methods.registry import (
-    AUG_SMOOTH, FINAL_ACTIVATION, RESHAPE_TRANSFORM, SCORE, Method, Option, check_options, register, renamed,
+    AUG_SMOOTH, FINAL_ACTIVATION, NORMALIZE, RESHAPE_TRANSFORM, SCORE, Method, Option, check_options, register, renamed,
 )
 
 _CHUNK_BYTES = 1 << 28  # ablated activation copies per chunk: 256 MiB
@@ -122,7 +122,7 @@ ablation_cam_map.cpu_compiler_options = {"xla_cpu_use_fusion_emitters": False}
 
 def ablation_cam(
     model, x, layer=None, targets=None, *, score="logit", final_activation="relu",
-    ablation_value=0.0, chunk_size: Optional[int] = None, batch_size=None, aug_smooth=False, reshape_transform=None,
+    ablation_value=0.0, chunk_size: Optional[int] = None, batch_size=None, aug_smooth=False, reshape_transform=None, normalize=True,
 ):
     """Ablation-CAM (Desai & Ramaswamy, WACV 2020): drop each channel, weigh it by the score drop.
 
@@ -153,14 +153,14 @@ def ablation_cam(
     return run(
         ablation_cam_map, model, x, layer, targets, final_activation,
         score=score, value=float(ablation_value), chunk_size=chunk_size,
-        aug_smooth=aug_smooth, reshape_transform=reshape_transform,
+        aug_smooth=aug_smooth, reshape_transform=reshape_transform, normalize=normalize,
     )
 
 
 def spatial_ablation_cam(
     model, x, layer=None, targets=None, *, score="logit", final_activation="relu",
     ablation_value=0.0, window: int = 1, stride: int = 1, chunk_size: Optional[int] = None, batch_size=None,
-    aug_smooth=False, reshape_transform=None,
+    aug_smooth=False, reshape_transform=None, normalize=True,
 ):
     """Location-wise Ablation-CAM: zero all channels at a location (or window) at a time.
 
@@ -172,14 +172,14 @@ def spatial_ablation_cam(
     return run(
         spatial_ablation_cam_map, model, x, layer, targets, final_activation,
         score=score, value=float(ablation_value), chunk_size=chunk_size, window=int(window), stride=int(stride),
-        aug_smooth=aug_smooth, reshape_transform=reshape_transform,
+        aug_smooth=aug_smooth, reshape_transform=reshape_transform, normalize=normalize,
     )
 
 
 def fast_ablation_cam(
     model, x, layer=None, targets=None, *, score="softmax", final_activation="relu",
     ablation_value=0.0, window: int = 1, stride: int = 1, chunk_size: Optional[int] = None, batch_size=None,
-    aug_smooth=False, reshape_transform=None,
+    aug_smooth=False, reshape_transform=None, normalize=True,
 ):
     """FastAblationCAM: map_ij = final_activation(y - y^(ij)), no activation weighting.
 
@@ -192,14 +192,14 @@ def fast_ablation_cam(
     return run(
         fast_ablation_cam_map, model, x, layer, targets, final_activation,
         score=score, value=float(ablation_value), chunk_size=chunk_size, window=int(window), stride=int(stride),
-        aug_smooth=aug_smooth, reshape_transform=reshape_transform,
+        aug_smooth=aug_smooth, reshape_transform=reshape_transform, normalize=normalize,
     )
 
 
 CHUNK_SIZE = Option("chunk_size", None, "ablated copies per vmapped chunk (default: ~256 MiB of activations)",
                     positive=True)
 ABLATION_VALUE = Option("ablation_value", 0.0, "what an ablated activation is set to")
-ABLATION_OPTIONS = (SCORE, FINAL_ACTIVATION, ABLATION_VALUE, CHUNK_SIZE, AUG_SMOOTH, RESHAPE_TRANSFORM)
+ABLATION_OPTIONS = (SCORE, FINAL_ACTIVATION, ABLATION_VALUE, CHUNK_SIZE, AUG_SMOOTH, RESHAPE_TRANSFORM, NORMALIZE)
 WINDOW_OPTIONS = ABLATION_OPTIONS + (
     Option("window", 1, "side of the square ablation window, in layer cells", positive=True),
     Option("stride", 1, "step between ablation windows, in layer cells", positive=True),
