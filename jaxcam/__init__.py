@@ -12,7 +12,7 @@ from jaxcam.methods import (
     guided_backprop, guided_grad_cam, hires_cam, layer_cam, multi_layer, score_cam, xgrad_cam,
 )
 from jaxcam.methods import fem, finer_cam, fullgrad, kpca_cam, random_cam, seg_eigen_cam, shapley_cam
-from jaxcam.methods import is_cam, smoothgrad_cam_pp, ss_cam
+from jaxcam.methods import is_cam, refine_cam, smoothgrad_cam_pp, ss_cam
 from jaxcam._src.tokens import tokens_to_grid
 from jaxcam.model import Model, ModelInfo
 from jaxcam.explain import Explanation, explain, explain_batches
@@ -22,7 +22,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "fem", "finer_cam", "fullgrad", "kpca_cam", "random_cam", "seg_eigen_cam", "shapley_cam", "targets",
-    "is_cam", "smoothgrad_cam_pp", "ss_cam",
+    "is_cam", "refine_cam", "smoothgrad_cam_pp", "ss_cam",
     "Model",
     "ModelInfo",
     "Split",

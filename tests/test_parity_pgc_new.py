@@ -87,3 +87,19 @@ def test_fullgrad(request, which):
     expected = pgc(pytorch_grad_cam.FullGrad, None, tv, x, [ClassifierOutputTarget(t) for t in TARGETS])
     got = np.asarray(jaxcam.fullgrad(model, x, targets=np.array(TARGETS)))
     report(f"{which} FullGrad", np.abs(got - expected).max())
+
+
+@pytest.mark.parametrize("which", ["resnet18", "vgg"])
+def test_refine_cam(request, which):
+    model = request.getfixturevalue(which)
+    tv = request.getfixturevalue("tv_resnet18" if which == "resnet18" else "tv_vgg")
+    x = request.getfixturevalue("images" if which == "resnet18" else "vgg_images")
+    layers, tv_layers = (["layer3", "layer4"], [tv.layer3, tv.layer4[-1]]) if which == "resnet18" else (
+        ["features/3", "features"], [tv.features[3], tv.features])
+    cam = pytorch_grad_cam.RefineCAM(model=tv, target_layers=tv_layers)
+    expected = cam(input_tensor=nchw(x), targets=[ClassifierOutputTarget(t) for t in TARGETS])
+    for base in cam.base_cam_per_layer:
+        base.activations_and_grads.release()
+    assert expected.max() > 0.5
+    got = np.asarray(jaxcam.refine_cam(model, x, layer=layers, targets=np.array(TARGETS)))
+    report(f"{which} RefineCAM(GradCAM++)", np.abs(got - expected).max())
