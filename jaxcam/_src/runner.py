@@ -2,7 +2,8 @@
 
 A method core is a pure function ``core(split, x, targets, **options)`` that reads like its paper's
 formula and returns either raw maps (N, h, w) or channel-weighted activations (N, h, w, C); `run`
-does the rest: validation, jit, channel reduction (sum, or first principal component with
+does the rest: validation, jit (with jaxcam's per-jit CPU compiler options, `jaxcam._src.compile`,
+plus a core's own ``cpu_compiler_options``), channel reduction (sum, or first principal component with
 ``eigen_smooth``), final activation, min-max, resize to the input size, and the options every
 method shares:
 
@@ -26,6 +27,7 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
+from jaxcam._src import compile as compile_lib
 from jaxcam._src import maps
 from jaxcam._src.projection import first_component
 from jaxcam._src.request import make_request, spatial_activation_shape
@@ -91,34 +93,8 @@ def _run_one(core, model, x, layer, targets, final_activation, shared: Shared, o
     spatial_activation_shape(req)
     target_fn = req.targets if callable(req.targets) else None
     classes = None if target_fn is not None else req.targets
-    jitted = _jit_for(core)
-    return jitted(core, req.model, req.x, classes, req.layer, target_fn, final_activation, shared, options)
-
-
-def _jit_for(core):
-    """`_run_jit`, or a jit compiled with the core's ``cpu_compiler_options`` (XLA debug options).
-
-    XLA accepts compiler options on a top-level jit only, so inside a user's jit/vmap/grad (or on
-    another backend) the plain `_run_jit` is used.
-    """
-    options = getattr(core, "cpu_compiler_options", None)
-    if not options or jax.default_backend() != "cpu" or not _top_level():
-        return _run_jit
-    return _jit_with_options(tuple(sorted(options.items())))
-
-
-@functools.lru_cache(maxsize=None)
-def _jit_with_options(compiler_options: tuple):
-    return jax.jit(_run_jit.__wrapped__, static_argnums=(0, 4, 5, 6, 7, 8), compiler_options=dict(compiler_options))
-
-
-def _top_level() -> bool:
-    """True when no jax transformation is tracing (jax has no public test for this)."""
-    try:
-        from jax._src.core import trace_state_clean
-    except ImportError:
-        return False
-    return trace_state_clean()
+    return _run_jit(core, req.model, req.x, classes, req.layer, target_fn, final_activation, shared, options,
+                    _extra_options=getattr(core, "cpu_compiler_options", None))
 
 
 def fuse(layer_maps: jnp.ndarray) -> jnp.ndarray:
@@ -146,7 +122,7 @@ def reduce_channels(cam: jnp.ndarray, eigen_smooth: bool) -> jnp.ndarray:
     return cam
 
 
-@functools.partial(jax.jit, static_argnums=(0, 4, 5, 6, 7, 8))
+@functools.partial(compile_lib.jit, static_argnums=(0, 4, 5, 6, 7, 8))
 def _run_jit(core, model, x, classes, layer, target_fn, final_activation, shared: Shared, options):
     model, x = upcast_half(model), upcast_half(x)
     split = Split(model, layer)

@@ -146,6 +146,22 @@ class Split:
         with nn.intercept_methods(interceptor):
             return self.model.module.apply(self.model.variables, x)
 
+    def apply_head(self, variables, x: jnp.ndarray, activations: jnp.ndarray, **apply_kwargs):
+        """`module.apply(variables, x, **apply_kwargs)` with the layer's output replaced by `activations`.
+
+        The training form of `head`: explicit variables and any apply arguments (``train=True``,
+        ``mutable=["batch_stats"]``, ``rngs``), e.g. to train only the layers after a frozen prefix
+        whose activations were computed once.
+        """
+
+        def interceptor(next_fun, args, kwargs, context):
+            if context.method_name == "__call__" and context.module.path == self.layer:
+                return activations
+            return next_fun(*args, **kwargs)
+
+        with nn.intercept_methods(interceptor):
+            return self.model.module.apply(variables, x, **apply_kwargs)
+
     @property
     def can_gather_classes(self) -> bool:
         return self.model.info.classifier is not None
