@@ -34,7 +34,7 @@ def main():
     t_fwd = median_seconds(lambda: forward(model, x), args.repeats)
     t_abl = median_seconds(lambda: jaxcam.ablation_cam(model, x, layer="layer4"), args.repeats)
     flops = lambda f: jax.jit(f).lower(model, x).compile().cost_analysis()["flops"]  # noqa: E731
-    ratio = flops(lambda m, x: jaxcam.ablation_cam(m, x, layer="layer4", batch_size=2048)) / flops(lambda m, x: m(x))
+    ratio = flops(lambda m, x: jaxcam.ablation_cam(m, x, layer="layer4", chunk_size=2048)) / flops(lambda m, x: m(x))
     print(f"ResNet-50, batch {args.batch}, 224 px: forward {t_fwd * 1e3:.1f} ms, ablation_cam (2048 channels) "
           f"{t_abl * 1e3:.1f} ms, ratio {t_abl / t_fwd:.2f}x; XLA FLOP ratio {ratio:.2f}x")
 

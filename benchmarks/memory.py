@@ -6,7 +6,7 @@
 Each case builds ResNet-50 (random weights: same memory as real ones), compiles and runs the
 method once on a batch, and reports the process's peak resident set size (``ru_maxrss``: includes
 Python, jax, XLA compilation and the model's 98 MB of weights). `forward` (one plain forward) is
-the baseline the methods are compared to. `--chunks` sets the methods' ``batch_size``: ablations
+the baseline the methods are compared to. `--chunks` sets the methods' ``chunk_size``: ablations
 (or Score-CAM channels) per vmapped chunk; the default is each method's own default.
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ def child(case: str, batch: int, size: int, chunk: int | None) -> dict:
 
     model = jaxcam.models.resnet50()
     x = jax.random.normal(jax.random.key(0), (batch, size, size, 3))
-    options = {} if chunk is None else {"batch_size": chunk}
+    options = {} if chunk is None else {"chunk_size": chunk}
     start = time.perf_counter()
     if case == "forward":
         out = jax.jit(lambda m, v: m(v))(model, x)

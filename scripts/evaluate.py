@@ -32,7 +32,12 @@ from jax.sharding import NamedSharding, PartitionSpec
 import jaxcam
 import jaxcam.metrics
 from jaxcam import images as images_lib, jobs
-from jaxcam.explain import batch_mesh, methods as exported_methods
+from jaxcam.methods import registry
+from jaxcam.sharding import batch_mesh
+
+
+def exported_methods():
+    return {n: registry.get(n).fn for n in registry.names(output="map")}
 from jaxcam._src import maps as maps_lib
 
 RANDOM = "random"

@@ -5,6 +5,7 @@ Runs in Python before anything is traced, so each mistake gets a message that sa
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any, Optional
 
 import jax
@@ -59,29 +60,40 @@ def make_request(model, x, layer: Optional[str], targets, reshape_transform=None
     """
     model = as_model(model)
     x = check_input(x)
-    if layer is None:
-        layer = model.info.default_layer
-        if layer is None:
-            raise ValueError(
-                "no layer given and the model has no default layer: pass layer=..., one of "
-                + ", ".join(split_lib.list_layers(model, x.shape))
-            )
     try:
         shapes = split_lib.layer_shapes(model, x.shape, x.dtype)
     except Exception as err:  # shape errors from the module itself
         raise ValueError(
             f"the model cannot be applied to x of shape {tuple(x.shape)} (expected NHWC input): {err}"
         ) from err
+    if layer is None:
+        layer = model.info.default_layer or automatic_layer(model, shapes)
     path = split_lib.check_layer(model, layer, x.shape)
-    out_shape = shapes[""]
-    if len(out_shape) != 2:
-        raise ValueError(f"the model returns shape {out_shape}; CAM methods need class scores (N, num_classes)")
-    num_classes = out_shape[-1]
+    out_shape = shapes.get("")  # None when the model returns a pytree
+    if (out_shape is None or len(out_shape) != 2) and not callable(targets):
+        raise ValueError(
+            f"the model returns {'shape ' + str(out_shape) if out_shape else 'a pytree'}; class targets need scores "
+            "(N, num_classes): pass a callable target, e.g. jaxcam.targets.SemanticSegmentation(category, mask)"
+        )
+    num_classes = out_shape[-1] if out_shape else None
     targets = targets_lib.normalize_targets(targets, x.shape[0], num_classes)
     activation_shape = shapes["/".join(path)]
     if reshape_transform is not None:
         activation_shape = transformed_shape(reshape_transform, activation_shape, layer)
     return Request(model, x, path, targets, num_classes, activation_shape)
+
+
+def automatic_layer(model: Model, shapes: dict) -> str:
+    """The last layer whose output is (N, h, w, C) with h * w > 1; the choice is announced once."""
+    spatial = [p for p, s in shapes.items() if p and len(s) == 4 and s[1] * s[2] > 1]
+    if not spatial:
+        raise ValueError(
+            "no layer given, the model has no default layer and no layer outputs (N, h, w, C) with h * w > 1: "
+            "pass layer=..., one of " + ", ".join(p for p in shapes if p)
+        )
+    warnings.warn(f"jaxcam: {model.info.name} has no default layer; using layer={spatial[-1]!r} "
+                  "(the last layer with a spatial output). Pass layer=... to choose.", stacklevel=4)
+    return spatial[-1]
 
 
 def transformed_shape(reshape_transform, shape, layer) -> tuple:

@@ -139,12 +139,28 @@ class Split:
                 if path == classifier:
                     params = context.module.variables["params"]
                     kernel = params["kernel"][:, classes]  # (D, N)
-                    out = jnp.einsum("nd,dn->n", args[0], kernel)
+                    out = (args[0] * kernel.T).sum(axis=-1)  # elementwise: same rounding under vmap
                     return out + params["bias"][classes] if "bias" in params else out
             return next_fun(*args, **kwargs)
 
         with nn.intercept_methods(interceptor):
             return self.model.module.apply(self.model.variables, x)
+
+    def apply_head(self, variables, x: jnp.ndarray, activations: jnp.ndarray, **apply_kwargs):
+        """`module.apply(variables, x, **apply_kwargs)` with the layer's output replaced by `activations`.
+
+        The training form of `head`: explicit variables and any apply arguments (``train=True``,
+        ``mutable=["batch_stats"]``, ``rngs``), e.g. to train only the layers after a frozen prefix
+        whose activations were computed once.
+        """
+
+        def interceptor(next_fun, args, kwargs, context):
+            if context.method_name == "__call__" and context.module.path == self.layer:
+                return activations
+            return next_fun(*args, **kwargs)
+
+        with nn.intercept_methods(interceptor):
+            return self.model.module.apply(variables, x, **apply_kwargs)
 
     @property
     def can_gather_classes(self) -> bool:

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from jaxcam._src import targets as targets_lib
 from jaxcam._src.request import check_input
 from jaxcam.methods.gradient import grad_cam
+from jaxcam.methods.registry import SCORE, Method, register
 from jaxcam.model import as_model
 
 _RELU = jax.nn.relu
@@ -136,3 +137,10 @@ def deprocess_gradients(g) -> jnp.ndarray:
     g = g - g.mean(axis=axes, keepdims=True)
     g = g / (g.std(axis=axes, keepdims=True) + 1e-5)
     return jnp.clip(g * 0.1 + 0.5, 0.0, 1.0)
+
+
+register(Method("guided_backprop", guided_backprop, family="guided", output="attribution", options=(SCORE,),
+                aliases=("guided", "guided_backpropagation"), paper="Springenberg et al., ICLR-W 2015",
+                pgc="GuidedBackpropReLUModel", takes_layer=False))
+register(Method("guided_grad_cam", guided_grad_cam, family="composite", output="attribution", options=(SCORE,),
+                aliases=("guided_gradcam",), paper="Selvaraju et al., ICCV 2017 (Guided Grad-CAM)", pgc=None))
