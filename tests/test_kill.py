@@ -28,7 +28,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 SLOW = bool(os.environ.get("JAXCAM_SLOW_TESTS"))
 KILLS = 5 if SLOW else 2
-TIMING = {"seconds", "warm", "seconds_per_image", "images_per_second", "trained_minutes", "s/img (map)"}
+TIMING = {"seconds", "warm", "seconds_per_image", "images_per_second", "trained_minutes", "wall_seconds",
+          "s/img (map)"}
 
 
 def _env():
@@ -204,7 +205,7 @@ def test_training_killed_and_rerun(tmp_path):
     _tree(tmp_path / "data")
 
     def cmd(out):
-        return [sys.executable, _script("finetune_cifar.py"), "--data", str(tmp_path / "data"), "--model", "resnet20",
+        return [sys.executable, _script("train.py"), "--data", str(tmp_path / "data"), "--model", "resnet20",
                 "--image-size", "16", "--batch-size", "20", "--lr", "0.05", "--epochs", "4", "--gallery", "2",
                 "--cam-layers", "layer3", "--out", str(out)]
 

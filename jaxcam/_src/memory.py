@@ -122,3 +122,38 @@ def plan(method: Callable, model, *, image_size: int, batch_size: int, max_bytes
             raise ValueError(f"a run needs at least {need / 2**20:.0f} MiB (batch 1, chunk 1); the limit is "
                              f"{limit / 2**20:.0f} MiB: raise --max-memory")
         batch = max(1, batch // 2)
+
+
+def limit_argument(text: str):
+    """argparse type for --max-memory: a size (4G, 512M, 2.5GiB) or 'auto' (-> None: from the free memory)."""
+    import argparse
+
+    if str(text).strip().lower() == "auto":
+        return "auto"
+    try:
+        return parse_bytes(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def fit(methods, options: dict, model, image_size: int, batch_size: int, layer, limit) -> int:
+    """For a command's registry methods: set each chunked method's chunk size in `options` (unless the
+    user gave one) and return the batch size every method fits under `limit` ("auto" or bytes) with.
+
+    Methods without a chunk option are not planned (their memory is one batch of forwards/backwards).
+    """
+    limit = None if limit == "auto" else limit
+    for m in methods:
+        keyword = chunk_keyword(m.fn)
+        if keyword is None:
+            continue
+        opts = dict(options.get(m.name, {}))
+        given = opts.pop("chunk_size", None) or opts.pop("batch_size", None)
+        p = plan(m.fn, model, image_size=image_size, batch_size=batch_size, max_bytes=limit, layer=layer,
+                 chunk_size=given, **opts)
+        options[m.name] = {**opts, keyword: p.chunk_size}
+        if p.batch_size < batch_size or not given:
+            print(f"--max-memory {p.limit_bytes / 2**20:.0f} MiB: {m.name} runs batch {p.batch_size}, chunk "
+                  f"{p.chunk_size} (predicted peak {p.predicted_bytes / 2**20:.0f} MiB)")
+        batch_size = p.batch_size
+    return batch_size
