@@ -428,10 +428,9 @@ def load_checkpoint(path: str) -> Model:
 
 def write_json(path: str, data) -> None:
     """Write JSON atomically (temp file + rename)."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=1)
-    os.replace(tmp, path)
+    from jaxcam import jobs
+
+    jobs.write_bytes(path, json.dumps(data, indent=1).encode())
 
 
 # ---------------------------------------------------------------- frozen prefix, features computed once
