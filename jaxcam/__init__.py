@@ -12,7 +12,7 @@ the shared engine in `jaxcam._src` (split, runner, request, compile), batching o
 `jaxcam.visual`, image files in `jaxcam.images`, resumable jobs in `jaxcam.jobs`, the command line
 in `jaxcam.cli`.
 """
-from jaxcam import metrics, models, targets
+from jaxcam import images, jobs, metrics, models, sharding, targets
 from jaxcam._src.split import Split, list_layers
 from jaxcam.methods import ablation_cam, fast_ablation_cam, grad_cam, spatial_ablation_cam
 from jaxcam.methods import (
@@ -40,7 +40,10 @@ __all__ = [
     "fast_ablation_cam",
     "grad_cam",
     "list_layers",
+    "images",
+    "jobs",
     "metrics",
+    "sharding",
     "models",
     "registry",
     "spatial_ablation_cam",
