@@ -170,7 +170,7 @@ def ablation_cam_map(split, x, targets, score="logit", value=0.0, chunk_size=Non
     channels = a.shape[-1]
     keep = ~jnp.eye(channels, dtype=bool)  # (C, C): mask k drops channel k
     weights = relative_drop(y, ablated_scores(split, x, a, keep, targets, classes, score, value, chunk_size))
-    return jnp.einsum("nc,nhwc->nhw", weights, a)
+    return jnp.einsum("nc,n...c->n...", weights, a)  # any spatial rank
 
 
 def spatial_ablation_cam_map(split, x, targets, score="logit", value=0.0, chunk_size=None, window=1, stride=1):
