@@ -21,7 +21,7 @@ from jaxcam.methods import (
 )
 from jaxcam.methods import registry
 from jaxcam.methods import fem, finer_cam, fullgrad, kpca_cam, random_cam, seg_eigen_cam, shapley_cam
-from jaxcam.methods import is_cam, smoothgrad_cam_pp, ss_cam
+from jaxcam.methods import is_cam, refine_cam, sess, smoothgrad_cam_pp, ss_cam
 from jaxcam._src.tokens import tokens_to_grid
 from jaxcam.model import Model, ModelInfo
 from jaxcam.batching import Explanation, explain, explain_batches
@@ -32,7 +32,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "fem", "finer_cam", "fullgrad", "kpca_cam", "random_cam", "seg_eigen_cam", "shapley_cam", "targets",
-    "is_cam", "smoothgrad_cam_pp", "ss_cam",
+    "is_cam", "refine_cam", "sess", "smoothgrad_cam_pp", "ss_cam",
     "Model",
     "ModelInfo",
     "Split",

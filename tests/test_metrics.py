@@ -214,27 +214,3 @@ def test_clear_errors(model, data):
         M.road(model, x, maps, order="top")
     with pytest.raises(ValueError, match="percentiles"):
         M.road(model, x, maps, percentiles=(120,))
-
-
-def test_evaluate_script_writes_tables_and_resumes(tmp_path):
-    import evaluate
-
-    data = tmp_path / "images"
-    data.mkdir()
-    rng = np.random.default_rng(4)
-    for i in range(3):
-        Image.fromarray(rng.integers(0, 255, (40, 44, 3), dtype=np.uint8)).save(data / f"img{i}.png")
-    out = tmp_path / "out"
-    argv = ["--model", "resnet18", "--weights", "random", "--data", str(data), "--size", "32", "--methods",
-            "grad_cam", "--batch-size", "2", "--steps", "4", "--percentiles", "50", "--out", str(out)]
-    rows = evaluate.main(argv, progress=False)
-    assert [r["method"] for r in rows] == ["grad_cam", "random"]
-    assert all(r["images"] == 3 for r in rows)
-    for name in ("table.csv", "table.md", "curves.png"):
-        assert (out / name).stat().st_size > 0
-    cached = sorted(out.glob("cache/*/*/*.npz"))
-    assert len(cached) == 6
-    stamps = [p.stat().st_mtime_ns for p in cached]
-    assert evaluate.main(argv, progress=False) == rows  # resumed from the cache: nothing recomputed
-    assert [p.stat().st_mtime_ns for p in cached] == stamps
-    assert evaluate.main(argv + ["--report-only"], progress=False) == rows

@@ -25,7 +25,7 @@ def pgc(cls, tv_layer, tv_model, images, targets, ctor=None, **call):
 
 def check(case, name, got, expected):
     model, _, _, layer, _ = case
-    report(f"{model.info.name}/{layer} {name}", np.abs(np.asarray(got) - expected).max())
+    report(f"{model.info.name}/{layer} {name}", got, expected)
 
 
 def test_fem(case):
@@ -86,4 +86,35 @@ def test_fullgrad(request, which):
     x = request.getfixturevalue("images" if which == "resnet18" else "vgg_images")
     expected = pgc(pytorch_grad_cam.FullGrad, None, tv, x, [ClassifierOutputTarget(t) for t in TARGETS])
     got = np.asarray(jaxcam.fullgrad(model, x, targets=np.array(TARGETS)))
-    report(f"{which} FullGrad", np.abs(got - expected).max())
+    report(f"{which} FullGrad", got, expected)
+
+
+@pytest.mark.parametrize("which", ["resnet18", "vgg"])
+def test_refine_cam(request, which):
+    model = request.getfixturevalue(which)
+    tv = request.getfixturevalue("tv_resnet18" if which == "resnet18" else "tv_vgg")
+    x = request.getfixturevalue("images" if which == "resnet18" else "vgg_images")
+    layers, tv_layers = (["layer3", "layer4"], [tv.layer3, tv.layer4[-1]]) if which == "resnet18" else (
+        ["features/3", "features"], [tv.features[3], tv.features])
+    cam = pytorch_grad_cam.RefineCAM(model=tv, target_layers=tv_layers)
+    expected = cam(input_tensor=nchw(x), targets=[ClassifierOutputTarget(t) for t in TARGETS])
+    for base in cam.base_cam_per_layer:
+        base.activations_and_grads.release()
+    assert expected.max() > 0.5
+    got = np.asarray(jaxcam.refine_cam(model, x, layer=layers, targets=np.array(TARGETS)))
+    report(f"{which} RefineCAM(GradCAM++)", got, expected)
+
+
+@pytest.mark.parametrize("which,pool", [("vgg", "mean"), ("vgg", "max"), ("resnet18", "mean")])
+def test_sess(request, which, pool):
+    """Two scales (the image and 1.5x: 1 + 4 windows of the image's size), Grad-CAM per window."""
+    model = request.getfixturevalue(which)
+    tv = request.getfixturevalue("tv_resnet18" if which == "resnet18" else "tv_vgg")
+    x = request.getfixturevalue("images" if which == "resnet18" else "vgg_images")
+    layer, tv_layer = ("layer4", tv.layer4[-1]) if which == "resnet18" else ("features", tv.features)
+    scales = [x.shape[1], x.shape[1] * 3 // 2]
+    cam = pytorch_grad_cam.SESS(model=tv, target_layers=[tv_layer], scales=scales, pool=pool)
+    expected = cam(input_tensor=nchw(x), targets=[ClassifierOutputTarget(t) for t in TARGETS])
+    cam.base_cam.activations_and_grads.release()
+    got = np.asarray(jaxcam.sess(model, x, layer=layer, targets=np.array(TARGETS), scales=scales, pool=pool))
+    report(f"{which} SESS({pool})", got, expected)

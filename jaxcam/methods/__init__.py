@@ -19,13 +19,15 @@ from jaxcam.methods.finer import finer_cam
 from jaxcam.methods.fullgrad import fullgrad
 from jaxcam.methods.kpca import kpca_cam
 from jaxcam.methods.random_baseline import random_cam
+from jaxcam.methods.refine import refine_cam
+from jaxcam.methods.sess import sess
 from jaxcam.methods.seg_eigen import seg_eigen_cam
 from jaxcam.methods.shapley import shapley_cam
 from jaxcam.methods.ss_cam import ss_cam
 from jaxcam.methods.is_cam import is_cam
 from jaxcam.methods.smoothgrad_cam_pp import smoothgrad_cam_pp
 
-NEW_METHODS = ["fem", "finer_cam", "fullgrad", "kpca_cam", "random_cam", "seg_eigen_cam", "shapley_cam", "ss_cam", "is_cam",
+NEW_METHODS = ["fem", "finer_cam", "fullgrad", "kpca_cam", "random_cam", "refine_cam", "seg_eigen_cam", "sess", "shapley_cam", "ss_cam", "is_cam",
                "smoothgrad_cam_pp"]
 
 __all__ = [
