@@ -62,9 +62,10 @@ def run(cmd, kill_when=None):
 # -------------------------------------------------------------------- comparing outputs
 
 
-def content(path: Path):
+def content(path: Path, root: Path):
     """A file's content for comparison: pixels for PNGs, arrays for .npz, parsed rows for CSV/JSON/MD
-    with timing fields dropped; raw bytes otherwise. Raises if the file is truncated or corrupt."""
+    with timing fields dropped; raw bytes otherwise (the run folder's own path replaced by <out>).
+    Raises if the file is truncated or corrupt."""
     suffix = path.suffix.lower()
     if suffix == ".png":
         with Image.open(path) as img:
@@ -74,15 +75,19 @@ def content(path: Path):
         with np.load(path) as z:
             return {k: z[k].tobytes() for k in z.files if k not in TIMING}
     if suffix == ".csv":
-        return [{k: v for k, v in r.items() if k not in TIMING} for r in csv.DictReader(io.StringIO(path.read_text()))]
+        return [{k: v for k, v in r.items() if k not in TIMING} for r in csv.DictReader(io.StringIO(_text(path, root)))]
     if suffix == ".json":
-        data = json.loads(path.read_text())
+        data = json.loads(_text(path, root))
         strip = lambda d: {k: v for k, v in d.items() if k not in TIMING} if isinstance(d, dict) else d  # noqa: E731
         return [strip(d) for d in data] if isinstance(data, list) else strip(data)
     if suffix == ".md":  # markdown table: drop the timing column
-        rows = [line.split("|") for line in path.read_text().splitlines()]
+        rows = [line.split("|") for line in _text(path, root).splitlines()]
         return [r[:-2] for r in rows]
-    return path.read_bytes()
+    return path.read_bytes().replace(str(root).encode(), b"<out>")
+
+
+def _text(path: Path, root: Path) -> str:
+    return path.read_text().replace(str(root), "<out>")
 
 
 def files(folder: Path, skip=()):
@@ -115,10 +120,10 @@ def kill_and_rerun(cmd_for, reference: Path, work: Path, total: int, progress, s
         for rel, path in files(work, skip).items():
             assert rel in ref, f"{where}: unexpected file {rel}"
             if rel in growing:
-                got, want = content(path), content(ref[rel])  # content() raises on a truncated file
+                got, want = content(path, work), content(ref[rel], reference)  # content() raises on a truncated file
                 assert not isinstance(got, list) or got == want[: len(got)], f"{where}: {rel} is not a prefix"
                 continue
-            assert content(path) == content(ref[rel]), f"{where}: {rel} differs (partial?)"
+            assert content(path, work) == content(ref[rel], reference), f"{where}: {rel} differs (partial?)"
             if per_item(rel):
                 stat = path.stat()
                 seen.setdefault(rel, (stat.st_ino, stat.st_mtime_ns))
@@ -129,7 +134,7 @@ def kill_and_rerun(cmd_for, reference: Path, work: Path, total: int, progress, s
     final = files(work, skip)
     assert sorted(final) == sorted(ref)
     for rel, path in final.items():
-        assert content(path) == content(ref[rel]), f"{rel} differs from the uninterrupted run"
+        assert content(path, work) == content(ref[rel], reference), f"{rel} differs from the uninterrupted run"
     for rel, (ino, mtime) in seen.items():
         stat = final[rel].stat()
         assert (stat.st_ino, stat.st_mtime_ns) == (ino, mtime), f"{rel} was written again after the kill"
