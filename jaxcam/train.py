@@ -411,7 +411,13 @@ def load_checkpoint(path: str) -> Model:
     """
     directory, step = _find_checkpoint(path)
     with ocp.CheckpointManager(directory, item_names=("state", "meta")) as manager:
-        meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        try:  # a damaged or foreign folder: one clear line, not orbax's traceback
+            meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+            meta["model"], meta["num_classes"]
+        except (ValueError, KeyError, TypeError, OSError) as e:
+            raise ValueError(f"{directory}/{step} is not a readable jaxcam checkpoint "
+                             f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); pass the run "
+                             "folder of a finished training") from None
         model = build_model(meta["model"], meta["num_classes"], meta.get("class_names", ()),
                             image_size=meta.get("image_size"))
         abstract = {k: jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, v) for k, v in model.variables.items()}

@@ -79,6 +79,8 @@ def parser():
     p.add_argument("--stride", type=common.positive_int, default=None, help="ablation window stride, in layer cells")
     p.add_argument("--chunk-size", type=common.positive_int, default=None,
                    help="ablated/masked copies per vmapped chunk (ablation and score families)")
+    p.add_argument("--save-maps", action="store_true",
+                   help="also write each map as <image>_<method>.npy (float32 (H, W) in [0, 1])")
     p.add_argument("--max-memory", type=memory.limit_argument, default=None, metavar="SIZE",
                    help="keep each method's run under SIZE (e.g. 4G): picks --chunk-size and lowers --batch-size "
                         "from XLA's memory analysis; 'auto': from the free memory")
@@ -353,7 +355,7 @@ def render(args, model, size, target, chosen, options, items, unmatched) -> int:
     map_methods = [m.name for m in chosen if m.output == "map"]
     failures, rendered, overlays = [], [], {}
 
-    def explain(batch, report=True):
+    def explain(batch, report=True, maps=None):
         """Load and explain one batch; {item name: (item, loaded, {method: shown panels})} of the good ones."""
         loaded = [(it, load_item(it, size)) for it in batch]
         for it, ld in loaded:
@@ -377,18 +379,27 @@ def render(args, model, size, target, chosen, options, items, unmatched) -> int:
             probs = np.asarray(jax.nn.softmax(out.logits, axis=-1))
             for i, (it, ld) in enumerate(good):
                 one = {k: v[i] for k, v in results.items()} if isinstance(results, dict) else results[i]
+                if maps is not None and m.output == "map":
+                    maps.setdefault(it.name, {})[m.name] = np.asarray(one, np.float32)
                 shown[it.name][2][m.name] = (panels(m.output, ld.image, one, args.colormap, args.alpha),
                                              title(model, m.name, probs[i], target, ld.label))
         return shown
 
     bar = tqdm(total=sum(map(len, todo)), unit="img", desc="render", disable=not distributed.is_main())
+    raw = {}  # --save-maps: item name -> {method: map}
     for batch in todo:
-        for name, (it, ld, per_method) in explain(batch).items():
+        for name, (it, ld, per_method) in explain(batch, maps=raw).items():
             for m, (panel, heading) in per_method.items():
                 if args.overwrite or not os.path.exists(output_path(args.out, it, m)):  # never write twice
+                    npy = output_path(args.out, it, m)[:-4] + ".npy"
+                    if args.save_maps and m in raw.get(name, {}) and (args.overwrite or not os.path.exists(npy)):
+                        with jobs.atomic_path(npy) as tmp:  # before the PNG, which marks the item done
+                            np.save(tmp, raw[name][m])
                     save_figure(output_path(args.out, it, m), panel, heading)
+            raw.pop(name, None)
             rendered.append(it)
-            overlays[name] = (it, ld, {m: p[-1][1] for m, (p, _) in per_method.items() if m in map_methods})
+            if distributed.is_main() and len(overlays) < GRID_MAX:  # kept for grid.png only: bounded memory
+                overlays[name] = (it, ld, {m: p[-1][1] for m, (p, _) in per_method.items() if m in map_methods})
         bar.update(len(batch))
     bar.close()
 
