@@ -12,7 +12,7 @@ the shared engine in `jaxcam._src` (split, runner, request, compile), batching o
 `jaxcam.visual`, image files in `jaxcam.images`, resumable jobs in `jaxcam.jobs`, the command line
 in `jaxcam.cli`.
 """
-from jaxcam import images, jobs, metrics, models, sharding
+from jaxcam import images, jobs, metrics, models, sharding, targets
 from jaxcam._src.split import Split, list_layers
 from jaxcam.methods import ablation_cam, fast_ablation_cam, grad_cam, spatial_ablation_cam
 from jaxcam.methods import (
@@ -20,6 +20,9 @@ from jaxcam.methods import (
     guided_backprop, guided_grad_cam, hires_cam, layer_cam, multi_layer, score_cam, xgrad_cam,
 )
 from jaxcam.methods import registry
+from jaxcam.methods import fem, finer_cam, fullgrad, kpca_cam, random_cam, seg_eigen_cam, shapley_cam
+from jaxcam.methods import deep_feature_factorization, factorization_overlay
+from jaxcam.methods import is_cam, refine_cam, sess, smoothgrad_cam_pp, ss_cam
 from jaxcam._src.tokens import tokens_to_grid
 from jaxcam.model import Model, ModelInfo
 from jaxcam.batching import Explanation, explain, explain_batches
@@ -29,6 +32,8 @@ from jaxcam.visual import heatmap, overlay
 __version__ = "0.1.0"
 
 __all__ = [
+    "fem", "finer_cam", "fullgrad", "kpca_cam", "random_cam", "seg_eigen_cam", "shapley_cam", "targets",
+    "deep_feature_factorization", "factorization_overlay", "is_cam", "refine_cam", "sess", "smoothgrad_cam_pp", "ss_cam",
     "Model",
     "ModelInfo",
     "Split",

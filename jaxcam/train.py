@@ -48,11 +48,17 @@ class TrainState(flax.struct.PyTreeNode):
 # ---------------------------------------------------------------- optimizer
 
 
-def make_schedule(name: str, peak_lr: float, total_steps: int, warmup_steps: int = 0) -> optax.Schedule:
+SCHEDULES = ("cosine", "onecycle", "step", "plateau", "constant")
+
+
+def make_schedule(name: str, peak_lr: float, total_steps: int, warmup_steps: int = 0,
+                  milestones: Optional[Sequence[int]] = None, gamma: float = 0.1) -> optax.Schedule:
     """Learning-rate schedule over `total_steps`.
 
     "cosine": linear warmup then cosine decay to 0; "onecycle": optax's one-cycle (30% ramp up);
-    "step": constant with x0.1 at 50% and 75% of training; "constant".
+    "step": constant, multiplied by `gamma` at each of `milestones` (step indices; default 50% and
+    75% of training); "plateau": constant here, scaled by `Plateau` between epochs
+    (reduce-on-plateau); "constant".
     """
     total_steps = max(int(total_steps), 1)
     if name == "cosine":
@@ -61,10 +67,61 @@ def make_schedule(name: str, peak_lr: float, total_steps: int, warmup_steps: int
     if name == "onecycle":
         return optax.cosine_onecycle_schedule(total_steps, peak_lr)
     if name == "step":
-        return optax.piecewise_constant_schedule(peak_lr, {total_steps // 2: 0.1, (3 * total_steps) // 4: 0.1})
-    if name == "constant":
+        if milestones is None:
+            milestones = (total_steps // 2, (3 * total_steps) // 4)
+        boundaries: Dict[int, float] = {}
+        for m in milestones:
+            boundaries[int(m)] = boundaries.get(int(m), 1.0) * gamma
+        return optax.piecewise_constant_schedule(peak_lr, boundaries)
+    if name in ("constant", "plateau"):
         return optax.constant_schedule(peak_lr)
-    raise ValueError(f"unknown schedule {name!r}; use one of cosine, onecycle, step, constant")
+    raise ValueError(f"unknown schedule {name!r}; use one of cosine, onecycle, step, plateau, constant")
+
+
+class Plateau:
+    """Reduce-on-plateau (``optax.contrib.reduce_on_plateau``) driven once per epoch by a validation loss.
+
+    The optimizer must end in the scale built by `make_optimizer(..., lr_scale=True)`;
+    `apply(opt_state)` writes the current scale into it. `state_dict`/`load` keep it in checkpoints.
+    """
+
+    def __init__(self, factor: float = 0.1, patience: int = 2, cooldown: int = 0, min_scale: float = 1e-3):
+        self.tx = optax.contrib.reduce_on_plateau(factor=factor, patience=patience, cooldown=cooldown,
+                                                  accumulation_size=1, min_scale=min_scale)
+        self.state = self.tx.init(jnp.zeros(()))
+
+    def update(self, value: float) -> float:
+        """Feed one epoch's validation loss; returns the new learning-rate scale."""
+        _, self.state = self.tx.update(jnp.zeros(()), self.state, value=jnp.asarray(value, jnp.float32))
+        return self.scale
+
+    @property
+    def scale(self) -> float:
+        return float(self.state.scale)
+
+    def apply(self, opt_state):
+        return set_lr_scale(opt_state, self.scale)
+
+    def state_dict(self) -> dict:
+        return {k: float(v) for k, v in self.state._asdict().items()}
+
+    def load(self, saved: dict) -> None:
+        self.state = self.state._replace(**{k: jnp.asarray(v, jnp.asarray(getattr(self.state, k)).dtype)
+                                            for k, v in saved.items()})
+
+
+def set_lr_scale(opt_state, scale: float):
+    """Set the ``step_size`` of every injected scale (see `make_optimizer(lr_scale=True)`) in `opt_state`."""
+    def injected(node):
+        return hasattr(node, "hyperparams") and hasattr(node, "_replace") and "step_size" in node.hyperparams
+
+    def fix(node):
+        if injected(node):
+            return node._replace(hyperparams={**node.hyperparams,
+                                              "step_size": jnp.asarray(scale, node.hyperparams["step_size"].dtype)})
+        return node
+
+    return jax.tree_util.tree_map(fix, opt_state, is_leaf=injected)
 
 
 def _decay_mask(params):
@@ -73,12 +130,14 @@ def _decay_mask(params):
 
 
 def make_optimizer(name: str, schedule: optax.Schedule, weight_decay: float = 5e-4, momentum: float = 0.9,
-                   trainable: Optional[Callable[[Tuple[str, ...]], bool]] = None) -> optax.GradientTransformation:
+                   trainable: Optional[Callable[[Tuple[str, ...]], bool]] = None,
+                   lr_scale: bool = False) -> optax.GradientTransformation:
     """"sgd" (Nesterov momentum, L2-style decoupled decay on kernels) or "adamw".
 
     Args:
       trainable: optional predicate on a parameter's path (tuple of names); parameters for which it
         is False get zero updates (e.g. a frozen backbone).
+      lr_scale: end the chain in an injected scale (1.0) that `Plateau` changes between epochs.
     """
     if name == "sgd":
         tx = optax.chain(optax.add_decayed_weights(weight_decay, _decay_mask),
@@ -87,6 +146,8 @@ def make_optimizer(name: str, schedule: optax.Schedule, weight_decay: float = 5e
         tx = optax.adamw(schedule, weight_decay=weight_decay, mask=_decay_mask)
     else:
         raise ValueError(f"unknown optimizer {name!r}; use sgd or adamw")
+    if lr_scale:
+        tx = optax.chain(tx, optax.inject_hyperparams(optax.scale)(step_size=1.0))
     if trainable is None:
         return tx
 
@@ -350,7 +411,13 @@ def load_checkpoint(path: str) -> Model:
     """
     directory, step = _find_checkpoint(path)
     with ocp.CheckpointManager(directory, item_names=("state", "meta")) as manager:
-        meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        try:  # a damaged or foreign folder: one clear line, not orbax's traceback
+            meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+            meta["model"], meta["num_classes"]
+        except (ValueError, KeyError, TypeError, OSError) as e:
+            raise ValueError(f"{directory}/{step} is not a readable jaxcam checkpoint "
+                             f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); pass the run "
+                             "folder of a finished training") from None
         model = build_model(meta["model"], meta["num_classes"], meta.get("class_names", ()),
                             image_size=meta.get("image_size"))
         abstract = {k: jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, v) for k, v in model.variables.items()}
@@ -367,7 +434,129 @@ def load_checkpoint(path: str) -> Model:
 
 def write_json(path: str, data) -> None:
     """Write JSON atomically (temp file + rename)."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=1)
-    os.replace(tmp, path)
+    from jaxcam import jobs
+
+    jobs.write_bytes(path, json.dumps(data, indent=1).encode())
+
+
+# ---------------------------------------------------------------- frozen prefix, features computed once
+
+
+class FrozenPrefix:
+    """`model` split at `layer`: everything up to the layer is frozen and its activations computed
+    once (`features`); only the modules that run after the layer are trained (`make_train_step`).
+
+    Uses the shared split mechanism (`jaxcam.Split`: features via ``capture_intermediates``, the
+    rest via ``Split.apply_head``). Under ``jax.jit`` the prefix is dead code in the train step, so
+    a step costs only the tail's forward and backward.
+    """
+
+    def __init__(self, model: Model, layer: str, image_size: int):
+        from jaxcam._src.split import Split, check_layer
+
+        self.model = model
+        self.image_size = int(image_size)
+        self.x_shape = (1, self.image_size, self.image_size, 3)
+        self.layer = check_layer(model, layer, self.x_shape)
+        self.split = Split(model, self.layer)
+        self.tail = tail_modules(model, self.layer, self.x_shape)
+        if not self.tail:
+            raise ValueError(f"nothing of {model.info.name} runs after layer {'/'.join(self.layer)}; "
+                             "freeze an earlier layer")
+
+    def trainable(self, path: Tuple[str, ...]) -> bool:
+        """Is the parameter at `path` (module path + name) in the trained tail?"""
+        return tuple(path[:-1]) in self.tail
+
+    def merge_stats(self, old, new):
+        """BatchNorm statistics: the tail's from `new`, the frozen prefix's kept from `old`."""
+        flat_old = flax.traverse_util.flatten_dict(old)
+        flat_new = flax.traverse_util.flatten_dict(new)
+        return flax.traverse_util.unflatten_dict(
+            {k: (flat_new[k] if k[:-1] in self.tail else v) for k, v in flat_old.items()})
+
+    def features_fn(self, device_mesh: Optional[Mesh] = None, dtype=jnp.float32):
+        """Jitted ``features(variables, images uint8 (B,h,w,3), flip: bool) -> (B, h', w', C)``."""
+        device_mesh = device_mesh or mesh()
+        info, layer = self.model.info, self.layer
+
+        def features(variables, images, flip):
+            from jaxcam._src.split import Split
+
+            x = preprocess(images, info.mean, info.std, self.image_size, dtype)
+            x = jnp.where(flip, x[:, :, ::-1], x)
+            return Split(self.model.with_variables(variables), layer).features(x).astype(jnp.float32)
+
+        rep = NamedSharding(device_mesh, PartitionSpec())
+        data = NamedSharding(device_mesh, PartitionSpec(DATA_AXIS))
+        return jax.jit(features, in_shardings=(rep, data, rep), out_shardings=data)
+
+    def make_train_step(self, tx: optax.GradientTransformation, label_smoothing: float = 0.0, seed: int = 0,
+                        device_mesh: Optional[Mesh] = None):
+        """Jitted ``step(state, features (B,h',w',C), labels) -> (state, {"loss", "correct"})``."""
+        device_mesh = device_mesh or mesh()
+        num_classes = _num_classes(self.model)
+        split, x_shape = self.split, self.x_shape
+
+        def loss_fn(params, batch_stats, feats, labels, step_count):
+            variables = {"params": params, "batch_stats": batch_stats} if batch_stats else {"params": params}
+            x = jnp.zeros((feats.shape[0],) + x_shape[1:], jnp.float32)  # only the dead prefix reads it
+            rngs = {"dropout": jax.random.fold_in(jax.random.key(seed), step_count)}
+            if batch_stats:
+                logits, updates = split.apply_head(variables, x, feats.astype(jnp.float32), train=True,
+                                                   mutable=["batch_stats"], rngs=rngs)
+                batch_stats = self.merge_stats(batch_stats, updates["batch_stats"])
+            else:
+                logits = split.apply_head(variables, x, feats.astype(jnp.float32), train=True, rngs=rngs)
+            targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes), label_smoothing)
+            return optax.softmax_cross_entropy(logits, targets).mean(), (batch_stats, logits)
+
+        def step(state: TrainState, feats, labels):
+            (loss, (batch_stats, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+                state.params, state.batch_stats, feats, labels, state.step)
+            updates, opt_state = tx.update(grads, state.opt_state, state.params)
+            params = optax.apply_updates(state.params, updates)
+            correct = jnp.sum(jnp.argmax(logits, -1) == labels)
+            return state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                                 opt_state=opt_state), {"loss": loss, "correct": correct}
+
+        rep = NamedSharding(device_mesh, PartitionSpec())
+        data = NamedSharding(device_mesh, PartitionSpec(DATA_AXIS))
+        return jax.jit(step, in_shardings=(rep, data, data), out_shardings=(rep, rep), donate_argnums=0)
+
+    def make_eval_step(self, device_mesh: Optional[Mesh] = None):
+        """Jitted ``logits(variables, features) -> (B, num_classes)``, eval mode."""
+        device_mesh = device_mesh or mesh()
+        split, x_shape = self.split, self.x_shape
+
+        def logits(variables, feats):
+            x = jnp.zeros((feats.shape[0],) + x_shape[1:], jnp.float32)
+            return split.apply_head(variables, x, feats.astype(jnp.float32), train=False).astype(jnp.float32)
+
+        rep = NamedSharding(device_mesh, PartitionSpec())
+        data = NamedSharding(device_mesh, PartitionSpec(DATA_AXIS))
+        return jax.jit(logits, in_shardings=(rep, data), out_shardings=data)
+
+
+def tail_modules(model: Model, layer: Tuple[str, ...], x_shape) -> frozenset:
+    """Module paths whose ``__call__`` starts after `layer`'s call has returned (abstract run)."""
+    import flax.linen as nn
+
+    events = []
+
+    def interceptor(next_fun, args, kwargs, context):
+        if context.method_name != "__call__":
+            return next_fun(*args, **kwargs)
+        path = tuple(context.module.path)
+        events.append(("start", path))
+        out = next_fun(*args, **kwargs)
+        events.append(("end", path))
+        return out
+
+    with nn.intercept_methods(interceptor):
+        jax.eval_shape(lambda v, x: model.module.apply(v, x), model.variables,
+                       jax.ShapeDtypeStruct(tuple(x_shape), jnp.float32))
+    ends = [i for i, e in enumerate(events) if e == ("end", tuple(layer))]
+    if not ends:
+        raise ValueError(f"layer {'/'.join(layer)} is never called")
+    return frozenset(path for kind, path in events[ends[-1] + 1:] if kind == "start")

@@ -33,6 +33,27 @@ def test_schedules():
     assert np.isclose(max(float(one(i)) for i in range(100)), 0.1, rtol=0.02) and float(one(0)) < 0.01
     with pytest.raises(ValueError, match="cosine, onecycle"):
         train.make_schedule("linear", 0.1, 10)
+    ms = train.make_schedule("step", 0.1, 100, milestones=(30, 60, 60), gamma=0.5)
+    assert np.allclose([float(ms(i)) for i in (29, 30, 59, 60)], [0.1, 0.05, 0.05, 0.0125])
+
+
+def test_plateau_scales_the_learning_rate_after_patience_epochs():
+    """optax.contrib.reduce_on_plateau driven by per-epoch validation losses, written into the optimizer."""
+    plateau = train.Plateau(factor=0.5, patience=2)
+    tx = train.make_optimizer("sgd", train.make_schedule("plateau", 1.0, 10), weight_decay=0.0, momentum=0.0,
+                              lr_scale=True)
+    params = {"w": jnp.ones(3)}
+    state = tx.init(params)
+    scales = [plateau.update(v) for v in (1.0, 0.9, 0.95, 0.93, 0.8, 0.85, 0.86)]
+    # improvement resets the count; 2 epochs without one halve the scale
+    assert scales == [1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.25]
+    state = plateau.apply(state)
+    updates, _ = tx.update({"w": jnp.ones(3)}, state, params)
+    np.testing.assert_allclose(updates["w"], -0.25 * np.ones(3))  # lr 1.0 x scale 0.25
+    saved = plateau.state_dict()
+    again = train.Plateau(factor=0.5, patience=2)
+    again.load(saved)
+    assert again.scale == 0.25 and again.update(0.9) == 0.25
 
 
 def test_train_step_matches_a_hand_written_sgd_step():
@@ -120,28 +141,33 @@ def run_dir(tmp_path_factory):
 
 def _argv(base, *extra):
     return ["--data", str(base / "data"), "--model", "resnet20", "--batch-size", "20", "--lr", "0.05",
-            "--gallery", "3", "--cam-layers", "layer1,layer3", "--out", str(base / "run"), *extra]
+            "--gallery", "3", "--cam-layers", "layer1,layer3", "--image-size", "16", "--warmup-epochs", "0",
+            "--out", str(base / "run"), *extra]
 
 
 def test_script_trains_resumes_and_refuses_another_model(run_dir, capsys):
-    finetune_cifar.main(_argv(run_dir, "--epochs", "1"))  # as if killed during epoch 2
+    assert finetune_cifar.main(_argv(run_dir, "--epochs", "1")) == 0  # as if killed during epoch 2
     out = run_dir / "run"
-    for name in ("metrics.json", "metrics.csv", "curves.png", "misclassified.png", "cams.png"):
+    for name in ("metrics.json", "metrics.csv", "curves.png", "misclassified.png", "cams.png", "config.yaml",
+                 "confusion.png", "per_class.csv"):
         assert (out / name).is_file(), name
-    acc = finetune_cifar.main(_argv(run_dir, "--epochs", "2"))
+    assert finetune_cifar.main(_argv(run_dir, "--epochs", "2")) == 0
     assert "resumed" in capsys.readouterr().out
     history = json.loads((out / "metrics.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]
 
     model = train.load_checkpoint(str(out))  # best epoch, rebuilt from the checkpoint alone
     assert model.info.name == "resnet20" and model.info.class_names == tuple(f"class{c}" for c in range(10))
-    best = max(history, key=lambda h: h["test_acc"])
+    best = max(history, key=lambda h: h["val_acc"])
     test = jaxcam.data.load_cifar10(str(run_dir / "data"), "test")
     logits = model(train.preprocess(jnp.asarray(test.images), model.info.mean, model.info.std, 16))
-    assert np.isclose(float(np.mean(np.argmax(logits, -1) == test.labels)), best["test_acc"])
-    assert 0.0 <= acc <= 1.0
+    assert np.isclose(float(np.mean(np.argmax(logits, -1) == test.labels)), best["val_acc"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert np.isclose(summary["val_acc"], best["val_acc"])
 
-    with pytest.raises(SystemExit, match="another configuration.*resnet20.*resnet32"):
-        finetune_cifar.main(_argv(run_dir, "--epochs", "2", "--model", "resnet32"))
-    with pytest.raises(SystemExit, match="image_size"):
-        finetune_cifar.main(_argv(run_dir, "--epochs", "2", "--image-size", "24"))
+    capsys.readouterr()
+    assert finetune_cifar.main(_argv(run_dir, "--epochs", "2", "--model", "resnet32")) == 2
+    err = capsys.readouterr().err
+    assert "another configuration" in err and "resnet20" in err and "resnet32" in err and err.count("\n") == 1
+    assert finetune_cifar.main(_argv(run_dir, "--epochs", "2", "--image-size", "24")) == 2
+    assert "image_size" in capsys.readouterr().err

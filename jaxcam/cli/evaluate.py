@@ -25,6 +25,7 @@ import time
 
 import numpy as np
 
+from jaxcam import distributed
 from jaxcam.cli import common
 from jaxcam.cli.common import UsageError
 
@@ -84,6 +85,7 @@ def parser():
     p.add_argument("--out", default="results/evaluate")
     p.add_argument("--report-only", action="store_true",
                    help="compute nothing: tabulate what the cache holds (e.g. while a run is going on)")
+    distributed.add_arguments(p)
     return p
 
 
@@ -194,8 +196,12 @@ def evaluate(args, model, files, labels, methods, cache, progress=True) -> dict:
     base_key = jax.random.key(args.seed)
     names = [m.name for m in methods] + [RANDOM]
     options = common.method_options(methods, {"chunk_size": args.chunk_size})
+    mine = files[distributed.share(len(files), block=bs)]  # whole batches: a batch is never split
     for name in names:
-        todo = jobs.pending(files, lambda f: [cache_path(cache, name, f)])
+        # Whole fixed batches with a missing result (a resumed run computes each image in the same batch,
+        # with the same random keys, as an uninterrupted one); only the missing files are written.
+        todo = [f for i in range(0, len(mine), bs) for f in mine[i : i + bs]
+                if jobs.pending(mine[i : i + bs], lambda g: [cache_path(cache, name, g)])]
         if not todo:
             continue
         if args.targets == "label":
@@ -229,7 +235,8 @@ def evaluate(args, model, files, labels, methods, cache, progress=True) -> dict:
                     row = {k: v[i] for k, v in results.items()}
                     row["seconds"] = np.float32(seconds)
                     row["warm"] = np.bool_(compiled)
-                    atomic_write(cache_path(cache, name, f), lambda fh, row=row: np.savez(fh, **row))
+                    if not os.path.exists(cache_path(cache, name, f)):  # never written twice
+                        atomic_write(cache_path(cache, name, f), lambda fh, row=row: np.savez(fh, **row))
                 compiled = True
                 bar.update(batch.count)
                 start = time.perf_counter()
@@ -262,6 +269,19 @@ def _random_batches(model, images, bs, base_key, files, todo):
         x = np.zeros((len(chunk), *chunk[0].shape), np.float32)
         yield Batch(start, len(chunk), random_maps(jax.random.fold_in(base_key, index), x), None)
         start += len(chunk)
+
+
+def _merge(tables: list, names, failed) -> dict:
+    """The tables of the processes' shares (in file order) -> one table, as `collect` over all files."""
+    merged = {}
+    for m in names:
+        if m in failed:
+            merged[m] = {"error": failed[m]}
+            continue
+        parts = [t[m] for t in tables if m in t and "error" not in t[m]]
+        if parts:
+            merged[m] = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return merged
 
 
 def collect(names, files, cache, failed=None) -> dict:
@@ -355,6 +375,10 @@ def run(argv, progress: bool = True) -> tuple:
     """Validate, compute what the cache lacks, write the tables: (rows, failed methods)."""
     args = parser().parse_args(argv)
     started = time.perf_counter()
+    try:
+        distributed.check_arguments(args)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     notes = []
     methods = resolve_methods(args.methods, notes)
     common.method_options(methods, {"chunk_size": args.chunk_size})
@@ -363,6 +387,10 @@ def run(argv, progress: bool = True) -> tuple:
     if args.targets == "label" and not labels:
         raise UsageError(f"--targets label: {args.data} has no labels.tsv (rows: file<TAB>class index)")
     common.writable(args.out)
+    status = distributed.launch(args, argv, entry="jaxcam.cli.evaluate")  # --processes N: run N of us
+    if status is not None:
+        return None, status
+    distributed.initialize(args)
     model = common.load_model(args.model, args.weights, args.checkpoint)
     common.check_layer(model, args.layer, args.size)
     for note in notes:
@@ -374,8 +402,20 @@ def run(argv, progress: bool = True) -> tuple:
 
     print(f"{name}: {len(files)} images x {len(names)} methods ({', '.join(names)}) on "
           f"{len(jax.local_devices())} device(s); cache {cache}", file=sys.stderr)
+    from jaxcam import jobs
+
+    if distributed.is_main():
+        jobs.clean_temp(args.out)  # temp files of a killed run
+    distributed.barrier("evaluate-start")
     failed = {} if args.report_only else evaluate(args, model, files, labels, methods, cache, progress)
-    table = collect(names, files, cache, failed)
+    # Every process reads its own share's results; process 0 gathers them (jax.distributed) and writes.
+    shares = distributed.gather_objects((failed, collect(names, files[distributed.share(len(files),
+                                                                                        block=args.batch_size)],
+                                                         cache, failed)))
+    failed = {k: v for f, _ in shares for k, v in f.items()}
+    table = _merge([t for _, t in shares], names, failed)
+    if not distributed.is_main():
+        return [], failed
     if not table:
         raise UsageError(f"nothing cached yet in {cache}")
     rows = summary_rows(table)
@@ -389,7 +429,11 @@ def run(argv, progress: bool = True) -> tuple:
 
 def main(argv=None) -> int:
     """0 when every method ran, 1 when one failed (its row holds the error), 2 for a bad command line."""
-    return common.run(lambda a: 1 if run(a)[1] else 0, argv)
+    def go(a):
+        rows, failed = run(a)
+        return failed if rows is None else 1 if failed else 0  # rows None: the --processes parent's status
+
+    return common.run(go, argv)
 
 
 if __name__ == "__main__":

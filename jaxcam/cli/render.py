@@ -27,6 +27,8 @@ from typing import List, Optional
 
 import numpy as np
 
+from jaxcam import distributed
+from jaxcam._src import memory
 from jaxcam.cli import common
 from jaxcam.cli.common import UsageError
 
@@ -77,8 +79,14 @@ def parser():
     p.add_argument("--stride", type=common.positive_int, default=None, help="ablation window stride, in layer cells")
     p.add_argument("--chunk-size", type=common.positive_int, default=None,
                    help="ablated/masked copies per vmapped chunk (ablation and score families)")
+    p.add_argument("--save-maps", action="store_true",
+                   help="also write each map as <image>_<method>.npy (float32 (H, W) in [0, 1])")
+    p.add_argument("--max-memory", type=memory.limit_argument, default=None, metavar="SIZE",
+                   help="keep each method's run under SIZE (e.g. 4G): picks --chunk-size and lowers --batch-size "
+                        "from XLA's memory analysis; 'auto': from the free memory")
     p.add_argument("--out", default="outputs/renders", help="output folder (default ./outputs/renders)")
     p.add_argument("--overwrite", action="store_true", help="redo images already rendered in --out")
+    distributed.add_arguments(p)
     return p
 
 
@@ -271,6 +279,10 @@ def validate(args):
                                              "window": args.window, "stride": args.stride,
                                              "chunk_size": args.chunk_size}, notes)
     common.writable(args.out)
+    try:
+        distributed.check_arguments(args)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     return chosen, options, notes
 
 
@@ -281,6 +293,10 @@ def main(argv=None) -> int:
 def _main(argv) -> int:
     args = parser().parse_args(argv)
     chosen, options, notes = validate(args)
+    status = distributed.launch(args, argv, entry="jaxcam.cli.render")  # --processes N: run N of us
+    if status is not None:
+        return status
+    distributed.initialize(args)
     model = common.load_model(args.model, args.weights, args.checkpoint, DEFAULT_MODEL)
     size = args.image_size or model.info.input_size
     common.check_layer(model, args.layer, size)
@@ -291,6 +307,8 @@ def _main(argv) -> int:
         items, unmatched = file_items(args.inputs, model.info.class_names)
     for note in notes:
         print(note)
+    if args.max_memory is not None:
+        args.batch_size = memory.fit(chosen, options, model, size, args.batch_size, args.layer, args.max_memory)
     return render(args, model, size, target, chosen, options, items, unmatched)
 
 
@@ -314,50 +332,91 @@ def render(args, model, size, target, chosen, options, items, unmatched) -> int:
         resuming = jobs.Manifest(args.out, "render.json").check_or_write(settings, overwrite=args.overwrite)
     except ValueError as err:
         raise UsageError(str(err)) from None
-    todo = items if args.overwrite else jobs.pending(items, lambda it: [output_path(args.out, it, m) for m in names])
-    done_before = len(items) - len(todo)
+    # Fixed batches of the whole list (a resumed or multi-process run computes every image in the same
+    # batch as one uninterrupted process); this process takes its share of whole batches.
+    bs = args.batch_size
+    outputs = lambda it: [output_path(args.out, it, m) for m in names]  # noqa: E731
+    done = lambda it: not args.overwrite and all(os.path.exists(p) for p in outputs(it))  # noqa: E731
+    mine = distributed.share(len(items), block=bs)
+    batches = [items[i : i + bs] for i in range(mine.start, mine.stop, bs)]
+    todo = [b for b in batches if not all(done(it) for it in b)]
+    done_before = sum(done(it) for it in items[mine])
+    if distributed.is_main():
+        jobs.clean_temp(args.out)  # temp files of a killed run
+    distributed.barrier("render-start")
     if resuming and done_before:
-        print(f"resuming: {done_before} of {len(items)} images already rendered in {args.out}")
+        print(f"resuming: {done_before} of {len(items[mine])} images already rendered in {args.out}")
     print(f"{model.info.name} ({len(model.info.class_names) or '?'} classes), layer "
-          f"{args.layer or model.info.default_layer}, {size}px, methods: {', '.join(names)}; {len(todo)} images to render")
+          f"{args.layer or model.info.default_layer}, {size}px, methods: {', '.join(names)}; "
+          f"{len(items[mine]) - done_before} images to render" + (
+              f" (process {distributed.process_index()} of {distributed.process_count()})"
+              if distributed.process_count() > 1 else ""))
 
     map_methods = [m.name for m in chosen if m.output == "map"]
-    failures, rendered, grid_rows = [], [], []
-    bar = tqdm(total=len(todo), unit="img", desc="render")
-    for start in range(0, len(todo), args.batch_size):
-        loaded = [(it, load_item(it, size)) for it in todo[start : start + args.batch_size]]
+    failures, rendered, overlays = [], [], {}
+
+    def explain(batch, report=True, maps=None):
+        """Load and explain one batch; {item name: (item, loaded, {method: shown panels})} of the good ones."""
+        loaded = [(it, load_item(it, size)) for it in batch]
         for it, ld in loaded:
-            if ld.error:
+            if ld.error and report:
                 failures.append((it.path or it.name, ld.error))
                 tqdm.write(f"skipped {it.path or it.name}: {ld.error}")
         good = [(it, ld) for it, ld in loaded if not ld.error]
-        if good:
-            pixels = np.stack([ld.image for _, ld in good])
-            overlays = {}
-            for m in chosen:
-                try:
-                    (batch,) = list(explain_batches(m, model, pixels, batch_size=args.batch_size, layer=args.layer,
-                                                    targets=target, **options[m.name]))
-                except (ValueError, TypeError) as err:  # the method's own checks, e.g. a layer it cannot use
-                    bar.close()
-                    raise UsageError(f"{m.name} cannot explain {model.info.name} here: {err}") from None
-                results = batch.maps
-                results = {k: np.asarray(v) for k, v in results.items()} if isinstance(results, dict) \
-                    else np.asarray(results)
-                probs = np.asarray(jax.nn.softmax(batch.logits, axis=-1))
-                for i, (it, ld) in enumerate(good):
-                    one = {k: v[i] for k, v in results.items()} if isinstance(results, dict) else results[i]
-                    shown = panels(m.output, ld.image, one, args.colormap, args.alpha)
-                    save_figure(output_path(args.out, it, m.name), shown, title(model, m.name, probs[i], target, ld.label))
-                    if m.output == "map":
-                        overlays.setdefault(it.name, {})[m.name] = shown[-1][1]
-            for it, ld in good:
-                rendered.append(it)
-                if len(map_methods) > 1 and len(grid_rows) < GRID_MAX:
-                    grid_rows.append((it.name, ld.image, overlays[it.name]))
-        bar.update(len(loaded))
+        shown = {it.name: (it, ld, {}) for it, ld in good}
+        if not good:
+            return shown
+        pixels = np.stack([ld.image for _, ld in good])
+        for m in chosen:
+            try:
+                (out,) = list(explain_batches(m, model, pixels, batch_size=bs, layer=args.layer,
+                                              targets=target, **options[m.name]))
+            except (ValueError, TypeError) as err:  # the method's own checks, e.g. a layer it cannot use
+                raise UsageError(f"{m.name} cannot explain {model.info.name} here: {err}") from None
+            results = out.maps
+            results = {k: np.asarray(v) for k, v in results.items()} if isinstance(results, dict) \
+                else np.asarray(results)
+            probs = np.asarray(jax.nn.softmax(out.logits, axis=-1))
+            for i, (it, ld) in enumerate(good):
+                one = {k: v[i] for k, v in results.items()} if isinstance(results, dict) else results[i]
+                if maps is not None and m.output == "map":
+                    maps.setdefault(it.name, {})[m.name] = np.asarray(one, np.float32)
+                shown[it.name][2][m.name] = (panels(m.output, ld.image, one, args.colormap, args.alpha),
+                                             title(model, m.name, probs[i], target, ld.label))
+        return shown
+
+    bar = tqdm(total=sum(map(len, todo)), unit="img", desc="render", disable=not distributed.is_main())
+    raw = {}  # --save-maps: item name -> {method: map}
+    for batch in todo:
+        for name, (it, ld, per_method) in explain(batch, maps=raw).items():
+            for m, (panel, heading) in per_method.items():
+                if args.overwrite or not os.path.exists(output_path(args.out, it, m)):  # never write twice
+                    npy = output_path(args.out, it, m)[:-4] + ".npy"
+                    if args.save_maps and m in raw.get(name, {}) and (args.overwrite or not os.path.exists(npy)):
+                        with jobs.atomic_path(npy) as tmp:  # before the PNG, which marks the item done
+                            np.save(tmp, raw[name][m])
+                    save_figure(output_path(args.out, it, m), panel, heading)
+            raw.pop(name, None)
+            rendered.append(it)
+            if distributed.is_main() and len(overlays) < GRID_MAX:  # kept for grid.png only: bounded memory
+                overlays[name] = (it, ld, {m: p[-1][1] for m, (p, _) in per_method.items() if m in map_methods})
+        bar.update(len(batch))
     bar.close()
 
+    # grid.png (process 0): the first GRID_MAX readable images in input order, whoever rendered them;
+    # images not explained in this process are explained again in their original batch.
+    grid_rows = []
+    distributed.barrier("render-done")
+    if len(map_methods) > 1 and distributed.is_main():
+        for i in range(0, len(items), bs):
+            if len(grid_rows) >= GRID_MAX:
+                break
+            batch = items[i : i + bs]
+            if any(it.name not in overlays for it in batch):
+                overlays.update({n: (it, ld, {m: p[-1][1] for m, (p, _) in pm.items() if m in map_methods})
+                                 for n, (it, ld, pm) in explain(batch, False).items()})
+            grid_rows += [(it.name, overlays[it.name][1].image, overlays[it.name][2]) for it in batch
+                          if it.name in overlays][: GRID_MAX - len(grid_rows)]
     if grid_rows:
         save_grid(os.path.join(args.out, "grid.png"), grid_rows, map_methods)
     print(f"\nrendered {len(rendered)} images x {len(names)} methods -> {os.path.abspath(args.out)}/"

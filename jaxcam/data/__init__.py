@@ -1,10 +1,13 @@
-"""CIFAR-10-style image-classification data: sources (tfds, image-folder tree, official archive) and batching.
+"""Image-classification data: sources (image-folder trees as directory/.tar.gz/.zip, tfds by name, the
+official CIFAR-10 archive) and batching.
 
-    train = jaxcam.data.load_cifar10("/path/to/cifar10_jpg_tree.tar.gz", split="train")
-    for images, labels in jaxcam.data.batches(train, 128, shuffle=True, augment_images=True, seed=0):
-        ...   # images uint8 (128, 32, 32, 3), labels int32 (128,)
+    train = jaxcam.data.load_dataset("/path/to/tree.tar.gz", "train")   # Dataset(images uint8, labels, class_names)
+    for images, labels in jaxcam.data.batches(train, 128, shuffle=True, seed=0):
+        ...
 """
+from jaxcam.data.datasets import eval_split, human_names, is_local, load_dataset, load_tfds
 from jaxcam.data.pipeline import augment, batches, prefetch
 from jaxcam.data.sources import CIFAR10_CLASSES, DataNotFoundError, Dataset, load_cifar10
 
-__all__ = ["CIFAR10_CLASSES", "DataNotFoundError", "Dataset", "augment", "batches", "load_cifar10", "prefetch"]
+__all__ = ["CIFAR10_CLASSES", "DataNotFoundError", "Dataset", "augment", "batches", "eval_split", "human_names",
+           "is_local", "load_cifar10", "load_dataset", "load_tfds", "prefetch"]

@@ -12,7 +12,7 @@ from jaxcam._src.projection import first_component
 from jaxcam._src.runner import run
 from jaxcam.methods.gradient import activations_and_grads
 from jaxcam.methods.registry import (
-    AUG_SMOOTH, FINAL_ACTIVATION, RESHAPE_TRANSFORM, SCORE, Method, check_options, register,
+    AUG_SMOOTH, FINAL_ACTIVATION, NORMALIZE, RESHAPE_TRANSFORM, SCORE, Method, check_options, register,
 )
 
 
@@ -28,7 +28,7 @@ def eigen_grad_cam_map(split, x, targets, score="logit"):
 
 
 def eigen_cam(model, x, layer=None, targets=None, *, final_activation="relu", aug_smooth=False,
-              reshape_transform=None):
+              reshape_transform=None, normalize=True):
     """Eigen-CAM: the layer's first principal component, ReLU, min-max (no gradients, no class).
 
     Args:
@@ -46,11 +46,11 @@ def eigen_cam(model, x, layer=None, targets=None, *, final_activation="relu", au
     """
     check_options(EIGEN_OPTIONS, final_activation=final_activation, aug_smooth=aug_smooth)
     return run(eigen_cam_map, model, x, layer, targets, final_activation, aug_smooth=aug_smooth,
-               reshape_transform=reshape_transform)
+               reshape_transform=reshape_transform, normalize=normalize)
 
 
 def eigen_grad_cam(model, x, layer=None, targets=None, *, score="logit", final_activation="relu",
-                   aug_smooth=False, reshape_transform=None):
+                   aug_smooth=False, reshape_transform=None, normalize=True):
     """Eigen-Grad-CAM: first principal component of dy/dA * A. Arguments as `jaxcam.hires_cam`.
 
     Returns:
@@ -58,10 +58,10 @@ def eigen_grad_cam(model, x, layer=None, targets=None, *, score="logit", final_a
     """
     check_options(EIGEN_GRAD_OPTIONS, score=score, final_activation=final_activation, aug_smooth=aug_smooth)
     return run(eigen_grad_cam_map, model, x, layer, targets, final_activation, score=score,
-               aug_smooth=aug_smooth, reshape_transform=reshape_transform)
+               aug_smooth=aug_smooth, reshape_transform=reshape_transform, normalize=normalize)
 
 
-EIGEN_OPTIONS = (FINAL_ACTIVATION, AUG_SMOOTH, RESHAPE_TRANSFORM)
+EIGEN_OPTIONS = (FINAL_ACTIVATION, AUG_SMOOTH, RESHAPE_TRANSFORM, NORMALIZE)
 EIGEN_GRAD_OPTIONS = (SCORE,) + EIGEN_OPTIONS
 
 register(Method("eigen_cam", eigen_cam, family="eigen", options=EIGEN_OPTIONS, aliases=("eigen",),

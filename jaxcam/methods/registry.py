@@ -65,6 +65,8 @@ EIGEN_SMOOTH = Option("eigen_smooth", False, "first principal component of the w
                       "their sum", choices=(False, True))
 AUG_SMOOTH = Option("aug_smooth", False, "test-time augmentation: True (= 'multiply') | 'scale'",
                     choices=(False, True, "multiply", "scale"))
+NORMALIZE = Option("normalize", True, "False: the raw map (resized; before final activation and min-max)",
+                   choices=(True, False))
 RESHAPE_TRANSFORM = Option("reshape_transform", None, "token models: (N, tokens, C) -> (N, h, w, C)", cli=False)
 
 

@@ -1,4 +1,5 @@
-"""CIFAR ResNet-20/32/44/56 (He et al. 2016, section 4.2) in Flax Linen, akamaster layout.
+"""CIFAR ResNets in Flax Linen: ResNet-20/32/44/56 (He et al. 2016, section 4.2, akamaster layout)
+and ResNet-18 for CIFAR (`CifarResNet18`, the common 11M-parameter layout; see its docstring).
 
 3x3 stem conv 3->16 + BN + ReLU; stages ``layer1..3`` of n BasicBlocks with widths 16/32/64 (stride
 2 at the first block of stages 2 and 3); option-A shortcut (``x[:, ::2, ::2]`` zero-padded by
@@ -13,6 +14,7 @@ from functools import partial
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxcam.models import resnet
 from jaxcam.models.resnet import batch_norm, conv
 
 
@@ -69,3 +71,28 @@ ResNet20 = partial(CifarResNet, 20)
 ResNet32 = partial(CifarResNet, 32)
 ResNet44 = partial(CifarResNet, 44)
 ResNet56 = partial(CifarResNet, 56)
+
+
+class CifarResNet18(nn.Module):
+    """ResNet-18 for 32x32 inputs (the layout of kuangliu/pytorch-cifar and most CIFAR courses).
+
+    3x3 stem conv 3->64 (stride 1, no max-pool) + BN + ReLU; torchvision BasicBlock stages
+    ``layer1..4`` of 2 blocks with widths 64-128-256-512 (stride 2 at the first block of stages 2-4,
+    1x1 conv + BN ``downsample`` shortcut there); global average pool; ``fc`` 512 -> classes.
+    11.17M parameters for 10 classes. Module names are torchvision's (``layer2/0/downsample/0``),
+    so a torch reimplementation with those names converts by name. Feature maps at 32 px:
+    32, 16, 8, 4.
+    """
+
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = nn.relu(batch_norm(train, "bn1")(conv(64, 3, 1, "conv1")(x)))
+        in_planes = 64
+        for i in range(4):
+            planes = 64 * 2**i
+            x = resnet.Stage(resnet.BasicBlock, planes, 2, 1 if i == 0 else 2, in_planes, name=f"layer{i + 1}")(x, train)
+            in_planes = planes
+        x = jnp.mean(x, axis=(1, 2))
+        return nn.Dense(self.num_classes, name="fc")(x)

