@@ -14,6 +14,8 @@ from typing import Optional, Sequence
 COMMANDS = {
     "render": "jaxcam.cli.render",
     "evaluate": "jaxcam.cli.evaluate",
+    "train": "jaxcam.cli.train",
+    "finetune": "jaxcam.cli.finetune",
 }
 
 
