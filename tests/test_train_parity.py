@@ -47,10 +47,10 @@ def test_resnet18_sgd_step_matches_torch(plain):
     moved = 0
     for path, got in flat_got:
         got, ref, old = np.asarray(got), np.asarray(flat_want[path]), flat_before[path]
-        # 1e-4 relative to the tensor's scale. BatchNorm biases start at 0, so they ARE the update:
-        # there float32 summation noise alone is ~1e-4 of the scale (measured: the plain lax path and
-        # the fast path both differ from a float64 gradient by 4-5e-5 of 0.57), so 2e-4.
-        tol = (2e-4 if path[-1].key == "bias" else 1e-4) * np.abs(ref).max()
+        # Relative to the tensor's scale. At lr 0.1 the update dominates the first layers, and float32
+        # noise of the gradient alone is ~1e-4 of its scale (measured against a float64 gradient:
+        # conv1 kernel, plain lax 1.1e-4, fast path 0.6e-4; bn1 bias 0.8e-4 / 0.7e-4), so 5e-4.
+        tol = 5e-4 * np.abs(ref).max()
         np.testing.assert_allclose(got, ref, rtol=0, atol=tol, err_msg=str(path))
         moved += np.abs(ref - old).max() > 1e-4
     assert moved > 10  # the step changed the parameters (the comparison is not of two unchanged copies)
