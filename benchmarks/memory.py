@@ -1,13 +1,15 @@
-"""Peak memory (RSS) of the heavy methods on ResNet-50: one fresh subprocess per case.
+"""Peak memory (RSS) against the limit asked for: --max-memory plans on ResNet-50, one fresh process each.
 
-    python benchmarks/memory.py                       # forward, ablation_cam, score_cam; batch 8, 224 px
-    python benchmarks/memory.py --cases ablation_cam --chunks 32,128 --out /tmp/mem.json
+    python benchmarks/memory.py                                   # ablation_cam, score_cam x 2G, 3G, 4G
+    python benchmarks/memory.py --cases score_cam --limits 2G --timeout 300 --out /tmp/mem.json
+    python benchmarks/memory.py --mode fixed --cases ablation_cam --chunks 64,2048   # no plan: given chunks
 
-Each case builds ResNet-50 (random weights: same memory as real ones), compiles and runs the
-method once on a batch, and reports the process's peak resident set size (``ru_maxrss``: includes
-Python, jax, XLA compilation and the model's 98 MB of weights). `forward` (one plain forward) is
-the baseline the methods are compared to. `--chunks` sets the methods' ``batch_size``: ablations
-(or Score-CAM channels) per vmapped chunk; the default is each method's own default.
+Each case builds ResNet-50 (random weights: same memory as real ones), asks
+`jaxcam._src.memory.plan` for the batch and chunk sizes that keep a batch-32, 224 px run of the
+method on layer4 under the limit (XLA's compiled memory analysis), then explains 32 images with
+them (`jaxcam.explain`) and reports the process's peak resident set size (VmHWM: Python, jax, XLA
+compilation, weights, the run). A case running longer than --timeout is stopped; the peak seen so
+far is reported (the chunk loop reuses its buffers, so the peak comes in the first chunks).
 """
 from __future__ import annotations
 
@@ -19,28 +21,36 @@ import subprocess
 import sys
 import time
 
-CASES = ("forward", "ablation_cam", "score_cam")
+CASES = ("ablation_cam", "score_cam")
 
 
-def child(case: str, batch: int, size: int, chunk: int | None) -> dict:
-    import jaxcam  # sets the XLA CPU flags first
-
+def child(case: str, batch: int, size: int, limit: str | None, chunk: int | None) -> dict:
     import jax
     import numpy as np
 
+    import jaxcam
+    from jaxcam._src import memory
+
     model = jaxcam.models.resnet50()
-    x = jax.random.normal(jax.random.key(0), (batch, size, size, 3))
-    options = {} if chunk is None else {"batch_size": chunk}
+    method = getattr(jaxcam, case)
+    keyword = memory.chunk_keyword(method)
     start = time.perf_counter()
-    if case == "forward":
-        out = jax.jit(lambda m, v: m(v))(model, x)
+    planned = None
+    if limit is not None:
+        planned = memory.plan(method, model, image_size=size, batch_size=batch, max_bytes=memory.parse_bytes(limit),
+                              layer="layer4", channels=2048)
+        run_batch, chunk = planned.batch_size, planned.chunk_size
     else:
-        out = getattr(jaxcam, case)(model, x, layer="layer4", **options)
-    out = np.asarray(out)
-    seconds = time.perf_counter() - start
+        run_batch = batch
+    plan_s = time.perf_counter() - start
+    print(json.dumps({"planned": [run_batch, chunk], "predicted_mib": planned and round(planned.predicted_bytes / 2**20),
+                      "plan_seconds": round(plan_s, 1)}), flush=True)
+    x = np.asarray(jax.random.normal(jax.random.key(0), (batch, size, size, 3)))
+    options = {} if chunk is None else {keyword: chunk}
+    out = np.asarray(jaxcam.explain(method, model, x, batch_size=run_batch, layer="layer4", **options))
     assert np.isfinite(out).all()
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    return {"case": case, "batch": batch, "size": size, "chunk": chunk, "seconds": round(seconds, 1),
+    return {"batch": run_batch, "chunk": chunk, "seconds": round(time.perf_counter() - start, 1),
             "peak_rss_mib": round(peak_kib / 1024), "jax": jax.__version__}
 
 
@@ -75,48 +85,64 @@ def run_case(cmd, timeout: float):
                 peak, peak_at = now, time.perf_counter() - start
             if time.perf_counter() - start > timeout:
                 proc.kill()
-                proc.communicate()
-                return {"peak_rss_mib": peak, "seconds": round(time.perf_counter() - start, 1), "timed_out": True,
-                        "peak_reached_at_s": round(peak_at)}
+                out, _ = proc.communicate()
+                first = [json.loads(l) for l in out.splitlines() if l.startswith("{")][:1]
+                return {**(first[0] if first else {}), "peak_rss_mib": peak, "seconds": round(time.perf_counter() - start, 1),
+                        "timed_out": True, "peak_reached_at_s": round(peak_at)}
     if proc.returncode != 0:
         print(f"{' '.join(cmd[2:])} failed:\n{err[-2000:]}", file=sys.stderr)
         return None
-    return json.loads(out.strip().splitlines()[-1])
+    rows = [json.loads(l) for l in out.splitlines() if l.startswith("{")]
+    return {**rows[0], **rows[-1], "peak_rss_mib": max(rows[-1]["peak_rss_mib"], peak)}
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cases", default=",".join(CASES), help=f"comma-separated subset of {', '.join(CASES)}")
-    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--batch", type=int, default=32)
     p.add_argument("--size", type=int, default=224)
-    p.add_argument("--chunks", default="", help="comma-separated chunk sizes to try per method (default: its own)")
-    p.add_argument("--timeout", type=float, default=3600.0,
+    p.add_argument("--limits", default="2G,3G,4G", help="comma-separated --max-memory limits to plan for")
+    p.add_argument("--mode", choices=("plan", "fixed"), default="plan", help="fixed: run --chunks without a plan")
+    p.add_argument("--chunks", default="", help="--mode fixed: comma-separated chunk sizes")
+    p.add_argument("--timeout", type=float, default=600.0,
                    help="seconds per case; a longer run is stopped and its peak RSS so far reported (marked)")
     p.add_argument("--out", default=None, help="also write the results as JSON here")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--limit", default=None, help=argparse.SUPPRESS)
     p.add_argument("--chunk", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.child, args.batch, args.size, args.chunk)))
+        print(json.dumps(child(args.child, args.batch, args.size, args.limit, args.chunk)))
         return 0
 
-    chunks = [int(c) for c in args.chunks.split(",") if c] or [None]
+    settings = ([("limit", l) for l in args.limits.split(",") if l] if args.mode == "plan"
+                else [("chunk", int(c)) for c in args.chunks.split(",") if c] or [("chunk", None)])
     results = []
+    print("| method | limit asked | batch x chunk chosen | predicted peak | measured peak RSS | under? | time |")
+    print("|---|---|---|---|---|---|---|")
     for case in [c.strip() for c in args.cases.split(",") if c.strip()]:
         if case not in CASES:
             sys.exit(f"unknown case {case!r}; choose from {', '.join(CASES)}")
-        for chunk in chunks if case != "forward" else [None]:
+        for kind, value in settings:
             cmd = [sys.executable, os.path.abspath(__file__), "--child", case, "--batch", str(args.batch),
-                   "--size", str(args.size)] + ([] if chunk is None else ["--chunk", str(chunk)])
+                   "--size", str(args.size)] + ([] if value is None else [f"--{kind}", str(value)])
             row = run_case(cmd, args.timeout)
             if row is None:
                 continue
-            row.update(case=case, batch=args.batch, size=args.size, chunk=chunk)
+            row.update(case=case, **{kind: value})
             results.append(row)
-            note = (f"  (stopped after {args.timeout:.0f} s; peak so far, last grew at {row['peak_reached_at_s']} s)"
-                    if row.get("timed_out") else "")
-            print(f"{row['case']:>14}  batch {row['batch']}  {row['size']}px  chunk {str(row['chunk'] or 'default'):>7}  "
-                  f"peak RSS {row['peak_rss_mib']:>6} MiB  {row['seconds']:>7.1f} s{note}", flush=True)
+            limit_mib = None
+            if kind == "limit":
+                sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+                from jaxcam._src.memory import parse_bytes
+
+                limit_mib = parse_bytes(value) / 2**20
+            planned = row.get("planned") or [row.get("batch"), row.get("chunk")]
+            under = "" if limit_mib is None else ("yes" if row["peak_rss_mib"] <= limit_mib else "NO")
+            note = f" (stopped at {row['seconds']:.0f} s; peak last grew at {row['peak_reached_at_s']} s)" \
+                if row.get("timed_out") else f" {row['seconds']:.0f} s"
+            print(f"| {case} | {value if kind == 'limit' else '-'} | {planned[0]} x {planned[1]} | "
+                  f"{row.get('predicted_mib', '-')} MiB | {row['peak_rss_mib']} MiB | {under} |{note} |", flush=True)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(results, f, indent=2)

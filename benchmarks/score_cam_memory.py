@@ -12,6 +12,6 @@ print(f"all 2048 masked inputs at once would be {all_copies / 2**20:.0f} MiB (in
 fwd = jax.jit(lambda m, x: m(x)).lower(model, x).compile().memory_analysis()
 print(f"one forward: temp {fwd.temp_size_in_bytes / 2**20:.0f} MiB")
 for bs in (8, 16, 64):
-    f = jax.jit(lambda m, x, bs=bs: jaxcam.score_cam(m, x, layer="layer4", targets=0, batch_size=bs))
+    f = jax.jit(lambda m, x, bs=bs: jaxcam.score_cam(m, x, layer="layer4", targets=0, chunk_size=bs))
     mem = f.lower(model, x).compile().memory_analysis()
     print(f"score_cam batch_size={bs}: temp {mem.temp_size_in_bytes / 2**20:.0f} MiB")

@@ -1,59 +1,39 @@
-"""Train-step throughput (images/s): jaxcam.train's jitted step vs an equivalent torch loop, same CPU.
+"""Train-step throughput (images/s): jaxcam.train's jitted step vs torch NCHW and channels_last, ONE process.
 
-Both train the same CIFAR ResNet (akamaster layout: 3x3 stem, option-A shortcuts) on uint8 32x32
-batches with SGD (Nesterov momentum, weight decay) and cross-entropy; the JAX step also does the
-uint8 -> normalized float conversion inside the jit, the torch loop does it in torch. Each JAX
-variant runs in its own process because XLA_FLAGS are read once, when the backend starts.
+A step is forward + backward + SGD update (Nesterov momentum, weight decay) on a uint8 batch: the
+JAX step converts/normalizes inside its jit, the torch loop in torch. Same architecture on both
+sides (random weights, 10 classes). Rows (default: all three):
 
-    python benchmarks/train_step.py --model resnet20 --batch-sizes 64,128,256 --steps 20
-    python benchmarks/train_step.py --only jax --xla-flags "--xla_cpu_experimental_ynn_fusion_type=..."
+    resnet20            CIFAR ResNet-20, 32 px, batch 128   (torch: akamaster layout, written here)
+    resnet18            ResNet-18, 128 px, batch 32         (torch: torchvision.models.resnet18)
+    efficientnet_lite0  EfficientNet-Lite0, 128 px, batch 32 (torch: efficientnet_lite_pytorch)
 
-Prints a markdown table. The machine's other load matters: run it on a quiet machine for numbers
-to compare with others'.
+    python benchmarks/train_step.py                      # the three rows
+    python benchmarks/train_step.py --model resnet18 --image-size 64 --batch-size 16
+    python benchmarks/train_step.py --plain              # jaxcam's plain-lax path (jaxcam.nn.plain())
+    python benchmarks/train_step.py --json
+
+The three sides alternate (jax, torch NCHW, torch channels_last, repeated `--rounds` times) and the
+best round of each is kept, so a burst of other load hits all sides alike. The 1-minute load
+average before and after is printed: figures taken at load >= 1.5 are provisional.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
-import subprocess
 import sys
 import time
 
-HERE = os.path.abspath(__file__)
-
-JAX_VARIANTS = {
-    "jax (jaxcam default: YNN fusion off)": None,  # jaxcam._xla_flags decides
-    "jax (XLA default: YNN fusion on)": "KEEP",
+ROWS = {  # model -> (image size, batch size)
+    "resnet20": (32, 128),
+    "resnet18": (128, 32),
+    "efficientnet_lite0": (128, 32),
 }
 
 
-def time_jax(model_name: str, batch: int, steps: int, bf16: bool) -> float:
-    import jaxcam  # noqa: F401  (XLA flags first)
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-    import optax
-
-    from jaxcam import train
-
-    model = getattr(jaxcam.models, model_name)(num_classes=10)
-    tx = train.make_optimizer("sgd", optax.constant_schedule(0.05))
-    step = train.make_train_step(model, tx, 32, compute_dtype=jnp.bfloat16 if bf16 else jnp.float32)
-    state = train.replicate(train.init_state(model, tx))
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (batch, 32, 32, 3), dtype=np.uint8)
-    labels = rng.integers(0, 10, batch).astype(np.int32)
-    state, m = step(state, *train.shard_batch(images, labels))
-    jax.block_until_ready(m)
-    start = time.perf_counter()
-    for _ in range(steps):
-        state, m = step(state, *train.shard_batch(images, labels))
-    jax.block_until_ready((state, m))
-    return steps * batch / (time.perf_counter() - start)
-
-
-def torch_cifar_resnet(depth: int):
+def torch_cifar_resnet(depth: int, num_classes: int = 10):
     import torch
     from torch import nn
 
@@ -79,27 +59,40 @@ def torch_cifar_resnet(depth: int):
         for j in range(n):
             layers.append(Block(cin, planes, 2 if (i > 0 and j == 0) else 1))
             cin = planes
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)]
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, num_classes)]
     return nn.Sequential(*layers)
 
 
-def time_torch(model_name: str, batch: int, steps: int, channels_last: bool) -> float:
-    import numpy as np
+def torch_model(name: str, image_size: int):
     import torch
 
     torch.manual_seed(0)
-    model = torch_cifar_resnet(int(model_name.replace("resnet", "")))
+    if name.startswith("resnet") and name[6:].isdigit() and int(name[6:]) in (20, 32, 44, 56, 110):
+        return torch_cifar_resnet(int(name[6:]))
+    if name == "efficientnet_lite0":
+        from efficientnet_lite_pytorch import EfficientNet
+        return EfficientNet.from_name("efficientnet-lite0", image_size=image_size, num_classes=10)
+    import torchvision
+    return getattr(torchvision.models, name)(num_classes=10)
+
+
+def torch_stepper(name: str, image_size: int, images, labels, channels_last: bool):
+    import torch
+
+    model = torch_model(name, image_size)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    model.train()
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-    rng = np.random.default_rng(0)
-    images = torch.from_numpy(rng.integers(0, 256, (batch, 32, 32, 3), dtype=np.uint8))
-    labels = torch.from_numpy(rng.integers(0, 10, batch))
+    images, labels = torch.from_numpy(images), torch.from_numpy(labels).long()
 
     def step():
-        x = (images.permute(0, 3, 1, 2).float() / 255 - mean) / std
+        x = images.permute(0, 3, 1, 2).float() / 255
+        if x.shape[-1] != image_size:
+            x = torch.nn.functional.interpolate(x, size=(image_size, image_size), mode="bilinear")
+        x = (x - mean) / std
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         loss = torch.nn.functional.cross_entropy(model(x), labels)
@@ -107,106 +100,106 @@ def time_torch(model_name: str, batch: int, steps: int, channels_last: bool) -> 
         loss.backward()
         opt.step()
 
-    model.train()
-    step()
+    return step
+
+
+def jax_stepper(name: str, image_size: int, images, labels, plain: bool):
+    import jax
+    import optax
+
+    import jaxcam
+    from jaxcam import nn as jnn
+    from jaxcam import train
+
+    model = getattr(jaxcam.models, name)(num_classes=10)
+    tx = train.make_optimizer("sgd", optax.constant_schedule(0.05))
+    with (jnn.plain() if plain else contextlib.nullcontext()):
+        step = train.make_train_step(model, tx, image_size)
+        state = train.replicate(train.init_state(model, tx))
+        batch = train.shard_batch(images, labels)
+        compiled = step.lower(state, *batch).compile()
+    box = [state]
+
+    def run():
+        box[0], metrics = compiled(box[0], *batch)
+        jax.block_until_ready(metrics)
+
+    return run
+
+
+def images_per_second(step, batch: int, steps: int) -> float:
     start = time.perf_counter()
     for _ in range(steps):
         step()
     return steps * batch / (time.perf_counter() - start)
 
 
-def hlo_summary(model_name: str, batch: int) -> None:
-    """Print the convolutions XLA:CPU runs in the compiled JAX train step, grouped by window/dilation.
-
-    The weight gradients show up as convolutions whose window is the whole activation map (e.g.
-    32x32) contracting over the batch, each fed by a transpose copy of the activations.
-    """
-    import collections
-    import re
-
-    import jaxcam  # noqa: F401
+def measure_row(name: str, image_size: int, batch: int, steps: int, rounds: int, plain: bool) -> dict:
     import numpy as np
-    import optax
 
-    from jaxcam import train
-
-    model = getattr(jaxcam.models, model_name)(num_classes=10)
-    tx = train.make_optimizer("sgd", optax.constant_schedule(0.05))
-    step = train.make_train_step(model, tx, 32)
-    state = train.replicate(train.init_state(model, tx))
-    images, labels = np.zeros((batch, 32, 32, 3), np.uint8), np.zeros(batch, np.int32)
-    compiled = step.lower(state, *train.shard_batch(images, labels)).compile()
-    text = compiled.as_text()
-    windows = collections.Counter(re.search(r"window=\{([^}]*)\}", line).group(1)
-                                  for line in text.splitlines() if " convolution(" in line)
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, list) else cost
-    print(f"{model_name}, batch {batch}: {sum(windows.values())} convolutions, "
-          f"{len(re.findall(r'transpose_copy_fusion[.0-9]* = ', text))} transpose copies, "
-          f"{cost.get('flops', 0) / 1e9:.1f} GFLOP per step")
-    for window, count in windows.most_common():
-        print(f"  {count:3d} x window {{{window}}}")
-
-
-def child(args) -> None:
-    """Run one measurement in this process and print it as JSON."""
-    if args.framework == "jax":
-        ips = time_jax(args.model, args.batch, args.steps, args.bf16)
-    else:
-        ips = time_torch(args.model, args.batch, args.steps, args.channels_last)
-    print(json.dumps({"images_per_second": ips}))
-
-
-def measure(extra: list, env: dict) -> float:
-    out = subprocess.run([sys.executable, HERE, "--child", *extra], env=env, capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])["images_per_second"]
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (batch, image_size, image_size, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, batch).astype(np.int32)
+    sides = {
+        "jaxcam": jax_stepper(name, image_size, images, labels, plain),
+        "torch_nchw": torch_stepper(name, image_size, images, labels, False),
+        "torch_channels_last": torch_stepper(name, image_size, images, labels, True),
+    }
+    for step in sides.values():  # warm-up (compiled already; first-touch allocations)
+        step()
+    best = {k: 0.0 for k in sides}
+    for _ in range(rounds):
+        for k, step in sides.items():
+            best[k] = max(best[k], images_per_second(step, batch, steps))
+    return {"model": name, "image_size": image_size, "batch_size": batch, "plain": plain,
+            **{f"{k}_img_s": round(v, 2) for k, v in best.items()},
+            "ratio_vs_nchw": round(best["jaxcam"] / best["torch_nchw"], 3),
+            "ratio_vs_channels_last": round(best["jaxcam"] / best["torch_channels_last"], 3)}
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="resnet20", help="CIFAR ResNet: resnet20, resnet32, resnet44, resnet56")
-    p.add_argument("--batch-sizes", default="128")
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--only", choices=("jax", "torch"), default=None)
-    p.add_argument("--xla-flags", default=None, help="measure one extra JAX variant with these XLA_FLAGS")
-    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--framework", choices=("jax", "torch"), help=argparse.SUPPRESS)
-    p.add_argument("--batch", type=int, help=argparse.SUPPRESS)
-    p.add_argument("--bf16", action="store_true", help="also measure JAX with bfloat16 compute")
-    p.add_argument("--channels-last", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--hlo", action="store_true", help="only summarize the convolutions of the compiled JAX step")
+    p.add_argument("--model", default=None, help=f"one model (default: the rows {', '.join(ROWS)})")
+    p.add_argument("--image-size", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--steps", type=int, default=None, help="timed steps per round (default: ~3 s of work)")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds; the best of each side is kept")
+    p.add_argument("--plain", action="store_true", help="jaxcam's plain lax path (jaxcam.nn.plain())")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    p.add_argument("--json", action="store_true", help="print one JSON object per row")
     args = p.parse_args()
-    if args.child:
-        return child(args)
-    if args.hlo:
-        return hlo_summary(args.model, int(args.batch_sizes.split(",")[0]))
 
-    variants = []  # (label, child args, env overrides)
-    if args.only in (None, "jax"):
-        for label, flags in JAX_VARIANTS.items():
-            env = {"JAXCAM_KEEP_XLA_FLAGS": "1"} if flags == "KEEP" else {}
-            variants.append((label, ["--framework", "jax"], env))
-        if args.bf16:
-            variants.append(("jax bfloat16 (YNN off)", ["--framework", "jax", "--bf16"], {}))
-        if args.xla_flags:
-            variants.append((f"jax XLA_FLAGS={args.xla_flags}", ["--framework", "jax"],
-                             {"XLA_FLAGS": args.xla_flags, "JAXCAM_KEEP_XLA_FLAGS": "1"}))
-    if args.only in (None, "torch"):
-        variants.append((f"torch {__import__('torch').__version__} (NCHW)", ["--framework", "torch"], {}))
-        variants.append(("torch (channels_last)", ["--framework", "torch", "--channels-last"], {}))
-
-    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
-    print(f"train step, {args.model}, 32x32, images/s ({args.steps} steps after a warm-up step), "
-          f"{os.cpu_count()} CPUs\n")
-    print("| variant | " + " | ".join(f"batch {b}" for b in batch_sizes) + " |")
-    print("|---|" + "---|" * len(batch_sizes))
-    for label, extra, env_extra in variants:
-        env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAXCAM_KEEP_XLA_FLAGS")}
-        env.update(env_extra)
-        row = [measure([*extra, "--model", args.model, "--batch", str(b), "--steps", str(args.steps)], env)
-               for b in batch_sizes]
-        print(f"| {label} | " + " | ".join(f"{v:.0f}" for v in row) + " |", flush=True)
+    import torch
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    names = [args.model] if args.model else list(ROWS)
+    load_before = os.getloadavg()[0]
+    results = []
+    if not args.json:
+        print(f"train step img/s, {os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+              f"best of {args.rounds} alternating rounds; load {load_before:.2f} at start\n")
+        print("| model | px | batch | jaxcam | torch NCHW | torch channels_last | vs NCHW | vs channels_last |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name in names:
+        size, batch = ROWS.get(name, (128, 32))
+        size, batch = args.image_size or size, args.batch_size or batch
+        steps = args.steps or max(2, int(round(3 * {"resnet20": 300, "resnet18": 40, "efficientnet_lite0": 30}.get(name, 20) / batch)))
+        row = measure_row(name, size, batch, steps, args.rounds, args.plain)
+        row["load_start"] = round(load_before, 2)
+        row["load_end"] = round(os.getloadavg()[0], 2)
+        results.append(row)
+        if args.json:
+            print(json.dumps(row), flush=True)
+        else:
+            print(f"| {name}{' (plain)' if args.plain else ''} | {size} | {batch} | {row['jaxcam_img_s']:.1f} | "
+                  f"{row['torch_nchw_img_s']:.1f} | {row['torch_channels_last_img_s']:.1f} | "
+                  f"{row['ratio_vs_nchw']:.2f} | {row['ratio_vs_channels_last']:.2f} |", flush=True)
+        load_before = os.getloadavg()[0]
+    if not args.json:
+        load = os.getloadavg()[0]
+        print(f"\nload {load:.2f} at end" + ("" if load < 1.5 else " -- PROVISIONAL (load >= 1.5)"))
+    return results
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main() and 0)

@@ -261,10 +261,10 @@ def dump(path: str, cfg: Dict[str, Any]) -> None:
     """Write the resolved config as YAML (loadable again with ``--config``)."""
     import yaml
 
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as fh:
+    from jaxcam import jobs
+
+    with jobs.atomic_path(path) as tmp, open(tmp, "w") as fh:  # a kill leaves no partial nor temp file
         yaml.safe_dump(_plain(cfg), fh, sort_keys=False, default_flow_style=None)
-    os.replace(tmp, path)
 
 
 def _plain(v):

@@ -5,6 +5,10 @@
         if item.error: print(item.path, item.error)
         else: use(item.image)          # (224, 224, 3) uint8: shorter side resized, centre crop
 
+Files load as a person sees them (`to_rgb`): the EXIF orientation is applied; 16-bit and 32-bit
+grayscale is scaled to 8 bits over its full range (65535 -> 255), not clipped; palette, CMYK and
+grayscale become RGB; transparent pixels are composited on WHITE (``background=`` to change it).
+
 `sample_photos()` lists the public-domain photos shipped with jaxcam (a cat, a cup of coffee,
 an astronaut, a rocket; from scikit-image's data, resized to at most 512 px).
 """
@@ -17,7 +21,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 PHOTOS_DIR = Path(__file__).parent / "data" / "photos"
@@ -62,12 +66,47 @@ def expand(inputs: Sequence[str]) -> Tuple[List[str], List[str]]:
     return list(dict.fromkeys(paths)), unmatched
 
 
-def fit(image: Image.Image, size: Optional[int], crop_fraction: float = 1.0) -> np.ndarray:
-    """PIL image -> RGB uint8 (size, size, 3): shorter side resized to size / crop_fraction, centre crop.
+WHITE = (255, 255, 255)
+
+
+def to_rgb(image: Image.Image, background=WHITE) -> Image.Image:
+    """A PIL image as a person sees it, in 8-bit RGB.
+
+    - EXIF orientation applied (a portrait photo stored sideways comes out upright);
+    - 16-bit (``I;16*``) and 32-bit (``I``) grayscale scaled from 0..65535 to 0..255; float (``F``)
+      images taken as 0..1 when their maximum is <= 1, else as 0..65535 like 16-bit;
+    - palette (``P``, with or without transparency), ``1``, ``L``, ``CMYK``, ``YCbCr``, ... converted;
+    - alpha (``RGBA``, ``LA``, ``PA``, palette transparency) composited on `background` (white).
+    """
+    image = ImageOps.exif_transpose(image) or image
+    mode = image.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        values = np.asarray(image, np.float64)
+        if mode == "F" and values.size and np.nanmax(values) <= 1.0:
+            values = values * 255.0
+        else:
+            values = values / 257.0  # 65535 -> 255
+        gray = np.clip(np.nan_to_num(values), 0, 255).round().astype(np.uint8)
+        return Image.fromarray(gray).convert("RGB")
+    if mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    elif mode == "P":
+        image = image.convert("RGB")
+    if image.mode in ("LA", "La", "PA", "RGBa"):
+        image = image.convert("RGBA")
+    if image.mode == "RGBA":
+        canvas = Image.new("RGBA", image.size, tuple(background) + (255,))
+        return Image.alpha_composite(canvas, image).convert("RGB")
+    return image.convert("RGB")
+
+
+def fit(image: Image.Image, size: Optional[int], crop_fraction: float = 1.0, background=WHITE) -> np.ndarray:
+    """PIL image -> RGB uint8 (size, size, 3) as seen (`to_rgb`): shorter side resized to
+    size / crop_fraction, centre crop.
 
     `size` None keeps the image as it is. crop_fraction 224 / 256 is the usual ImageNet evaluation crop.
     """
-    image = image.convert("RGB")
+    image = to_rgb(image, background)
     if size is not None:
         w, h = image.size
         scale = round(size / crop_fraction) / min(w, h)
@@ -78,18 +117,19 @@ def fit(image: Image.Image, size: Optional[int], crop_fraction: float = 1.0) -> 
     return np.asarray(image, np.uint8)
 
 
-def load(path: str, size: Optional[int] = None) -> Loaded:
-    """Read one image file; never raises for a bad file (the reason is in ``.error``)."""
+def load(path: str, size: Optional[int] = None, crop_fraction: float = 1.0, background=WHITE) -> Loaded:
+    """Read one image file as a person sees it (see `fit`, `to_rgb`); never raises for a bad file
+    (the reason is in ``.error``)."""
     try:
         with Image.open(path) as img:
             img.load()
-            return Loaded(path, fit(img, size))
+            return Loaded(path, fit(img, size, crop_fraction, background))
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         reason = "not an image (or an unsupported format)" if isinstance(err, UnidentifiedImageError) else str(err)
         return Loaded(path, error=reason)
 
 
-def load_all(paths: Iterable[str], size: Optional[int] = None) -> Iterator[Loaded]:
+def load_all(paths: Iterable[str], size: Optional[int] = None, crop_fraction: float = 1.0) -> Iterator[Loaded]:
     """Lazily `load` each path (one file in memory at a time)."""
     for path in paths:
-        yield load(path, size)
+        yield load(path, size, crop_fraction)

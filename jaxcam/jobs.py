@@ -52,6 +52,21 @@ def write_bytes(path: str, data: bytes) -> None:
         f.write(data)
 
 
+def clean_temp(folder: str) -> int:
+    """Delete temporary files (``.tmp-*``) a killed run left in `folder` and its subfolders; returns how many.
+
+    Call it before a job starts writing (in a multi-process job: on one process, before the others start).
+    """
+    removed = 0
+    for root, _, names in os.walk(folder):
+        for name in names:
+            if name.startswith(".tmp-"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(os.path.join(root, name))
+                    removed += 1
+    return removed
+
+
 def pending(items: Iterable[T], outputs: Callable[[T], Sequence[str]]) -> List[T]:
     """The items for which at least one of ``outputs(item)`` does not exist yet."""
     return [item for item in items if not all(os.path.exists(p) for p in outputs(item))]

@@ -27,10 +27,17 @@ def _plt():
 
 
 def write_json(path: str, data) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=1)
-    os.replace(tmp, path)
+    """Atomically (jaxcam.jobs): a kill never leaves a partial file under `path`, nor a temp file it would keep."""
+    from jaxcam import jobs
+
+    jobs.write_bytes(path, json.dumps(data, indent=1).encode())
+
+
+def _savefig(fig, path: str, **kwargs) -> None:
+    from jaxcam import jobs
+
+    with jobs.atomic_path(path) as tmp:
+        fig.savefig(tmp, format=os.path.splitext(path)[1][1:] or "png", **kwargs)
 
 
 def write_metrics(out: str, history: Sequence[dict]) -> None:
@@ -39,7 +46,9 @@ def write_metrics(out: str, history: Sequence[dict]) -> None:
     keys = []
     for h in history:
         keys += [k for k in h if k not in keys]
-    with open(os.path.join(out, "metrics.csv"), "w", newline="") as fh:
+    from jaxcam import jobs
+
+    with jobs.atomic_path(os.path.join(out, "metrics.csv")) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, keys)
         writer.writeheader()
         writer.writerows(history)
@@ -63,7 +72,7 @@ def plot_curves(path: str, history: Sequence[dict]) -> None:
     axes[2].set_title("learning rate (end of epoch)")
     axes[2].grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _savefig(fig, path, dpi=100)
     plt.close(fig)
 
 
@@ -107,7 +116,7 @@ def plot_confusion(path: str, cm: np.ndarray, class_names: Sequence[str]) -> Non
     ax.set_title(f"confusion matrix (accuracy {np.trace(cm) / max(cm.sum(), 1):.4f})")
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _savefig(fig, path, dpi=100)
     plt.close(fig)
 
 
@@ -150,7 +159,9 @@ def write_final(out: str, model, images: np.ndarray, labels: np.ndarray, logits:
     cm = confusion_matrix(labels, pred, k)
     plot_confusion(os.path.join(out, "confusion.png"), cm, class_names)
     rows = per_class(cm, class_names)
-    with open(os.path.join(out, "per_class.csv"), "w", newline="") as fh:
+    from jaxcam import jobs
+
+    with jobs.atomic_path(os.path.join(out, "per_class.csv")) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, ["class", "images", "correct", "accuracy"])
         writer.writeheader()
         writer.writerows(rows)
@@ -183,7 +194,7 @@ def _gallery(path, images, titles):
         ax.imshow(image)
         ax.set_title(t, fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    _savefig(fig, path, dpi=120)
     plt.close(fig)
 
 
@@ -215,5 +226,5 @@ def _cams(path, model, images, targets, titles, image_size, layers, title):
         ax.set_yticks([])
     fig.suptitle(f"Grad-CAM of the predicted class per stage {title}".strip(), fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    _savefig(fig, path, dpi=120)
     plt.close(fig)

@@ -24,8 +24,9 @@ import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxcam.model import Model
+from jaxcam.sharding import BATCH_AXIS, batch_mesh
 
-DATA_AXIS = "data"
+DATA_AXIS = BATCH_AXIS  # one mesh axis name for training and explaining (jaxcam.sharding)
 
 
 class CheckpointMismatchError(ValueError):
@@ -168,8 +169,8 @@ def init_state(model: Model, tx: optax.GradientTransformation) -> TrainState:
 
 
 def mesh() -> Mesh:
-    """A 1-D mesh over all local devices; batches are split along its ``data`` axis."""
-    return Mesh(np.asarray(jax.local_devices()), (DATA_AXIS,))
+    """A 1-D mesh over all local devices (`jaxcam.sharding.batch_mesh`); batches split along its axis."""
+    return batch_mesh()
 
 
 def replicate(tree, device_mesh: Optional[Mesh] = None):
@@ -410,7 +411,13 @@ def load_checkpoint(path: str) -> Model:
     """
     directory, step = _find_checkpoint(path)
     with ocp.CheckpointManager(directory, item_names=("state", "meta")) as manager:
-        meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        try:  # a damaged or foreign folder: one clear line, not orbax's traceback
+            meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+            meta["model"], meta["num_classes"]
+        except (ValueError, KeyError, TypeError, OSError) as e:
+            raise ValueError(f"{directory}/{step} is not a readable jaxcam checkpoint "
+                             f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); pass the run "
+                             "folder of a finished training") from None
         model = build_model(meta["model"], meta["num_classes"], meta.get("class_names", ()),
                             image_size=meta.get("image_size"))
         abstract = {k: jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, v) for k, v in model.variables.items()}
@@ -427,10 +434,9 @@ def load_checkpoint(path: str) -> Model:
 
 def write_json(path: str, data) -> None:
     """Write JSON atomically (temp file + rename)."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=1)
-    os.replace(tmp, path)
+    from jaxcam import jobs
+
+    jobs.write_bytes(path, json.dumps(data, indent=1).encode())
 
 
 # ---------------------------------------------------------------- frozen prefix, features computed once

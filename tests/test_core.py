@@ -17,6 +17,7 @@ from jaxcam.methods.ablation import ablated_scores, window_masks
 from tests.torch_utils import layer_output, nhwc_to_torch, randomize_batchnorm
 
 SIZE = 96
+PARITY_TOL = {"GradCAM": 1e-5, "AblationCAM": 1e-4}  # measured: see test_maps_match_pytorch_grad_cam -s
 
 
 def normalize(cam):
@@ -184,12 +185,15 @@ def test_maps_match_pytorch_grad_cam(tv_resnet18, resnet18, images, name):
     import pytorch_grad_cam
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    targets = [2, 5]
+    targets = [3, 7]  # classes whose reference maps are not blank for this seed (asserted below)
     with getattr(pytorch_grad_cam, name)(model=tv_resnet18, target_layers=[tv_resnet18.layer4[-1]]) as cam:
         expected = cam(input_tensor=nhwc_to_torch(images), targets=[ClassifierOutputTarget(t) for t in targets])
+    assert (np.ptp(expected, axis=(1, 2)) > 0.5).all(), "blank reference map"
     fn = {"GradCAM": jaxcam.grad_cam, "AblationCAM": jaxcam.ablation_cam}[name]
     got = np.asarray(fn(resnet18, images, layer="layer4", targets=np.array(targets)))
-    assert np.abs(got - expected).max() < 1e-3
+    err = np.abs(got - expected).max()
+    print(f"parity {name}: max-abs {err:.1e}")
+    assert err < PARITY_TOL[name], err
 
 
 # ---------------------------------------------------------------- head-only cost --------------
@@ -203,7 +207,7 @@ def test_ablation_cam_costs_at_most_1_5_forward_passes(resnet18):
         return jax.jit(fn).lower(resnet18, x).compile().cost_analysis()["flops"]
 
     forward = flops(lambda m, x: m(x))
-    ablation = flops(lambda m, x: jaxcam.ablation_cam(m, x, layer="layer4", batch_size=512))
+    ablation = flops(lambda m, x: jaxcam.ablation_cam(m, x, layer="layer4", chunk_size=512))
     assert ablation <= 1.5 * forward, (ablation, forward)
 
 

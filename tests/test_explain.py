@@ -1,4 +1,4 @@
-"""jaxcam.explain: fixed-size batches = the method on the whole array; one compilation; 4-device
+"""jaxcam.explain (module jaxcam.batching): fixed-size batches = the method on the whole array; one compilation; 4-device
 sharding gives the same maps as one device; half-precision inputs; atomic/resumable job helpers."""
 import json
 import os
@@ -13,7 +13,8 @@ import pytest
 
 import jaxcam
 from jaxcam import jobs
-from jaxcam.explain import _compiled_step, batch_mesh
+from jaxcam._src import compile as compile_lib
+from jaxcam._src import runner
 
 TINY_SOURCE = textwrap.dedent("""
     import flax.linen as nn, jax, jax.numpy as jnp, numpy as np, jaxcam
@@ -61,8 +62,10 @@ def test_batches_equal_the_method_on_the_whole_array(model, images, method, kwar
 
 def test_one_compilation_for_the_stream_and_iterables(model, images):
     # 7 images in batches of 3: two full batches and one padded one, all through one compiled step.
+    jax.clear_caches()
     result = jaxcam.explain(jaxcam.grad_cam, model, iter(list(images)), batch_size=3, targets=2)
-    step = _compiled_step(jaxcam.grad_cam, batch_mesh(), None, 2, False, ())
+    options = tuple(sorted(runner._run_jit.options().items()))
+    step = compile_lib._tuned(runner._run_jit.fn, options, runner._run_jit.jit_kwargs) if options else runner._run_jit.plain
     assert step._cache_size() == 1
     assert [(b.start, b.count) for b in result.batches] == [(0, 3), (3, 3), (6, 1)]
     expected = jaxcam.grad_cam(model, model.preprocess(images), targets=2)
@@ -148,3 +151,68 @@ def test_manifest_refuses_other_settings(tmp_path):
     assert manifest.check_or_write({"method": "grad_cam", "size": 64}, overwrite=True) is False
     with pytest.raises(PermissionError, match="cannot write"):
         jobs.check_writable(str(tmp_path / "a.txt" / "sub")) if (tmp_path / "a.txt").write_text("x") else None
+
+
+def test_explain_compiles_like_a_direct_call(model, images, monkeypatch):
+    """explain adds no jit of its own: the method's compiler options (Ablation-CAM's) reach XLA."""
+    seen = []
+    real = compile_lib._tuned
+
+    def spy(fn, options, jit_kwargs):
+        seen.append(dict(options))
+        return real(fn, options, jit_kwargs)
+
+    monkeypatch.setattr(compile_lib, "_tuned", spy)
+    monkeypatch.delenv("JAXCAM_CPU_TUNING", raising=False)
+    jaxcam.explain(jaxcam.ablation_cam, model, images[:2], batch_size=2, logits=False)
+    if jax.default_backend() == "cpu":
+        assert {"xla_cpu_use_fusion_emitters": False}.items() <= seen[0].items()
+
+
+def test_names_outputs_and_several_maps(model, images):
+    x = model.preprocess(images[:3])
+    by_name = jaxcam.explain("GradCAMPlusPlus", model, images[:3], batch_size=2, targets=1, logits=False)
+    np.testing.assert_allclose(np.asarray(by_name), np.asarray(jaxcam.grad_cam_pp(model, x, targets=1)), atol=1e-4)
+    several = jaxcam.explain("gradient_cams", model, images[:3], batch_size=2, targets=1).numpy()
+    np.testing.assert_allclose(several["layer_cam"], np.asarray(jaxcam.layer_cam(model, x, targets=1)), atol=1e-4)
+    attribution = jaxcam.explain("guided_backprop", model, images[:3], batch_size=2, targets=1).numpy()
+    np.testing.assert_allclose(attribution, np.asarray(jaxcam.guided_backprop(model, x, targets=1)), atol=1e-5)
+    with pytest.raises(ValueError, match="has no option window"):
+        jaxcam.explain("grad_cam", model, images[:3], window=2)
+
+
+def test_function_and_module_helpers_are_both_reachable():
+    import jaxcam.batching
+    import jaxcam.models.loading
+    import jaxcam.sharding
+    import jaxcam.visual
+
+    assert callable(jaxcam.explain) and jaxcam.batching.explain is jaxcam.explain
+    assert jaxcam.process_share is jaxcam.batching.process_share is jaxcam.sharding.process_share
+    assert jaxcam.process_share(10) == slice(0, 10)
+    assert jaxcam.batch_mesh().axis_names == (jaxcam.sharding.BATCH_AXIS,)
+    assert callable(jaxcam.overlay) and jaxcam.visual.overlay is jaxcam.overlay
+    assert callable(jaxcam.models.load) and jaxcam.models.loading.load is jaxcam.models.load
+
+
+def test_user_xla_flags_stay_in_effect():
+    """Importing jaxcam leaves XLA_FLAGS alone; a flag the user set is not overridden per jit."""
+    script = textwrap.dedent("""
+        import os, jax
+        before = os.environ["XLA_FLAGS"]
+        import jaxcam
+        from jaxcam._src import compile as compile_lib
+        assert os.environ["XLA_FLAGS"] == before, os.environ["XLA_FLAGS"]
+        assert jax.device_count() == 3, jax.device_count()           # the user's flag took effect
+        assert "xla_cpu_experimental_ynn_fusion_type" not in compile_lib.cpu_options()  # user's value wins
+        model = jaxcam.models.resnet18(num_classes=3)
+        assert jaxcam.grad_cam(model, jax.numpy.ones((1, 32, 32, 3)), layer="layer4").shape == (1, 32, 32)
+        os.environ["JAXCAM_CPU_TUNING"] = "0"
+        assert compile_lib.cpu_options() == {}
+        print("ok")
+    """)
+    flags = "--xla_force_host_platform_device_count=3 --xla_cpu_experimental_ynn_fusion_type=dot"
+    env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
+    env.pop("JAXCAM_CPU_TUNING", None)
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]

@@ -86,17 +86,22 @@ def test_gap_fc_hires_equals_grad_cam_and_cam(net, x):
     assert np.ptp(np.asarray(maps["grad_cam"])) > 0.5  # not a degenerate all-zero map
 
 
-def test_cam_by_hand(net, x):
-    """CAM from the fc kernel and the block2 activations computed by hand in numpy."""
+def block2_by_hand(net, x):
+    """TinyNet's block2 activations (N, 8, 8, 8), by plain convolutions of the parameters."""
     p = jax.tree_util.tree_map(np.asarray, net.variables["params"])
 
     def conv(a, q, stride):
         out = jax.lax.conv_general_dilated(a, q["conv"]["kernel"], (stride, stride), ((1, 1), (1, 1)),
                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
-        return np.maximum(np.asarray(out) + q["conv"]["bias"], 0)
+        return np.maximum(np.asarray(out, np.float64) + q["conv"]["bias"], 0)
 
-    a = conv(conv(x, p["block1"], 1), p["block2"], 2)
-    raw = np.einsum("nhwc,cn->nhw", a, p["fc"]["kernel"][:, TARGETS])
+    return conv(conv(x, p["block1"], 1), p["block2"], 2), p["fc"]["kernel"].astype(np.float64)
+
+
+def test_cam_by_hand(net, x):
+    """CAM from the fc kernel and the block2 activations computed by hand in numpy."""
+    a, w = block2_by_hand(net, x)
+    raw = np.einsum("nhwc,cn->nhw", a, w[:, TARGETS])
     np.testing.assert_allclose(jaxcam.cam(net, x, targets=TARGETS), finish(raw, (16, 16)), atol=1e-5)
 
 
@@ -154,7 +159,7 @@ def test_score_cam_on_linear_model_is_exact():
         weights = np.exp(np.array(scores) - max(scores))
         raw.append(a[n] @ (weights / weights.sum()))
     expected = finish(np.stack(raw), (8, 8))
-    got = jaxcam.score_cam(model, xs, targets=targets, batch_size=3)  # 4 channels: a chunk of 3 + remainder
+    got = jaxcam.score_cam(model, xs, targets=targets, chunk_size=3)  # 4 channels: a chunk of 3 + remainder
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
@@ -168,12 +173,30 @@ def test_align_corners_matrix_matches_torch():
 # ---------------------------------------------------------------- gradient family -------------
 
 
-def test_gradient_cams_equal_the_single_methods(net, x):
-    """The batched multi-method call is what the parity tests use; each public method must equal it."""
-    together = jaxcam.gradient_cams(net, x, layer="block1", targets=TARGETS)
-    for name, maps in together.items():
-        np.testing.assert_allclose(getattr(jaxcam, name)(net, x, layer="block1", targets=TARGETS), maps, atol=1e-6)
-    assert np.abs(np.asarray(together["grad_cam_pp"]) - np.asarray(together["grad_cam"])).max() > 1e-2
+def test_gradient_rules_closed_forms_under_gap_fc(net, x):
+    """Under GAP+FC, G_k = W[k, c] / (h w) at every location, so every rule has a closed form in
+    the fc kernel and the activations (computed by hand): checked for the single methods and for
+    the batched `gradient_cams` call."""
+    a, w = block2_by_hand(net, x)
+    hw = a.shape[1] * a.shape[2]
+    g = (w[:, TARGETS].T / hw)[:, None, None, :]  # (N, 1, 1, C), constant over locations
+    s = a.sum(axis=(1, 2), keepdims=True)
+    alpha = g**2 / (2 * g**2 + s * g**3 + 1e-6)
+    expected = {
+        "grad_cam": (g * a).sum(-1),
+        "hires_cam": (g * a).sum(-1),
+        "grad_cam_elementwise": np.maximum(g * a, 0).sum(-1),
+        "grad_cam_pp": (hw * np.maximum(g, 0) * alpha * a).sum(-1),
+        "xgrad_cam": (g * s / (s + 1e-7) * a).sum(-1),
+        "layer_cam": (np.maximum(g, 0) * a).sum(-1),
+    }
+    together = jaxcam.gradient_cams(net, x, layer="block2", targets=TARGETS)
+    for name, raw in expected.items():
+        want = finish(raw, (16, 16))
+        assert (np.ptp(want, axis=(1, 2)) > 0.5).all(), name
+        np.testing.assert_allclose(getattr(jaxcam, name)(net, x, layer="block2", targets=TARGETS), want, atol=1e-5,
+                                   err_msg=name)
+        np.testing.assert_allclose(together[name], want, atol=1e-5, err_msg=name)
 
 
 def test_first_component_matches_numpy_svd():
@@ -193,12 +216,15 @@ def test_first_component_matches_numpy_svd():
 # ---------------------------------------------------------------- several layers -------------
 
 
-def test_multi_layer_maps_and_fusion(net, x):
-    fused, each = jaxcam.multi_layer(jaxcam.layer_cam, net, x, ["block1", "block2"], targets=TARGETS)
+def test_multi_layer_of_one_layer_twice_is_that_layer(net, x):
+    """Values of multi_layer are checked against pgc (test_parity_pgc_family.py::test_multi_layer_matches);
+    here: the fusion of a layer with itself is that layer's closed-form CAM, and errors."""
+    a, w = block2_by_hand(net, x)
+    want = finish(np.einsum("nhwc,cn->nhw", a, w[:, TARGETS]), (16, 16))
+    fused, each = jaxcam.multi_layer(jaxcam.grad_cam, net, x, ["block2", "block2"], targets=TARGETS)
     assert each.shape == (2, 2, 16, 16)
-    for i, layer in enumerate(["block1", "block2"]):
-        np.testing.assert_allclose(each[i], jaxcam.layer_cam(net, x, layer=layer, targets=TARGETS), atol=1e-6)
-    np.testing.assert_allclose(fused, jaxcam.layer_cam(net, x, layer=["block1", "block2"], targets=TARGETS), atol=1e-6)
+    np.testing.assert_allclose(fused, want, atol=1e-5)
+    np.testing.assert_allclose(each, np.stack([want, want]), atol=1e-5)
     with pytest.raises(ValueError, match="non-empty"):
         jaxcam.grad_cam(net, x, layer=[])
 
@@ -288,14 +314,11 @@ def test_guided_relu_rule():
     np.testing.assert_array_equal(pullback(g)[0], [0.0, 0.0, 4.0, 0.0])
 
 
-def test_guided_grad_cam_and_relu_restored(net, x):
+def test_guided_backprop_restores_relu(net, x):
+    """Values: test_parity_pgc_family.py (guided backprop and guided Grad-CAM vs pgc, unscaled)."""
     relu = jax.nn.relu
     guided = jaxcam.guided_backprop(net, x, targets=TARGETS)
     assert jax.nn.relu is relu and nn.relu is relu
-    np.testing.assert_allclose(
-        jaxcam.guided_grad_cam(net, x, targets=TARGETS),
-        guided * jaxcam.grad_cam(net, x, targets=TARGETS)[..., None], atol=1e-6,
-    )
     plain = jax.grad(lambda v: net(v)[np.arange(2), TARGETS].sum())(x)
     assert np.abs(np.asarray(guided) - np.asarray(plain)).max() > 1e-4  # the rule changed something
 
@@ -303,7 +326,7 @@ def test_guided_grad_cam_and_relu_restored(net, x):
 class NoReLU(nn.Module):
     @nn.compact
     def __call__(self, x):
-        return nn.Dense(3)(jnp.maximum(x, 0).mean(axis=(1, 2)))
+        return nn.Dense(3)(jnp.tanh(x).mean(axis=(1, 2)))  # no ReLU at all (jnp.maximum(x, 0) is guided now)
 
 
 def test_guided_backprop_without_relu_calls_is_a_clear_error(x):
@@ -315,10 +338,9 @@ def test_guided_backprop_without_relu_calls_is_a_clear_error(x):
 # ---------------------------------------------------------------- options ---------------------
 
 
-def test_aug_smooth_modes_and_errors(net, x):
-    scaled = np.asarray(jaxcam.grad_cam(net, x, targets=TARGETS, aug_smooth="scale"))
-    assert scaled.shape == (2, 16, 16) and scaled.min() == 0.0 and scaled.max() == 1.0
+def test_aug_smooth_errors(net, x):
+    """Values of both modes: test_options_values.py::test_aug_smooth_modes_match_brute_force."""
     with pytest.raises(ValueError, match="aug_smooth"):
         jaxcam.grad_cam(net, x, aug_smooth="rotate")
     with pytest.raises(ValueError, match="eigen_smooth"):
-        run(ablation_cam_map, net, x, None, None, eigen_smooth=True, score="logit", value=0.0, batch_size=None)
+        run(ablation_cam_map, net, x, None, None, eigen_smooth=True, score="logit", value=0.0, chunk_size=None)

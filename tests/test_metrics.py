@@ -11,6 +11,7 @@ import scipy.ndimage
 import torch
 import torchvision
 from PIL import Image
+from pytorch_grad_cam.metrics import road as pgc_road
 from pytorch_grad_cam.metrics.cam_mult_image import CamMultImageConfidenceChange
 from pytorch_grad_cam.metrics.road import ROADLeastRelevantFirst, ROADMostRelevantFirst
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget, ClassifierOutputTarget
@@ -145,18 +146,62 @@ def test_imputer_keeps_known_pixels_and_adds_noise_only_where_imputed():
     np.testing.assert_allclose(clean[~k], (sums / norm)[~k], atol=1e-4)
 
 
-def test_all_metrics_equal_the_single_metrics(model, data):
+@pytest.fixture
+def pgc_road_without_noise(monkeypatch):
+    """pgc's imputer draws its noise from torch's RNG: every imputer pgc builds gets noise=0."""
+    imputer = pgc_road.NoisyLinearImputer.__init__
+    monkeypatch.setattr(imputer, "__defaults__", (0.0,) + imputer.__defaults__[1:])
+
+
+def test_road_combined_matches_pytorch_grad_cam(model, torch_model, data, pgc_road_without_noise):
     x, maps = data
-    key = jax.random.key(5)
-    out = M.all_metrics(model, x, maps, steps=5, percentiles=(30, 70), key=key)
-    np.testing.assert_allclose(out["average_drop"], M.average_drop(model, x, maps), atol=1e-4)
-    np.testing.assert_allclose(out["deletion"], M.deletion_curve(model, x, maps, steps=5), atol=1e-6)
-    np.testing.assert_allclose(out["insertion_auc"], M.auc(M.insertion_curve(model, x, maps, steps=5)), atol=1e-6)
-    morf_key, _ = jax.random.split(key)
-    np.testing.assert_allclose(
-        out["road_morf"], M.road(model, x, maps, percentiles=(30, 70), key=morf_key), atol=1e-6
-    )
-    assert out["road_combined"].shape == (2,)
+    classes = np.asarray(model(x)).argmax(-1)
+    targets = [ClassifierOutputSoftmaxTarget(int(c)) for c in classes]
+    want = pgc_road.ROADCombined(percentiles=[20, 80])(to_torch(x), maps.copy(), targets, torch_model)
+    got = np.asarray(M.road_combined(model, x, maps, percentiles=(20, 80), noise=0.0, tol=1e-7))
+    assert np.abs(want).max() > 1e-3  # the perturbations change the scores
+    np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_all_metrics_match_pytorch_grad_cam_and_torch(model, torch_model, data, pgc_road_without_noise):
+    """One all_metrics call against pgc's metric classes (noise off) and torch's own scores."""
+    x, maps = data
+    out = M.all_metrics(model, x, maps, steps=0, percentiles=(20, 80), noise=0.0, tol=1e-7)
+    classes = np.asarray(out["target"])
+    with torch.no_grad():
+        logits = torch_model(to_torch(x))
+    np.testing.assert_array_equal(classes, logits.numpy().argmax(-1))
+    targets = [ClassifierOutputSoftmaxTarget(int(c)) for c in classes]
+    with torch.no_grad():
+        y = np.array([t(o).item() for t, o in zip(targets, logits)])
+        o = np.array([t(v).item() for t, v in zip(targets, torch_model(to_torch(x * maps[..., None])))])
+    np.testing.assert_allclose(out["score"], y, atol=1e-5)
+    np.testing.assert_allclose(out["explained_score"], o, atol=1e-5)
+    np.testing.assert_allclose(out["average_drop"], 100 * np.maximum(y - o, 0) / y, atol=1e-3)
+    np.testing.assert_array_equal(out["increase_in_confidence"], 100.0 * (o > y))
+    want = CamMultImageConfidenceChange()(to_torch(x), maps, targets, torch_model)
+    np.testing.assert_allclose(out["confidence_change"], want, atol=1e-4)
+    morf = pgc_road.ROADMostRelevantFirstAverage([20, 80])(to_torch(x), maps.copy(), targets, torch_model)
+    lerf = pgc_road.ROADLeastRelevantFirstAverage([20, 80])(to_torch(x), maps.copy(), targets, torch_model)
+    np.testing.assert_allclose(np.asarray(out["road_morf"]).mean(1), morf, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(out["road_lerf"]).mean(1), lerf, atol=1e-4)
+    np.testing.assert_allclose(out["road_combined"], (lerf - morf) / 2, atol=1e-4)  # pgc ROADCombined's formula
+
+
+def test_all_metrics_curves_closed_form():
+    """Deletion / insertion curves and their AUC from all_metrics against the numpy closed form."""
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(2, 12, 10, 3)).astype(np.float32)
+    sal = rng.random((2, 12, 10)).astype(np.float32)
+    model = jaxcam.Model(MeanPixel(), {})
+    out = M.all_metrics(model, x, sal, targets=0, steps=7, baseline="zeros", percentiles=(), score="logit")
+    for name, insert in (("deletion", False), ("insertion", True)):
+        want = expected_curve(x, sal, np.zeros_like(x), 7, insert)
+        np.testing.assert_allclose(out[name], want, atol=1e-5)
+        np.testing.assert_allclose(out[name + "_auc"], np.trapezoid(want, dx=1 / 7, axis=1), atol=1e-5)
+    np.testing.assert_allclose(out["score"], x.mean(axis=(1, 2, 3)), atol=1e-6)
+    np.testing.assert_allclose(out["explained_score"], (x * sal[..., None]).mean(axis=(1, 2, 3)), atol=1e-6)
+    assert "road_morf" not in out
 
 
 def test_clear_errors(model, data):
@@ -169,27 +214,3 @@ def test_clear_errors(model, data):
         M.road(model, x, maps, order="top")
     with pytest.raises(ValueError, match="percentiles"):
         M.road(model, x, maps, percentiles=(120,))
-
-
-def test_evaluate_script_writes_tables_and_resumes(tmp_path):
-    import evaluate
-
-    data = tmp_path / "images"
-    data.mkdir()
-    rng = np.random.default_rng(4)
-    for i in range(3):
-        Image.fromarray(rng.integers(0, 255, (40, 44, 3), dtype=np.uint8)).save(data / f"img{i}.png")
-    out = tmp_path / "out"
-    argv = ["--model", "resnet18", "--weights", "random", "--data", str(data), "--size", "32", "--methods",
-            "grad_cam", "--batch-size", "2", "--steps", "4", "--percentiles", "50", "--out", str(out)]
-    rows = evaluate.main(argv, progress=False)
-    assert [r["method"] for r in rows] == ["grad_cam", "random"]
-    assert all(r["images"] == 3 for r in rows)
-    for name in ("table.csv", "table.md", "curves.png"):
-        assert (out / name).stat().st_size > 0
-    cached = sorted(out.glob("cache/*/*/*.npz"))
-    assert len(cached) == 6
-    stamps = [p.stat().st_mtime_ns for p in cached]
-    assert evaluate.main(argv, progress=False) == rows  # resumed from the cache: nothing recomputed
-    assert [p.stat().st_mtime_ns for p in cached] == stamps
-    assert evaluate.main(argv + ["--report-only"], progress=False) == rows

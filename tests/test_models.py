@@ -4,12 +4,9 @@ torchvision VGG-16 / DenseNet-121, a small torch CIFAR ResNet written here from 
 description, and efficientnet-lite-pytorch's Lite0: the converted Flax model must give the same
 logits (1e-4 relative). Small inputs keep it fast.
 """
-import os
-
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 import torchvision
 
 import jax
@@ -18,7 +15,7 @@ import jax.numpy as jnp
 import jaxcam
 from jaxcam._src.split import Split, check_layer
 from jaxcam.models import classes, load
-from tests.torch_utils import nhwc_to_torch, randomize_batchnorm
+from tests.torch_utils import TorchCifarResNet, nhwc_to_torch, randomize_batchnorm
 
 RTOL = 1e-4
 forward = jax.jit(lambda model, x: model(x))
@@ -66,12 +63,26 @@ def test_densenet121_matches_torchvision():
     check_default_layer(model, images(2, 32), (1, 1, 1024))  # features/norm5
 
 
-@pytest.mark.skipif(not os.environ.get("JAXCAM_SLOW_TESTS"), reason="slow (~1 min each); set JAXCAM_SLOW_TESTS=1")
 @pytest.mark.parametrize("name", ["vgg16_bn", "densenet169"])
-def test_slow_torchvision_parity(name):
+def test_large_torchvision_parity(name):
+    """Run in every CI at 32 px (VGG: 1x1 features; DenseNet: 1x1 after the last transition)."""
     torch.manual_seed(0)
-    tv = randomize_batchnorm(getattr(torchvision.models, name)())
-    assert_logits_match(load(name, weights=tv.state_dict()), tv, images(2, 64))
+    tv = randomize_batchnorm(getattr(torchvision.models, name)(num_classes=10))
+    assert_logits_match(load(name, weights=tv.state_dict(), num_classes=10), tv, images(1, 32))
+
+
+def test_resnet34_matches_torchvision():
+    torch.manual_seed(2)
+    tv = randomize_batchnorm(torchvision.models.resnet34(num_classes=10), seed=2)
+    assert_logits_match(load("resnet34", weights=tv.state_dict(), num_classes=10), tv, images(2, 32, seed=2))
+
+
+@pytest.mark.parametrize("name, n", [("resnet32", 5), ("resnet44", 7), ("resnet56", 9)])
+def test_cifar_resnets_match_torch(name, n):
+    torch.manual_seed(n)
+    net = randomize_batchnorm(TorchCifarResNet(n=n), seed=n)
+    model = load(name, weights=net.state_dict())
+    assert_logits_match(model, net, images(2, 8, seed=n))  # 8 px: 8x8, 4x4, 2x2 stages
 
 
 def _meta_state_dict(torch_model_fn):
@@ -94,41 +105,6 @@ def test_densenet_old_checkpoint_keys():
     assert torchvision_rename("features.denseblock1.denselayer1.norm.1.weight") == \
         "features.denseblock1.denselayer1.norm1.weight"
     assert torchvision_rename("features.norm5.weight") == "features.norm5.weight"
-
-
-class TorchCifarBlock(torch.nn.Module):
-    """BasicBlock with the option-A shortcut (stride-2 subsample, zero channel padding both sides)."""
-
-    def __init__(self, cin, planes, stride):
-        super().__init__()
-        self.conv1 = torch.nn.Conv2d(cin, planes, 3, stride, 1, bias=False)
-        self.bn1 = torch.nn.BatchNorm2d(planes)
-        self.conv2 = torch.nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-        self.bn2 = torch.nn.BatchNorm2d(planes)
-        self.pad = planes // 4 if (stride != 1 or cin != planes) else None
-
-    def forward(self, x):
-        out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
-        short = x if self.pad is None else F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad))
-        return F.relu(out + short)
-
-
-class TorchCifarResNet(torch.nn.Module):
-    def __init__(self, n=3, num_classes=10):
-        super().__init__()
-        self.conv1 = torch.nn.Conv2d(3, 16, 3, 1, 1, bias=False)
-        self.bn1 = torch.nn.BatchNorm2d(16)
-        cin, stages = 16, []
-        for i, planes in enumerate((16, 32, 64)):
-            blocks = [TorchCifarBlock(cin if j == 0 else planes, planes, 2 if (i and j == 0) else 1) for j in range(n)]
-            stages.append(torch.nn.Sequential(*blocks))
-            cin = planes
-        self.layer1, self.layer2, self.layer3 = stages
-        self.linear = torch.nn.Linear(64, num_classes)
-
-    def forward(self, x):
-        x = self.layer3(self.layer2(self.layer1(F.relu(self.bn1(self.conv1(x))))))
-        return self.linear(x.mean((2, 3)))
 
 
 def test_cifar_resnet20_matches_torch(tmp_path):

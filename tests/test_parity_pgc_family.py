@@ -1,14 +1,15 @@
 """The CAM method family against pytorch-grad-cam 1.5.7 on identical weights and images.
 
 Models: torchvision ResNet-18 (random init, randomized BatchNorm statistics, eval) converted to
-jaxcam's ResNet-18, at layer4 and layer3 (64 px inputs); and a small non-residual VGG-like net (flatten + MLP head)
-built twice, in torch and in Flax, with the same weights. Normalized maps must agree within 1e-3.
+jaxcam's ResNet-18, at layer4 and layer3 (64 px inputs); a CIFAR ResNet-20 (residual, randomized
+BatchNorm statistics, 16 px inputs: Score-CAM on a residual net stays cheap); and a small
+non-residual VGG-like net (flatten + MLP head) built twice, in torch and in Flax, with the same
+weights. Every reference map must span > 0.5 of [0, 1] (no blank-vs-blank agreement); maps must
+agree within 1e-5 (measured: <= 2.5e-6 max-abs, float32 on both sides).
 
 Compilations dominate the run time, so all gradient methods come from one `jaxcam.gradient_cams`
 call per (model, layer); tests/test_methods_family.py checks that it equals the single methods.
 """
-import os
-
 import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
@@ -24,8 +25,12 @@ import jaxcam
 from tests.torch_utils import nhwc_to_torch as nchw
 
 SIZE = 64
-TARGETS = [2, 5]
-TOL = 1e-3
+TARGETS = [3, 7]  # classes whose reference maps are not blank for these seeds (checked by report)
+TOL = 1e-5
+EIGEN_TOL = 5e-5  # measured 1.3e-5 (EigenGradCAM, ResNet-18 layer4): float32 SVD on both sides
+# Fused GradCAM on the tiny VGG differs by 2.4e-4 although each layer's map agrees to 3e-7 and the
+# fused LayerCAM agrees to 2.3e-6 (open question, notes/issue-19.md); the tolerance sits above it.
+FUSED_GRAD_CAM_TOL = 5e-4
 GRADIENT_METHODS = {
     "grad_cam": "GradCAM",
     "hires_cam": "HiResCAM",
@@ -37,10 +42,22 @@ GRADIENT_METHODS = {
 
 
 
-def report(what, err):
-    """Print the measured difference (run pytest with -s to see them) and check it."""
+def report(what, got, expected, tol=TOL):
+    """Check that the reference is a real map and that jaxcam's map matches it within `tol`.
+
+    Measured max-abs differences are printed (run pytest with -s to see them).
+    """
+    expected = np.asarray(expected)
+    assert_not_blank(expected, what)
+    err = np.abs(np.asarray(got) - expected).max()
     print(f"parity {what}: max-abs {err:.2e}")
-    assert err < TOL, what
+    assert err < tol, (what, err)
+
+
+def assert_not_blank(expected, what=""):
+    """Every reference map spans more than half of [0, 1] after pgc's min-max normalization."""
+    span = expected.max(axis=(1, 2)) - expected.min(axis=(1, 2))
+    assert (span > 0.5).all(), f"{what}: the reference map is blank (spans {span})"
 
 
 def pgc_map(name, model, layer, images, targets=TARGETS, **call):
@@ -144,10 +161,18 @@ def vgg_images():
     return np.random.default_rng(1).normal(size=(2, VGG_SIZE, VGG_SIZE, 3)).astype(np.float32)
 
 
-def test_converted_models_agree(tv_resnet18, resnet18, images, tv_vgg, vgg, vgg_images):
+@pytest.fixture(scope="module")
+def cifar_images():
+    return np.random.default_rng(2).normal(size=(2, 16, 16, 3)).astype(np.float32)
+
+
+def test_converted_models_agree(tv_resnet18, resnet18, images, tv_vgg, vgg, vgg_images, tv_resnet20, resnet20,
+                                cifar_images):
     with torch.no_grad():
         np.testing.assert_allclose(resnet18(jnp.asarray(images)), tv_resnet18(nchw(images)).numpy(), atol=1e-4)
         np.testing.assert_allclose(vgg(jnp.asarray(vgg_images)), tv_vgg(nchw(vgg_images)).numpy(), atol=1e-5)
+        np.testing.assert_allclose(resnet20(jnp.asarray(cifar_images)), tv_resnet20(nchw(cifar_images)).numpy(),
+                                   atol=1e-4)
 
 
 # ---------------------------------------------------------------- per-method parity -----------
@@ -155,24 +180,46 @@ def test_converted_models_agree(tv_resnet18, resnet18, images, tv_vgg, vgg, vgg_
 CASES = {  # case -> (jaxcam model fixture, torch model fixture, images fixture, jaxcam layer, torch layer)
     "resnet18/layer4": ("resnet18", "tv_resnet18", "images", "layer4", lambda m: m.layer4[-1]),
     "resnet18/layer3": ("resnet18", "tv_resnet18", "images", "layer3", lambda m: m.layer3),
+    "resnet20/layer2": ("resnet20", "tv_resnet20", "cifar_images", "layer2", lambda m: m.layer2),
     "vgg/features": ("vgg", "tv_vgg", "vgg_images", "features", lambda m: m.features),
     "vgg/features/3": ("vgg", "tv_vgg", "vgg_images", "features/3", lambda m: m.features[3]),
 }
+# Score-CAM runs one full forward per channel: the residual case is ResNet-20's layer2 (32 channels,
+# 16 px), not ResNet-18's layer4 (512 channels).
+SCORE_CASES = ["resnet20/layer2", "vgg/features", "vgg/features/3"]
 
 
-@pytest.fixture(params=list(CASES))
-def case(request):
-    model, tv_model, images, layer, tv_layer = CASES[request.param]
+def make_case(request, name):
+    model, tv_model, images, layer, tv_layer = CASES[name]
     tv = request.getfixturevalue(tv_model)
     return request.getfixturevalue(model), tv, request.getfixturevalue(images), layer, tv_layer(tv)
 
 
+@pytest.fixture(params=list(CASES))
+def case(request):
+    return make_case(request, request.param)
+
+
+@pytest.fixture(params=SCORE_CASES)
+def score_case(request):
+    return make_case(request, request.param)
+
+
 def test_gradient_methods_match(case):
+    """All six rules from one `gradient_cams` call, each against pgc's class."""
     model, tv_model, images, layer, tv_layer = case
     got = jaxcam.gradient_cams(model, images, layer=layer, targets=np.array(TARGETS))
     for name, pgc_name in GRADIENT_METHODS.items():
         expected = pgc_map(pgc_name, tv_model, tv_layer, images)
-        report(f"{model.info.name}/{layer} {pgc_name}", np.abs(np.asarray(got[name]) - expected).max())
+        report(f"{model.info.name}/{layer} {pgc_name}", got[name], expected)
+
+
+@pytest.mark.parametrize("name", list(GRADIENT_METHODS))
+def test_single_gradient_methods_match(tv_resnet20, resnet20, cifar_images, name):
+    """Each public gradient method on its own (not through gradient_cams), on a residual net."""
+    got = getattr(jaxcam, name)(resnet20, cifar_images, layer="layer2", targets=np.array(TARGETS))
+    expected = pgc_map(GRADIENT_METHODS[name], tv_resnet20, tv_resnet20.layer2, cifar_images)
+    report(f"resnet20/layer2 {name}", got, expected)
 
 
 def test_eigen_methods_match(case):
@@ -180,21 +227,31 @@ def test_eigen_methods_match(case):
     for fn, pgc_name in ((jaxcam.eigen_cam, "EigenCAM"), (jaxcam.eigen_grad_cam, "EigenGradCAM")):
         got = np.asarray(fn(model, images, layer=layer, targets=np.array(TARGETS)))
         expected = pgc_map(pgc_name, tv_model, tv_layer, images)
-        report(f"{model.info.name}/{layer} {pgc_name}", np.abs(got - expected).max())
+        report(f"{model.info.name}/{layer} {pgc_name}", got, expected, tol=EIGEN_TOL)
 
 
-def test_score_cam_matches(request, case):
-    """One image: Score-CAM runs one full forward per channel (512 at ResNet-18's layer4).
+def test_score_cam_matches(score_case):
+    model, tv_model, images, layer, tv_layer = score_case
+    got = np.asarray(jaxcam.score_cam(model, images, layer=layer, targets=np.array(TARGETS), chunk_size=64))
+    expected = pgc_map("ScoreCAM", tv_model, tv_layer, images)
+    report(f"{model.info.name}/{layer} ScoreCAM", got, expected)
 
-    That is minutes of CPU on a busy machine, so the ResNet-18 cases run with JAXCAM_SLOW_TESTS=1;
-    the non-residual model's cases always run.
-    """
-    if "resnet" in request.node.callspec.id and not os.environ.get("JAXCAM_SLOW_TESTS"):
-        pytest.skip("Score-CAM on ResNet-18 is slow (768 full forwards); set JAXCAM_SLOW_TESTS=1")
-    model, tv_model, images, layer, tv_layer = case
-    got = np.asarray(jaxcam.score_cam(model, images[:1], layer=layer, targets=np.array(TARGETS[:1]), batch_size=64))
-    expected = pgc_map("ScoreCAM", tv_model, tv_layer, images[:1], targets=TARGETS[:1])
-    report(f"{model.info.name}/{layer} ScoreCAM", np.abs(got - expected).max())
+
+def pgc_guided(tv_model, images, targets=TARGETS):
+    """pgc's GuidedBackpropReLUModel, one image at a time (it explains image 0 of its input)."""
+    return np.stack([
+        GuidedBackpropReLUModel(tv_model, device="cpu")(nchw(images[i : i + 1]), target_category=t)
+        for i, t in enumerate(targets)
+    ])
+
+
+def assert_gradients_match(what, got, expected, rtol=1e-4):
+    """Raw (unscaled) input gradients: every value within rtol of the largest reference magnitude."""
+    scale = np.abs(expected).max(axis=(1, 2, 3))
+    assert (scale > 0).all() and (np.abs(expected) > 1e-3 * scale[:, None, None, None]).mean() > 0.1, what
+    err = (np.abs(np.asarray(got) - expected).max(axis=(1, 2, 3)) / scale).max()
+    print(f"parity {what}: max-abs / scale {err:.2e}, scale {scale}")
+    assert err < rtol, (what, err)
 
 
 @pytest.mark.parametrize("which", ["resnet18", "vgg"])
@@ -203,11 +260,15 @@ def test_guided_backprop_matches(request, which):
     tv_model = request.getfixturevalue("tv_" + which)
     images = request.getfixturevalue("images" if which == "resnet18" else "vgg_images")
     got = np.asarray(jaxcam.guided_backprop(model, images, targets=np.array(TARGETS)))
-    for i, target in enumerate(TARGETS):
-        expected = GuidedBackpropReLUModel(tv_model, device="cpu")(nchw(images[i : i + 1]), target_category=target)
-        scale = np.abs(expected).max()
-        assert scale > 0
-        report(f"{which} GuidedBackprop image {i}", np.abs(got[i] / np.abs(got[i]).max() - expected / scale).max())
+    assert_gradients_match(f"{which} GuidedBackprop", got, pgc_guided(tv_model, images))
+
+
+def test_guided_grad_cam_matches(tv_vgg, vgg, vgg_images):
+    """Guided Grad-CAM = pgc's guided backprop (unscaled) times pgc's Grad-CAM map."""
+    got = np.asarray(jaxcam.guided_grad_cam(vgg, vgg_images, targets=np.array(TARGETS)))
+    cam = pgc_map("GradCAM", tv_vgg, tv_vgg.features, vgg_images)
+    assert_not_blank(cam, "GradCAM")
+    assert_gradients_match("tiny_vgg GuidedGradCAM", got, pgc_guided(tv_vgg, vgg_images) * cam[..., None])
 
 
 # ---------------------------------------------------------------- shared options -------------
@@ -219,20 +280,29 @@ def minmax(cam):
 
 
 def test_aug_smooth_matches(tv_vgg, vgg, vgg_images):
-    """pytorch-grad-cam averages the 6 views' maps; jaxcam min-maxes that mean again (documented)."""
-    got = np.asarray(jaxcam.layer_cam(vgg, vgg_images, layer="features", targets=np.array(TARGETS), aug_smooth=True))
-    expected = pgc_map("LayerCAM", tv_vgg, tv_vgg.features, vgg_images, aug_smooth=True)
-    report("tiny_vgg/features LayerCAM aug_smooth", np.abs(got - minmax(expected)).max())
+    """aug_smooth=True ("multiply"): pgc averages the 6 views' maps; jaxcam min-maxes that mean again."""
+    for mode in (True, "multiply"):
+        got = np.asarray(jaxcam.layer_cam(vgg, vgg_images, layer="features", targets=np.array(TARGETS), aug_smooth=mode))
+        expected = pgc_map("LayerCAM", tv_vgg, tv_vgg.features, vgg_images, aug_smooth=True)
+        report(f"tiny_vgg/features LayerCAM aug_smooth={mode}", got, minmax(expected))
 
 
 def test_eigen_smooth_matches(tv_vgg, vgg, vgg_images):
     got = np.asarray(jaxcam.grad_cam_pp(vgg, vgg_images, layer="features", targets=np.array(TARGETS), eigen_smooth=True))
     expected = pgc_map("GradCAMPlusPlus", tv_vgg, tv_vgg.features, vgg_images, eigen_smooth=True)
-    report("tiny_vgg/features GradCAMPlusPlus eigen_smooth", np.abs(got - expected).max())
+    report("tiny_vgg/features GradCAMPlusPlus eigen_smooth", got, expected)
 
 
 def test_multi_layer_matches(tv_vgg, vgg, vgg_images):
-    got = np.asarray(jaxcam.grad_cam(vgg, vgg_images, layer=["features/3", "features"], targets=np.array(TARGETS)))
+    """jaxcam.multi_layer: each layer's map vs pgc on that layer alone, the fusion vs pgc on both."""
+    layers = ["features/3", "features"]
+    fused, each = jaxcam.multi_layer(jaxcam.layer_cam, vgg, vgg_images, layers, targets=np.array(TARGETS))
+    for i, tv_layer in enumerate((tv_vgg.features[3], tv_vgg.features)):
+        report(f"tiny_vgg/{layers[i]} LayerCAM (multi_layer)", each[i], pgc_map("LayerCAM", tv_vgg, tv_layer, vgg_images))
+    with pytorch_grad_cam.LayerCAM(model=tv_vgg, target_layers=[tv_vgg.features[3], tv_vgg.features]) as cam:
+        expected = cam(input_tensor=nchw(vgg_images), targets=[ClassifierOutputTarget(t) for t in TARGETS])
+    report("tiny_vgg/[features/3, features] LayerCAM fused", fused, expected)
+    got = jaxcam.grad_cam(vgg, vgg_images, layer=layers, targets=np.array(TARGETS))
     with pytorch_grad_cam.GradCAM(model=tv_vgg, target_layers=[tv_vgg.features[3], tv_vgg.features]) as cam:
         expected = cam(input_tensor=nchw(vgg_images), targets=[ClassifierOutputTarget(t) for t in TARGETS])
-    report("tiny_vgg/[features/3, features] GradCAM multi-layer", np.abs(got - expected).max())
+    report("tiny_vgg/[features/3, features] GradCAM fused", got, expected, tol=FUSED_GRAD_CAM_TOL)

@@ -1,4 +1,5 @@
-"""scripts/render.py end to end on generated images with a small random CIFAR ResNet-20 (32 px)."""
+"""scripts/render.py (jaxcam.cli.render) end to end with a small random CIFAR ResNet-20 (32 px): generated
+images, a shipped photo through every registry method, dataset picking, chunk sizes."""
 import importlib.util
 import os
 import sys
@@ -8,9 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import jaxcam
 from jaxcam import images as images_lib
+from jaxcam.cli import common
+from jaxcam.methods import registry
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "render.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "render.py"  # a shim over jaxcam.cli.render
 TINY = ["--model", "resnet20", "--weights", "none", "--image-size", "32", "--batch-size", "2"]
 
 
@@ -20,7 +24,10 @@ def render():
     module = importlib.util.module_from_spec(spec)
     sys.modules["render_script"] = module  # dataclasses need their module registered
     spec.loader.exec_module(module)
-    return module
+    import jaxcam.cli.render
+
+    assert module.main is jaxcam.cli.render.main  # the script is a shim
+    return jaxcam.cli.render
 
 
 @pytest.fixture(scope="module")
@@ -70,9 +77,8 @@ def test_triptych_overlay_is_hot_where_the_map_is(render, tmp_path):
     image = np.full((32, 32, 3), 128, np.uint8)
     cam = np.zeros((32, 32), np.float32)
     cam[:, :16] = 1.0
-    args = render.parse_args(["--colormap", "jet", "--alpha", "0.5"])
     path = tmp_path / "t.png"
-    render.save_triptych(str(path), image, cam, args, "title")
+    render.save_figure(str(path), render.panels("map", image, cam, "jet", 0.5), "title")
     pixels = np.asarray(Image.open(path).convert("RGB")).astype(int)
     red_minus_blue = pixels[..., 0] - pixels[..., 2]
     rows = slice(100, 300)  # the overlay panel spans about x = 705..1035 of the 1050 px figure
@@ -108,7 +114,7 @@ def test_usage_errors_are_clear_and_early(render, inputs, tmp_path, capsys):
 
 def test_target_names_and_true_labels(render):
     names = ("airplane", "cat", "dog")
-    assert render.resolve_target("Cat", names) == 1 and render.resolve_target("2", names) == 2
+    assert common.class_index("Cat", names) == 1 and common.class_index("2", names) == 2
     items, unmatched = render.file_items(["/no/such/file.png"], names)
     assert items == [] and unmatched == ["/no/such/file.png"]
 
@@ -120,3 +126,73 @@ def test_expand_and_load(inputs):
     loaded = {Path(item.path).name: item for item in images_lib.load_all(paths, size=32)}
     assert loaded["a.png"].image.shape == (32, 32, 3) and loaded["a.png"].image.dtype == np.uint8
     assert loaded["broken.jpg"].image is None and loaded["broken.jpg"].error
+
+
+def test_every_registry_method_renders_a_shipped_photo(render, tmp_path):
+    """One process call, --method all: a PNG per registry name (maps, attributions, several maps)."""
+    photo = images_lib.sample_photos()[0]
+    out = tmp_path / "all"
+    assert render.main([photo, "--method", "all", "--out", str(out)] + TINY) == 0
+    stem = Path(photo).stem
+    assert _pngs(out) == sorted([f"{stem}_{name}.png" for name in registry.names()] + ["grid.png"])
+    with Image.open(out / f"{stem}_gradient_cams.png") as img:  # 1 original + 6 maps, side by side
+        assert img.size[0] > 2 * img.size[1]
+
+
+def test_chunk_size_for_ablation_and_score_families(render, tmp_path):
+    photo = images_lib.sample_photos()[1]
+    methods = registry.names(family="ablation") + registry.names(family="score")
+    out = tmp_path / "chunks"
+    assert render.main([photo, "--method", ",".join(methods), "--chunk-size", "16", "--out", str(out)] + TINY) == 0
+    assert len(_pngs(out)) == len(methods) + 1
+    model = jaxcam.models.load("resnet20", weights=None)
+    x = model.preprocess(images_lib.load(photo, 32).image[None])
+    for name in methods:  # chunking changes memory, never the maps
+        m = registry.get(name)
+        np.testing.assert_allclose(np.asarray(m(model, x, chunk_size=16)), np.asarray(m(model, x, chunk_size=64)),
+                                   atol=1e-5)
+
+
+def test_per_image_maps_differ_across_images():
+    model = jaxcam.models.load("resnet20", weights=None)
+    pixels = np.stack([images_lib.load(p, 32).image for p in images_lib.sample_photos()[:3]])
+    for name in ("grad_cam", "ablation_cam", "score_cam"):
+        maps = jaxcam.explain(name, model, pixels, batch_size=2, targets=0).numpy()
+        alone = np.stack([np.asarray(registry.get(name)(model, model.preprocess(p[None]), targets=0))[0] for p in pixels])
+        np.testing.assert_allclose(maps, alone, atol=1e-4)  # batching does not mix images
+        assert np.abs(maps[0] - maps[1]).max() > 0.05 and np.abs(maps[1] - maps[2]).max() > 0.05
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    """<root>/val/<class>/<image>: classes airplane (3 images) and cat (2 images)."""
+    root = tmp_path_factory.mktemp("tree")
+    rng = np.random.default_rng(1)
+    for cls, n in (("airplane", 3), ("cat", 2)):
+        (root / "val" / cls).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / "val" / cls / f"{i}.png")
+    return root
+
+
+def test_dataset_picking_and_titles(render, tree, tmp_path, capsys):
+    base = ["--dataset", str(tree), "--split", "val", "--method", "grad_cam"] + TINY
+    out = tmp_path / "idx"
+    assert render.main(base + ["--class-idx", "1", "--index", "1", "--out", str(out)]) == 0  # class 1 = cat
+    assert _pngs(out) == ["cat_1_grad_cam.png"]
+    assert render.main(base + ["--class-idx", "Cat", "--index", "0", "--out", str(out)]) == 0
+    assert _pngs(out) == ["cat_0_grad_cam.png", "cat_1_grad_cam.png"]
+    out = tmp_path / "rnd"
+    assert render.main(base + ["--random", "2", "--seed", "3", "--out", str(out)]) == 0
+    first = _pngs(out)
+    out2 = tmp_path / "rnd2"
+    assert render.main(base + ["--random", "2", "--seed", "3", "--out", str(out2)]) == 0
+    assert len(first) == 2 and _pngs(out2) == first  # seeded
+    assert render.main(base + ["--index", "9", "--out", str(tmp_path / "x")]) == 2
+    assert "--index 9 is out of range" in capsys.readouterr().err
+    assert render.main(base[:2] + ["--split", "train", "--out", str(tmp_path / "x")] + TINY) == 2
+    assert "splits there: val" in capsys.readouterr().err
+
+    model = jaxcam.models.load("resnet20", weights=None)
+    probs = np.array([0.1, 0.0, 0.0, 0.7, 0.2, 0, 0, 0, 0, 0])
+    assert render.title(model, "grad_cam", probs, None, "deer") == "grad_cam: true deer (0.20) | predicted cat (0.70)"

@@ -16,15 +16,22 @@ def model_and_x():
     return model, x
 
 
-def test_top_level_uses_options_and_traces_fall_back():
+def test_top_level_uses_options_and_traces_fall_back(monkeypatch):
+    from jaxcam._src import compile as compile_lib
+
     core = ablation.ablation_cam_map
     assert core.cpu_compiler_options
     if jax.default_backend() == "cpu":
-        assert runner._jit_for(core) is not runner._run_jit
-    seen = []
-    jax.jit(lambda v: seen.append(runner._jit_for(core)) or v)(1.0)
-    assert seen == [runner._run_jit]  # compiler options are refused on nested jits
-    assert runner._jit_for(ablation.fast_ablation_cam_map) is runner._run_jit
+        monkeypatch.delenv("XLA_FLAGS", raising=False)
+        monkeypatch.delenv("JAXCAM_CPU_TUNING", raising=False)
+        assert runner._run_jit.options(core.cpu_compiler_options) == {
+            **compile_lib.CPU_TUNING, **core.cpu_compiler_options}
+    calls = []
+    f = compile_lib.jit(lambda v: v * 2, extra_options={"xla_cpu_use_fusion_emitters": False})
+    monkeypatch.setattr(f, "plain", lambda *a: calls.append("plain") or a[0] * 2)
+    assert float(f(1.0)) == 2.0 and calls == []  # top level: the tuned jit
+    assert float(jax.jit(lambda v: f(v))(1.0)) == 2.0
+    assert calls == ["plain"] or jax.default_backend() != "cpu"  # options are refused on nested jits
 
 
 def test_same_maps_at_top_level_under_jit_and_vmap(model_and_x):

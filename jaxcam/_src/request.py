@@ -5,6 +5,7 @@ Runs in Python before anything is traced, so each mistake gets a message that sa
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any, Optional
 
 import jax
@@ -29,18 +30,18 @@ class Request:
 
 
 def check_input(x) -> jnp.ndarray:
-    """x must be a float NHWC batch (N, H, W, C) with N >= 1."""
+    """x must be a float channels-last batch with 1-3 spatial axes: (N, L, C), (N, H, W, C) or
+    (N, D, H, W, C), N >= 1. A 3-D x is a batch of 1-D signals (checked against the model later)."""
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
         x = np.asarray(x)
-    if x.ndim == 3:
+    if x.ndim not in (3, 4, 5):
         raise ValueError(
-            f"x has shape {tuple(x.shape)}: expected a batch (N, H, W, C). For one image use x[None]."
+            f"x has {x.ndim} dims (shape {tuple(x.shape)}): expected a channels-last batch (N, H, W, C) "
+            "(or (N, L, C) for signals, (N, D, H, W, C) for volumes)"
         )
-    if x.ndim != 4:
-        raise ValueError(f"x has {x.ndim} dims (shape {tuple(x.shape)}): expected a NHWC batch (N, H, W, C)")
     if x.shape[0] == 0:
         raise ValueError("x is an empty batch (N = 0): pass at least one image")
-    if x.shape[-1] not in _CHANNEL_COUNTS and x.shape[1] in _CHANNEL_COUNTS:
+    if x.ndim == 4 and x.shape[-1] not in _CHANNEL_COUNTS and x.shape[1] in _CHANNEL_COUNTS:
         raise ValueError(
             f"x has shape {tuple(x.shape)}, which looks like NCHW (channels first). jaxcam expects NHWC: "
             "use x.transpose(0, 2, 3, 1)"
@@ -59,29 +60,45 @@ def make_request(model, x, layer: Optional[str], targets, reshape_transform=None
     """
     model = as_model(model)
     x = check_input(x)
-    if layer is None:
-        layer = model.info.default_layer
-        if layer is None:
-            raise ValueError(
-                "no layer given and the model has no default layer: pass layer=..., one of "
-                + ", ".join(split_lib.list_layers(model, x.shape))
-            )
     try:
         shapes = split_lib.layer_shapes(model, x.shape, x.dtype)
     except Exception as err:  # shape errors from the module itself
+        if x.ndim == 3:
+            raise ValueError(
+                f"x has shape {tuple(x.shape)}: expected a batch (N, H, W, C). For one image use x[None] "
+                f"(a 3-D x is read as 1-D signals (N, L, C), which this model rejects: {err})"
+            ) from err
         raise ValueError(
             f"the model cannot be applied to x of shape {tuple(x.shape)} (expected NHWC input): {err}"
         ) from err
+    if layer is None:
+        layer = model.info.default_layer or automatic_layer(model, shapes)
     path = split_lib.check_layer(model, layer, x.shape)
-    out_shape = shapes[""]
-    if len(out_shape) != 2:
-        raise ValueError(f"the model returns shape {out_shape}; CAM methods need class scores (N, num_classes)")
-    num_classes = out_shape[-1]
+    out_shape = shapes.get("")  # None when the model returns a pytree
+    if (out_shape is None or len(out_shape) != 2) and not callable(targets):
+        raise ValueError(
+            f"the model returns {'shape ' + str(out_shape) if out_shape else 'a pytree'}; class targets need scores "
+            "(N, num_classes): pass a callable target, e.g. jaxcam.targets.SemanticSegmentation(category, mask)"
+        )
+    num_classes = out_shape[-1] if out_shape else None
     targets = targets_lib.normalize_targets(targets, x.shape[0], num_classes)
     activation_shape = shapes["/".join(path)]
     if reshape_transform is not None:
         activation_shape = transformed_shape(reshape_transform, activation_shape, layer)
     return Request(model, x, path, targets, num_classes, activation_shape)
+
+
+def automatic_layer(model: Model, shapes: dict) -> str:
+    """The last layer whose output is (N, h, w, C) with h * w > 1; the choice is announced once."""
+    spatial = [p for p, s in shapes.items() if p and len(s) == 4 and s[1] * s[2] > 1]
+    if not spatial:
+        raise ValueError(
+            "no layer given, the model has no default layer and no layer outputs (N, h, w, C) with h * w > 1: "
+            "pass layer=..., one of " + ", ".join(p for p in shapes if p)
+        )
+    warnings.warn(f"jaxcam: {model.info.name} has no default layer; using layer={spatial[-1]!r} "
+                  "(the last layer with a spatial output). Pass layer=... to choose.", stacklevel=4)
+    return spatial[-1]
 
 
 def transformed_shape(reshape_transform, shape, layer) -> tuple:
@@ -100,10 +117,17 @@ def transformed_shape(reshape_transform, shape, layer) -> tuple:
 
 
 def spatial_activation_shape(req: Request) -> tuple:
-    """Methods that need a (N, h, w, C) layer output check it here."""
-    if len(req.activation_shape) != 4:
+    """Methods that need a (N, h, w, C) layer output (or (N, l, C) / (N, d, h, w, C) for 1-D / 3-D
+    inputs: the layer has as many spatial axes as x) check it here."""
+    if len(req.activation_shape) != req.x.ndim:
+        want = {3: "(N, l, C)", 4: "(N, h, w, C)", 5: "(N, d, h, w, C)"}[req.x.ndim]
         raise ValueError(
-            f"layer {'/'.join(req.layer)} outputs shape {req.activation_shape}, not (N, h, w, C); "
-            "for token models pass reshape_transform=..."
+            f"layer {'/'.join(req.layer)} outputs shape {req.activation_shape}, not {want} as the input "
+            f"{tuple(req.x.shape)} needs; for token models pass reshape_transform=..."
         )
     return req.activation_shape
+
+
+def spatial_axes(a) -> tuple:
+    """The spatial axes of channels-last activations (N, ..., C): (1,) (1, 2) or (1, 2, 3)."""
+    return tuple(range(1, a.ndim - 1))

@@ -2,7 +2,8 @@
 
 A method core is a pure function ``core(split, x, targets, **options)`` that reads like its paper's
 formula and returns either raw maps (N, h, w) or channel-weighted activations (N, h, w, C); `run`
-does the rest: validation, jit, channel reduction (sum, or first principal component with
+does the rest: validation, jit (with jaxcam's per-jit CPU compiler options, `jaxcam._src.compile`,
+plus a core's own ``cpu_compiler_options``), channel reduction (sum, or first principal component with
 ``eigen_smooth``), final activation, min-max, resize to the input size, and the options every
 method shares:
 
@@ -10,6 +11,11 @@ method shares:
   aug_smooth         test-time augmentation, maps averaged back in input coordinates
   eigen_smooth       first principal component of the weighted activations instead of their sum
   layer=[...]        several layers: one map per layer, fused by the mean of the per-layer maps
+  targets (N, T)     T classes per image: maps (N, T, H, W). The core runs vmapped over the T
+                     columns; what does not depend on the class (the features, every ablated or
+                     masked head pass) is not batched by vmap, so it is computed once for all T.
+  normalize=False    the raw map, resized to the input size (linear, so magnitudes are kept),
+                     before the final activation and min-max
 """
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
+from jaxcam._src import compile as compile_lib
 from jaxcam._src import maps
 from jaxcam._src.projection import first_component
 from jaxcam._src.request import make_request, spatial_activation_shape
@@ -40,6 +47,7 @@ class Shared(NamedTuple):
     aug_smooth: Optional[str] = None  # None | "multiply" | "scale"
     eigen_smooth: bool = False
     fusing: bool = False  # a per-layer map of a multi-layer call (fused afterwards)
+    normalize: bool = True  # False: raw maps (no final activation, no min-max)
 
 
 def check_aug_smooth(aug_smooth) -> Optional[str]:
@@ -55,15 +63,17 @@ def check_aug_smooth(aug_smooth) -> Optional[str]:
 
 def run(
     core, model, x, layer, targets, final_activation: str = "relu", *,
-    reshape_transform=None, aug_smooth=False, eigen_smooth: bool = False, **options,
+    reshape_transform=None, aug_smooth=False, eigen_smooth: bool = False, normalize: bool = True, **options,
 ):
     """Validate the call and run `core` jitted; returns (N, H, W) float32 maps in [0, 1].
+
+    With targets of shape (N, T): (N, T, H, W). With ``normalize=False``: raw maps (any range).
 
     `layer` may be a list of layers: the result is their fused map (see `fuse`); inside
     `collect_layer_maps()` the per-layer maps are recorded too.
     """
     maps.check_final_activation(final_activation)
-    shared = Shared(reshape_transform, check_aug_smooth(aug_smooth), bool(eigen_smooth))
+    shared = Shared(reshape_transform, check_aug_smooth(aug_smooth), bool(eigen_smooth), normalize=bool(normalize))
     options = tuple(sorted(options.items()))
     if not isinstance(layer, (list, tuple)):
         return _run_one(core, model, x, layer, targets, final_activation, shared, options)
@@ -73,48 +83,26 @@ def run(
     layer_maps = jnp.stack([_run_one(core, model, x, one, targets, final_activation, shared, options) for one in layer])
     sink = _LAYER_MAPS.get()
     if sink is not None:
-        sink.append(maps.minmax(layer_maps.reshape(-1, *layer_maps.shape[2:])).reshape(layer_maps.shape))
-    return fuse(layer_maps)
+        per_map = layer_maps.reshape(-1, *layer_maps.shape[-2:])
+        sink.append((maps.minmax(per_map) if normalize else per_map).reshape(layer_maps.shape))
+    return fuse(layer_maps) if normalize else layer_maps.mean(axis=0)
 
 
 def _run_one(core, model, x, layer, targets, final_activation, shared: Shared, options):
     req = make_request(model, x, layer, targets, shared.reshape_transform)
     spatial_activation_shape(req)
+    if shared.aug_smooth is not None and req.x.ndim != 4:
+        raise ValueError(f"aug_smooth flips and rescales images (N, H, W, C); x has shape {tuple(req.x.shape)}")
     target_fn = req.targets if callable(req.targets) else None
     classes = None if target_fn is not None else req.targets
-    jitted = _jit_for(core)
-    return jitted(core, req.model, req.x, classes, req.layer, target_fn, final_activation, shared, options)
-
-
-def _jit_for(core):
-    """`_run_jit`, or a jit compiled with the core's ``cpu_compiler_options`` (XLA debug options).
-
-    XLA accepts compiler options on a top-level jit only, so inside a user's jit/vmap/grad (or on
-    another backend) the plain `_run_jit` is used.
-    """
-    options = getattr(core, "cpu_compiler_options", None)
-    if not options or jax.default_backend() != "cpu" or not _top_level():
-        return _run_jit
-    return _jit_with_options(tuple(sorted(options.items())))
-
-
-@functools.lru_cache(maxsize=None)
-def _jit_with_options(compiler_options: tuple):
-    return jax.jit(_run_jit.__wrapped__, static_argnums=(0, 4, 5, 6, 7, 8), compiler_options=dict(compiler_options))
-
-
-def _top_level() -> bool:
-    """True when no jax transformation is tracing (jax has no public test for this)."""
-    try:
-        from jax._src.core import trace_state_clean
-    except ImportError:
-        return False
-    return trace_state_clean()
+    return _run_jit(core, req.model, req.x, classes, req.layer, target_fn, final_activation, shared, options,
+                    _extra_options=getattr(core, "cpu_compiler_options", None))
 
 
 def fuse(layer_maps: jnp.ndarray) -> jnp.ndarray:
-    """(L, N, H, W) per-layer maps -> (N, H, W): their mean, min-max normalized."""
-    return maps.minmax(layer_maps.mean(axis=0))
+    """(L, N, [T,] H, W) per-layer maps -> (N, [T,] H, W): their mean, min-max normalized per map."""
+    mean = layer_maps.mean(axis=0)
+    return maps.minmax(mean.reshape(-1, *mean.shape[-2:])).reshape(mean.shape)
 
 
 @contextlib.contextmanager
@@ -127,35 +115,48 @@ def collect_layer_maps():
         _LAYER_MAPS.reset(token)
 
 
-def reduce_channels(cam: jnp.ndarray, eigen_smooth: bool) -> jnp.ndarray:
-    """Weighted activations (N, h, w, C) -> (N, h, w) by sum or first principal component."""
-    if cam.ndim == 4:
+def reduce_channels(cam: jnp.ndarray, eigen_smooth: bool, input_ndim: int = 4) -> jnp.ndarray:
+    """Weighted activations (N, h, w, C) -> (N, h, w) by sum or first principal component.
+
+    Any spatial rank: activations have the input's rank `input_ndim`, maps one axis fewer.
+    """
+    if cam.ndim == input_ndim:
         return first_component(cam) if eigen_smooth else cam.sum(axis=-1)
     if eigen_smooth:
         raise ValueError("eigen_smooth applies to methods that weigh channels; this method returns maps directly")
     return cam
 
 
-@functools.partial(jax.jit, static_argnums=(0, 4, 5, 6, 7, 8))
+@functools.partial(compile_lib.jit, static_argnums=(0, 4, 5, 6, 7, 8))
 def _run_jit(core, model, x, classes, layer, target_fn, final_activation, shared: Shared, options):
     model, x = upcast_half(model), upcast_half(x)
     split = Split(model, layer)
     if shared.reshape_transform is not None:
         split = ReshapedSplit(split, shared.reshape_transform)
+    if classes is not None and classes.ndim == 2:  # (N, T): one map per column, shared passes
+        per_target = jax.vmap(lambda c: _maps(core, split, x, c, final_activation, shared, options), in_axes=1, out_axes=1)
+        return per_target(classes)
     targets = target_fn if target_fn is not None else classes
     if shared.aug_smooth is not None and targets is None:
         targets = jnp.argmax(model(x), axis=-1).astype(jnp.int32)  # the same class for every view
+    return _maps(core, split, x, targets, final_activation, shared, options)
+
+
+def _maps(core, split, x, targets, final_activation, shared: Shared, options):
+    """(N, H, W) maps of one target per image, after aug_smooth if asked."""
 
     def one(view):
-        cam = reduce_channels(core(split, view, targets, **dict(options)), shared.eigen_smooth)
+        cam = reduce_channels(core(split, view, targets, **dict(options)), shared.eigen_smooth, view.ndim)
+        if not shared.normalize:
+            return maps.resize(cam.astype(jnp.float32), view.shape[1:-1])
         if shared.fusing:  # as pytorch-grad-cam: layers are averaged before the post-resize min-max
-            return maps.resize(maps.minmax(maps.activate(cam, final_activation)), view.shape[1:3])
-        return maps.finish(cam, view.shape[1:3], final_activation)
+            return maps.resize(maps.minmax(maps.activate(cam, final_activation)), view.shape[1:-1])
+        return maps.finish(cam, view.shape[1:-1], final_activation)
 
     if shared.aug_smooth is None:
         return one(x)
     mean = jnp.mean(jnp.stack(augmented_maps(one, x, shared.aug_smooth)), axis=0)
-    return mean if shared.fusing else maps.minmax(mean)
+    return mean if shared.fusing or not shared.normalize else maps.minmax(mean)
 
 
 def augmented_maps(one, x, mode: str) -> list:

@@ -4,8 +4,10 @@
   None          -> the argmax class of each image
   int           -> that class for every image
   ints (N,)     -> one class per image
-  callable      -> ``f(scores (N, K)) -> (N,)``: any differentiable function of the scores
-                   (in the chosen score space); must be hashable (a plain function is).
+  ints (N, T)   -> T classes per image: maps (N, T, H, W)
+  callable      -> ``f(output) -> (N,)``: any differentiable function of the model's whole output
+                   (scores (N, K), a segmentation (N, H, W, K), any pytree), taken in the chosen
+                   score space; must be hashable (a plain function or a `jaxcam.targets` object is).
 """
 from __future__ import annotations
 
@@ -21,13 +23,13 @@ Targets = Union[None, int, np.ndarray, jnp.ndarray, Callable]
 
 
 def to_score_space(logits: jnp.ndarray, score: str) -> jnp.ndarray:
-    """Class scores (N, K) in the requested space."""
+    """Class scores (N, K) (or any output pytree, over its last axis) in the requested space."""
     if score == "logit":
         return logits
     if score == "softmax":
-        return jax.nn.softmax(logits, axis=-1)
+        return jax.tree_util.tree_map(lambda z: jax.nn.softmax(z, axis=-1), logits)
     if score == "sigmoid":
-        return jax.nn.sigmoid(logits)
+        return jax.tree_util.tree_map(jax.nn.sigmoid, logits)
     raise ValueError(f"score must be one of {SCORE_SPACES}, got {score!r}")
 
 
@@ -38,7 +40,7 @@ def check_score(score: str) -> str:
 
 
 def normalize_targets(targets: Targets, batch: int, num_classes: int):
-    """Validate `targets` (outside jit); returns None, a callable, or an int32 array (N,)."""
+    """Validate `targets` (outside jit); returns None, a callable, or an int32 array (N,) or (N, T)."""
     if targets is None or callable(targets):
         return targets
     if isinstance(targets, jax.core.Tracer):
@@ -48,8 +50,12 @@ def normalize_targets(targets: Targets, batch: int, num_classes: int):
         raise TypeError(f"targets must be None, an int, one int per image or a callable; got dtype {arr.dtype}")
     if arr.ndim == 0:
         arr = np.full((batch,), int(arr))
-    if arr.shape != (batch,):
-        raise ValueError(f"targets has shape {arr.shape}; expected one class per image: ({batch},)")
+    if arr.shape[:1] != (batch,) or arr.ndim > 2 or 0 in arr.shape:
+        raise ValueError(
+            f"targets has shape {arr.shape}; expected one class per image ({batch},) or T classes per image ({batch}, T)"
+        )
+    if num_classes is None:
+        raise ValueError("the model's output is not class scores (N, K): pass a callable target, e.g. from jaxcam.targets")
     bad = (arr < 0) | (arr >= num_classes)
     if bad.any():
         raise ValueError(

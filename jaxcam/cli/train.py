@@ -28,6 +28,7 @@ import time
 from typing import Any, Dict, Optional, Sequence
 
 from jaxcam import config as C
+from jaxcam import jobs
 
 SCHEDULES = ("cosine", "onecycle", "step", "plateau", "constant")
 
@@ -189,7 +190,7 @@ def validate(cfg: Dict[str, Any], where: Dict[str, str], options) -> Dict[str, A
 def _registry():
     import importlib
 
-    return importlib.import_module("jaxcam.models.load")
+    return importlib.import_module("jaxcam.models.loading")
 
 
 def _canonical_augment(spec):
@@ -340,6 +341,7 @@ def run(cfg: Dict[str, Any], where=None, options=OPTIONS) -> Optional[dict]:
     cfg["image_size"] = int(image_size)
     out = cfg["out"]
     os.makedirs(out, exist_ok=True)
+    jobs.clean_temp(out)  # temp files of a killed run
     C.dump(os.path.join(out, "config.yaml"), {k: v for k, v in cfg.items()})
     names = train.class_names
     print(f"data: {len(train)} train / {len(val)} {val_split} images {train.images.shape[1:]}, {len(names)} classes "
@@ -483,7 +485,8 @@ def run(cfg: Dict[str, Any], where=None, options=OPTIONS) -> Optional[dict]:
         if improved:
             best = score(record)
             since_best = 0
-            np.save(os.path.join(out, "val_logits_best.npy"), logits)
+            with jobs.atomic_path(os.path.join(out, "val_logits_best.npy")) as tmp:  # never a partial file
+                np.save(tmp, logits)
         else:
             since_best += 1
         checkpoints.save(epoch, state, {**meta_base, "epoch": epoch, "history": history,

@@ -21,6 +21,9 @@ import jax.numpy as jnp
 from jaxcam._src import targets as targets_lib
 from jaxcam._src.runner import run
 from jaxcam._src.split import Split
+from jaxcam.methods.registry import (
+    AUG_SMOOTH, EIGEN_SMOOTH, FINAL_ACTIVATION, NORMALIZE, RESHAPE_TRANSFORM, SCORE, Method, Option, check_options, register,
+)
 
 GRAD_CAM_PP_EPS = 1e-6  # pytorch-grad-cam's
 XGRAD_CAM_EPS = 1e-7  # pytorch-grad-cam's
@@ -45,8 +48,13 @@ def _safe(denominator):
     return jnp.where(denominator == 0, 1.0, denominator)
 
 
+def _space(a):
+    """The spatial axes of (N, ..., C) activations: 1-D, 2-D and 3-D layers alike."""
+    return tuple(range(1, a.ndim - 1))
+
+
 def grad_cam_rule(a, g):
-    return g.mean(axis=(1, 2), keepdims=True) * a
+    return g.mean(axis=_space(a), keepdims=True) * a
 
 
 def hires_cam_rule(a, g):
@@ -59,15 +67,15 @@ def grad_cam_elementwise_rule(a, g):
 
 def grad_cam_pp_rule(a, g):
     g2 = g * g
-    sum_a = a.sum(axis=(1, 2), keepdims=True)
+    sum_a = a.sum(axis=_space(a), keepdims=True)
     alpha = g2 / _safe(2 * g2 + sum_a * g2 * g + GRAD_CAM_PP_EPS)
     alpha = jnp.where(g != 0, alpha, 0.0)
-    return (jax.nn.relu(g) * alpha).sum(axis=(1, 2), keepdims=True) * a
+    return (jax.nn.relu(g) * alpha).sum(axis=_space(a), keepdims=True) * a
 
 
 def xgrad_cam_rule(a, g):
-    sum_a = a.sum(axis=(1, 2), keepdims=True)
-    return (g * a / _safe(sum_a + XGRAD_CAM_EPS)).sum(axis=(1, 2), keepdims=True) * a
+    sum_a = a.sum(axis=_space(a), keepdims=True)
+    return (g * a / _safe(sum_a + XGRAD_CAM_EPS)).sum(axis=_space(a), keepdims=True) * a
 
 
 def layer_cam_rule(a, g):
@@ -97,6 +105,7 @@ def stacked_gradient_maps(split: Split, x, targets, rules: tuple = (), score: st
 
 
 def _gradient_method(rule, model, x, layer, targets, score, final_activation, **shared):
+    check_options(GRADIENT_OPTIONS, score=score, final_activation=final_activation)
     return run(gradient_map, model, x, layer, targets, final_activation,
                rule=rule, score=targets_lib.check_score(score), **shared)
 
@@ -129,7 +138,7 @@ def _document(summary):
 
 
 def grad_cam(model, x, layer=None, targets=None, *, score="logit", final_activation="relu",
-             eigen_smooth=False, aug_smooth=False, reshape_transform=None):
+             eigen_smooth=False, aug_smooth=False, reshape_transform=None, normalize=True):
     """Grad-CAM (Selvaraju et al. 2017): map = ReLU(sum_k mean_ij(dy/dA_k) A_k).
 
     Args:
@@ -152,21 +161,21 @@ def grad_cam(model, x, layer=None, targets=None, *, score="logit", final_activat
       (2, 64, 64)
     """
     return _gradient_method("grad_cam", model, x, layer, targets, score, final_activation, eigen_smooth=eigen_smooth,
-                            aug_smooth=aug_smooth, reshape_transform=reshape_transform)
+                            aug_smooth=aug_smooth, reshape_transform=reshape_transform, normalize=normalize)
 
 
 @_document("HiResCAM (Draelos & Carin 2020): map = ReLU(sum_k dy/dA_k * A_k). Equals Grad-CAM under a GAP+FC head.")
 def hires_cam(model, x, layer=None, targets=None, *, score="logit", final_activation="relu",
-              eigen_smooth=False, aug_smooth=False, reshape_transform=None):
+              eigen_smooth=False, aug_smooth=False, reshape_transform=None, normalize=True):
     return _gradient_method("hires_cam", model, x, layer, targets, score, final_activation,
-                            eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, reshape_transform=reshape_transform)
+                            eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, reshape_transform=reshape_transform, normalize=normalize)
 
 
 @_document("Grad-CAM element-wise: map = ReLU(sum_k ReLU(dy/dA_k * A_k)).")
 def grad_cam_elementwise(model, x, layer=None, targets=None, *, score="logit", final_activation="relu",
-                         eigen_smooth=False, aug_smooth=False, reshape_transform=None):
+                         eigen_smooth=False, aug_smooth=False, reshape_transform=None, normalize=True):
     return _gradient_method("grad_cam_elementwise", model, x, layer, targets, score, final_activation,
-                            eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, reshape_transform=reshape_transform)
+                            eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, reshape_transform=reshape_transform, normalize=normalize)
 
 
 @_document(
@@ -174,27 +183,28 @@ def grad_cam_elementwise(model, x, layer=None, targets=None, *, score="logit", f
     "    a_ij = G^2 / (2 G^2 + sum_ij(A_k) G^3 + 1e-6) (0 where G = 0); map = ReLU(sum_k w_k A_k)."
 )
 def grad_cam_pp(model, x, layer=None, targets=None, *, score="logit", final_activation="relu",
-                eigen_smooth=False, aug_smooth=False, reshape_transform=None):
+                eigen_smooth=False, aug_smooth=False, reshape_transform=None, normalize=True):
     return _gradient_method("grad_cam_pp", model, x, layer, targets, score, final_activation,
-                            eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, reshape_transform=reshape_transform)
+                            eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, reshape_transform=reshape_transform, normalize=normalize)
 
 
 @_document("XGrad-CAM (Fu et al. 2020): w_k = sum_ij G A_k / (sum_ij A_k + 1e-7); map = ReLU(sum_k w_k A_k).")
 def xgrad_cam(model, x, layer=None, targets=None, *, score="logit", final_activation="relu",
-              eigen_smooth=False, aug_smooth=False, reshape_transform=None):
+              eigen_smooth=False, aug_smooth=False, reshape_transform=None, normalize=True):
     return _gradient_method("xgrad_cam", model, x, layer, targets, score, final_activation,
-                            eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, reshape_transform=reshape_transform)
+                            eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, reshape_transform=reshape_transform, normalize=normalize)
 
 
 @_document("LayerCAM (Jiang et al. 2021): map = ReLU(sum_k ReLU(dy/dA_k) * A_k).")
 def layer_cam(model, x, layer=None, targets=None, *, score="logit", final_activation="relu",
-              eigen_smooth=False, aug_smooth=False, reshape_transform=None):
+              eigen_smooth=False, aug_smooth=False, reshape_transform=None, normalize=True):
     return _gradient_method("layer_cam", model, x, layer, targets, score, final_activation,
-                            eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, reshape_transform=reshape_transform)
+                            eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, reshape_transform=reshape_transform, normalize=normalize)
 
 
 def gradient_cams(model, x, layer=None, targets=None, *, methods=tuple(RULES), score="logit",
-                  final_activation="relu", eigen_smooth=False, aug_smooth=False, reshape_transform=None) -> dict:
+                  final_activation="relu", eigen_smooth=False, aug_smooth=False, reshape_transform=None,
+                  normalize=True) -> dict:
     """Several gradient methods from ONE forward + backward pass (one compilation).
 
     Args:
@@ -211,5 +221,28 @@ def gradient_cams(model, x, layer=None, targets=None, *, methods=tuple(RULES), s
         raise ValueError(f"methods must be a non-empty list of {tuple(RULES)}; unknown: {unknown}")
     stacked = run(stacked_gradient_maps, model, x, layer, targets, final_activation, rules=methods,
                   score=targets_lib.check_score(score), eigen_smooth=eigen_smooth, aug_smooth=aug_smooth,
-                  reshape_transform=reshape_transform)
-    return dict(zip(methods, stacked.reshape(len(methods), -1, *stacked.shape[1:])))
+                  reshape_transform=reshape_transform, normalize=normalize)
+    return dict(zip(methods, jnp.split(stacked, len(methods), axis=0)))
+
+
+GRADIENT_OPTIONS = (SCORE, FINAL_ACTIVATION, EIGEN_SMOOTH, AUG_SMOOTH, RESHAPE_TRANSFORM, NORMALIZE)
+
+register(Method("grad_cam", grad_cam, family="gradient", options=GRADIENT_OPTIONS, aliases=("gradcam",),
+                paper="Selvaraju et al., ICCV 2017", pgc="GradCAM"))
+register(Method("hires_cam", hires_cam, family="gradient", options=GRADIENT_OPTIONS, aliases=("hires",),
+                paper="Draelos & Carin, 2020", pgc="HiResCAM"))
+register(Method("grad_cam_elementwise", grad_cam_elementwise, family="gradient", options=GRADIENT_OPTIONS,
+                aliases=("elementwise",), paper="pytorch-grad-cam's element-wise Grad-CAM", pgc="GradCAMElementWise"))
+register(Method("grad_cam_pp", grad_cam_pp, family="gradient", options=GRADIENT_OPTIONS,
+                aliases=("grad_cam_plus_plus", "gradcam++", "grad_cam++"), paper="Chattopadhyay et al., WACV 2018",
+                pgc="GradCAMPlusPlus"))
+register(Method("xgrad_cam", xgrad_cam, family="gradient", options=GRADIENT_OPTIONS, aliases=("xgradcam",),
+                paper="Fu et al., BMVC 2020", pgc="XGradCAM"))
+register(Method("layer_cam", layer_cam, family="gradient", options=GRADIENT_OPTIONS, aliases=("layercam",),
+                paper="Jiang et al., IEEE TIP 2021", pgc="LayerCAM"))
+register(Method(
+    "gradient_cams", gradient_cams, family="gradient", output="maps",
+    options=(Option("methods", tuple(RULES), "which gradient maps to compute from the one backward pass",
+                    cli=False),) + GRADIENT_OPTIONS,
+    aliases=("all_gradient",), paper="grad_cam, hires_cam, grad_cam_elementwise, grad_cam_pp, xgrad_cam, layer_cam",
+))

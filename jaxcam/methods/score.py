@@ -5,7 +5,7 @@
     w   = softmax_k(s)                             over channels, per image
     map = ReLU(sum_k w_k A_k)
 
-The K masked inputs are never materialized together: ``jax.lax.map`` runs `batch_size` channels at
+The K masked inputs are never materialized together: ``jax.lax.map`` runs `chunk_size` channels at
 a time, each building its masks from A inside the loop, so memory is one chunk of forwards.
 """
 from __future__ import annotations
@@ -17,6 +17,9 @@ import numpy as np
 from jaxcam._src import maps
 from jaxcam._src import targets as targets_lib
 from jaxcam._src.runner import run
+from jaxcam.methods.registry import (
+    AUG_SMOOTH, EIGEN_SMOOTH, FINAL_ACTIVATION, NORMALIZE, RESHAPE_TRANSFORM, SCORE, Method, Option, check_options, register, renamed,
+)
 
 MASK_EPS = 1e-8  # pytorch-grad-cam's
 
@@ -34,40 +37,48 @@ def align_corners_matrix(n_out: int, n_in: int) -> np.ndarray:
 
 
 def upsample(a: jnp.ndarray, size, align_corners: bool = True) -> jnp.ndarray:
-    """Bilinear upsampling of maps (N, h, w) to (N, *size); corners aligned or half-pixel centers."""
+    """Bilinear upsampling of maps (N, h, w) to (N, *size); corners aligned or half-pixel centers.
+
+    Any spatial rank: (N, l) linear, (N, d, h, w) trilinear (one interpolation matrix per axis).
+    """
     if not align_corners:
         return maps.resize(a, size)
-    rows = jnp.asarray(align_corners_matrix(size[0], a.shape[1]))
-    cols = jnp.asarray(align_corners_matrix(size[1], a.shape[2]))
-    return jnp.einsum("Hh,nhw,Ww->nHW", rows, a, cols)
+    for axis, n_out in enumerate(size, start=1):
+        weights = jnp.asarray(align_corners_matrix(n_out, a.shape[axis]))
+        a = jnp.moveaxis(jnp.tensordot(a, weights, axes=((axis,), (1,))), -1, axis)
+    return a
 
 
-def score_cam_map(split, x, targets, score="logit", batch_size=16, align_corners=True):
+def score_cam_map(split, x, targets, score="logit", chunk_size=16, align_corners=True):
     """Weighted activations (N, h, w, C): softmax over channels of the masked-input scores, times A."""
     a = split.features(x)
     classes = targets_lib.resolve_classes(targets, split.model(x))
-    size = x.shape[1:3]
+    size = x.shape[1:-1]  # 1, 2 or 3 spatial axes
+    space = tuple(range(1, len(size) + 1))
 
     def masked_score(k):
         m = upsample(jnp.take(a, k, axis=-1), size, align_corners)
-        lo = m.min(axis=(1, 2), keepdims=True)
-        m = (m - lo) / (m.max(axis=(1, 2), keepdims=True) - lo + MASK_EPS)
+        lo = m.min(axis=space, keepdims=True)
+        m = (m - lo) / (m.max(axis=space, keepdims=True) - lo + MASK_EPS)
         return targets_lib.target_score(split.model(x * m[..., None]), targets, classes, score)
 
     channels = a.shape[-1]
-    scores = jax.lax.map(masked_score, jnp.arange(channels), batch_size=min(batch_size, channels))  # (C, N)
-    return jax.nn.softmax(scores.T, axis=-1)[:, None, None, :] * a
+    scores = jax.lax.map(masked_score, jnp.arange(channels), batch_size=min(chunk_size, channels))  # (C, N)
+    weights = jax.nn.softmax(scores.T, axis=-1)  # (N, C)
+    return weights.reshape(weights.shape[0], *(1,) * len(size), -1) * a
 
 
-def score_cam(model, x, layer=None, targets=None, *, score="logit", final_activation="relu", batch_size: int = 16,
-              align_corners: bool = True, eigen_smooth=False, aug_smooth=False, reshape_transform=None):
-    """Score-CAM: one full forward per channel of the layer, `batch_size` channels at a time.
+def score_cam(model, x, layer=None, targets=None, *, score="logit", final_activation="relu", chunk_size: int = None,
+              align_corners: bool = True, eigen_smooth=False, aug_smooth=False, reshape_transform=None,
+              batch_size=None, normalize=True):
+    """Score-CAM: one full forward per channel of the layer, `chunk_size` channels at a time.
 
     Args:
       model, x, layer, targets, score, final_activation, eigen_smooth, aug_smooth, reshape_transform:
         as `jaxcam.hires_cam`.
-      batch_size: channels per vmapped chunk (each chunk runs batch_size * N forwards); 16 as
-        pytorch-grad-cam. Memory grows with it, total work does not.
+      chunk_size: masked copies (channels) per vmapped chunk (each chunk runs chunk_size * N
+        forwards); 16 as pytorch-grad-cam's batch_size. Memory grows with it, total work does not.
+        `batch_size` is its deprecated old name.
       align_corners: upsample the masks with aligned corners (True, pytorch-grad-cam's
         UpsamplingBilinear2d) or half-pixel centers (False, as the final maps).
 
@@ -78,11 +89,26 @@ def score_cam(model, x, layer=None, targets=None, *, score="logit", final_activa
       >>> import jax, jaxcam
       >>> model = jaxcam.models.resnet18(num_classes=10)
       >>> x = jax.random.normal(jax.random.key(0), (1, 64, 64, 3))
-      >>> jaxcam.score_cam(model, x, layer="layer4", batch_size=64).shape
+      >>> jaxcam.score_cam(model, x, layer="layer4", chunk_size=64).shape
       (1, 64, 64)
     """
-    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    return run(score_cam_map, model, x, layer, targets, final_activation, score=targets_lib.check_score(score),
-               batch_size=int(batch_size), align_corners=bool(align_corners), eigen_smooth=eigen_smooth,
-               aug_smooth=aug_smooth, reshape_transform=reshape_transform)
+    chunk_size = renamed(chunk_size, batch_size, where="score_cam")
+    chunk_size = 16 if chunk_size is None else chunk_size
+    check_options(SCORE_OPTIONS, score=score, chunk_size=chunk_size)
+    return run(score_cam_map, model, x, layer, targets, final_activation, score=score,
+               chunk_size=int(chunk_size), align_corners=bool(align_corners), eigen_smooth=eigen_smooth,
+               aug_smooth=aug_smooth, reshape_transform=reshape_transform, normalize=normalize)
+
+
+SCORE_OPTIONS = (
+    SCORE, FINAL_ACTIVATION,
+    Option("chunk_size", 16, "masked inputs (channels) per vmapped chunk of forwards", positive=True),
+    Option("align_corners", True, "upsample masks with aligned corners (pytorch-grad-cam) or half-pixel",
+           choices=(True, False)),
+    EIGEN_SMOOTH, AUG_SMOOTH, RESHAPE_TRANSFORM, NORMALIZE,
+)
+
+register(Method(
+    "score_cam", score_cam, family="score", output="map", options=SCORE_OPTIONS, aliases=("score",),
+    paper="Wang et al., CVPR-W 2020", pgc="ScoreCAM",
+))

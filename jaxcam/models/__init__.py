@@ -4,7 +4,7 @@ from jaxcam.models.zoo import build, resnet18, resnet34, resnet50
 from jaxcam.models.zoo import densenet121, densenet169, efficientnet_lite0, vgg16, vgg16_bn
 from jaxcam.models.zoo import resnet20, resnet32, resnet44, resnet56
 from jaxcam.models.checkpoint import CheckpointError, read_state_dict
-from jaxcam.models.load import load
+from jaxcam.models.loading import load
 
 __all__ = ["build", "resnet18", "resnet34", "resnet50", "torch_to_flax",
            "densenet121", "densenet169", "efficientnet_lite0", "vgg16", "vgg16_bn",

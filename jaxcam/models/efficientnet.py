@@ -16,7 +16,9 @@ from typing import Sequence, Tuple
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxcam import nn as jnn
 from jaxcam.models.resnet import batch_norm
+from jaxcam.nn.layers import same_pads  # noqa: F401  (re-exported)
 
 # (repeats, kernel, stride, expand_ratio, in_channels, out_channels) per stage, Lite0.
 LITE0_STAGES = (
@@ -45,39 +47,17 @@ class ReLU6(nn.Module):
 
 def same_conv(features: int, kernel: int, stride: int = 1, name: str = None) -> nn.Conv:
     """Bias-free conv with TensorFlow SAME padding (what efficientnet_pytorch's SamePadding convs do)."""
-    return nn.Conv(features, (kernel, kernel), (stride, stride), padding="SAME", use_bias=False, name=name)
+    return jnn.Conv(features, (kernel, kernel), (stride, stride), padding="SAME", use_bias=False, name=name)
 
 
-def same_pads(size: int, kernel: int, stride: int) -> Tuple[int, int]:
-    """TensorFlow SAME padding (before, after) of one spatial dimension."""
-    total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
-    return total // 2, total - total // 2
+class DepthwiseConv(jnn.DepthwiseConv):
+    """Bias-free depthwise conv with SAME padding, kernel (k, k, 1, C) as
+    ``nn.Conv(feature_group_count=C)`` (torch weights convert alike).
 
-
-class DepthwiseConv(nn.Module):
-    """Bias-free depthwise conv with SAME padding, computed as k*k shifted multiply-adds.
-
-    Same kernel layout as ``nn.Conv(feature_group_count=C)`` -- (k, k, 1, C) -- so torch weights
-    convert alike, but 10-40x faster on XLA:CPU than its grouped convolution (measured 0.75 s vs
-    27.6 s for 50x56x56x144, 5x5).
+    XLA:CPU's grouped convolution is 10-40x slower than k*k shifted multiply-adds here (0.75 s vs
+    27.6 s for 50x56x56x144, 5x5), so `jaxcam.nn.ops.depthwise_conv` computes it that way, with a
+    custom VJP whose kernel gradient is k*k two-stage channel sums.
     """
-
-    kernel_size: int
-    stride: int = 1
-
-    @nn.compact
-    def __call__(self, x):
-        k, s = self.kernel_size, self.stride
-        channels = x.shape[-1]
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, 1, channels), jnp.float32)
-        (h, w), pads = x.shape[1:3], [same_pads(n, k, s) for n in x.shape[1:3]]
-        x = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
-        oh, ow = -(-h // s), -(-w // s)
-        out = 0.0
-        for i in range(k):
-            for j in range(k):
-                out = out + x[:, i:i + s * (oh - 1) + 1:s, j:j + s * (ow - 1) + 1:s, :] * kernel[i, j, 0]
-        return out
 
 
 class MBConvBlock(nn.Module):

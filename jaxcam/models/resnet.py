@@ -12,16 +12,19 @@ from typing import Sequence, Type
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxcam import nn as jnn
+
 
 def conv(features: int, kernel: int, stride: int = 1, name: str = None) -> nn.Conv:
     """Bias-free conv with torch padding kernel // 2."""
     pad = kernel // 2
-    return nn.Conv(features, (kernel, kernel), (stride, stride), padding=((pad, pad), (pad, pad)),
-                   use_bias=False, name=name)
+    return jnn.Conv(features, (kernel, kernel), (stride, stride), padding=((pad, pad), (pad, pad)),
+                    use_bias=False, name=name)
 
 
-def batch_norm(train: bool, name: str, eps: float = 1e-5) -> nn.BatchNorm:
-    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=eps, name=name)
+def batch_norm(train: bool, name: str, eps: float = 1e-5) -> jnn.BatchNorm:
+    """flax BatchNorm semantics (momentum 0.9), trained with jaxcam.nn's fast statistics."""
+    return jnn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=eps, name=name)
 
 
 class Downsample(nn.Module):
@@ -92,7 +95,7 @@ class ResNet(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        x = nn.Conv(64, (7, 7), (2, 2), padding=((3, 3), (3, 3)), use_bias=False, name="conv1")(x)
+        x = jnn.Conv(64, (7, 7), (2, 2), padding=((3, 3), (3, 3)), use_bias=False, name="conv1")(x)
         x = nn.relu(batch_norm(train, "bn1")(x))
         x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
         in_planes = 64

@@ -1,45 +1,50 @@
 """Explain any number of images: fixed-size batches, one compilation, sharded over local devices.
 
-    result = jaxcam.explain(jaxcam.grad_cam, model, images, batch_size=16)
+    result = jaxcam.explain(jaxcam.grad_cam, model, images, batch_size=16)   # or explain("grad_cam", ...)
     result.maps        # (N, H, W) float32 jax.Array, still on device
     np.asarray(result) # fetched to the host only when asked
 
 Each batch has exactly `batch_size` images (the last one is padded with copies of its last image,
 and the padding dropped from the results), so the method compiles once for the whole stream. With
-several local devices each batch is split over them along a 1-D ``'batch'`` mesh
-(``NamedSharding(mesh, P('batch'))``); the model is replicated. `explain_batches` yields batch by
-batch, for jobs that write results as they go.
+several local devices each batch is split over them along the ``'batch'`` axis of
+`jaxcam.sharding.batch_mesh` (the model is replicated). The method is called exactly as a user
+calls it (no extra jit around it), so it compiles with the same compiler options and runs as fast as
+a direct call. `explain_batches` yields batch by batch, for jobs that write results as they go.
+
+This module is `jaxcam.batching`; `jaxcam.explain` is the function.
 """
 from __future__ import annotations
 
 import dataclasses
-import functools
-import inspect
 import itertools
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from jaxcam._src import compile as compile_lib
 from jaxcam._src.dtypes import HALF, upcast_half
+from jaxcam.methods import registry
 from jaxcam.model import Model, as_model
+from jaxcam.sharding import batch_mesh, batch_sharding, process_share, replicated, round_to_devices
 
-_METHOD_PARAMS = ["model", "x", "layer", "targets"]
+__all__ = ["Batch", "Explanation", "explain", "explain_batches", "batch_mesh", "process_share"]
 
 
 @dataclasses.dataclass
 class Batch:
     """One explained batch: images ``start .. start + count - 1`` of the stream.
 
-    `maps` (count, H, W) float32 and `logits` (count, K) are device arrays (sharded over devices).
+    `maps` (count, H, W) float32 (an attribution method: (count, H, W, C); a several-maps method: a
+    dict of those) and `logits` (count, K) are device arrays (sharded over devices); `logits` is None
+    when `explain_batches` was called with ``logits=False``.
     """
 
     start: int
     count: int
-    maps: jax.Array
-    logits: jax.Array
+    maps: Union[jax.Array, dict]
+    logits: Optional[jax.Array]
 
 
 @dataclasses.dataclass
@@ -49,13 +54,19 @@ class Explanation:
     batches: list
 
     @property
-    def maps(self) -> jax.Array:
-        """(N, H, W) float32 maps in [0, 1], on device."""
-        return jnp.concatenate([b.maps for b in self.batches]) if self.batches else jnp.zeros((0, 0, 0))
+    def maps(self):
+        """(N, H, W) float32 maps in [0, 1], on device (a dict of them for several-maps methods)."""
+        if not self.batches:
+            return jnp.zeros((0, 0, 0))
+        if isinstance(self.batches[0].maps, dict):
+            return {k: jnp.concatenate([b.maps[k] for b in self.batches]) for k in self.batches[0].maps}
+        return jnp.concatenate([b.maps for b in self.batches])
 
     @property
     def logits(self) -> jax.Array:
         """(N, K) model outputs for the same images, on device."""
+        if self.batches and self.batches[0].logits is None:
+            raise ValueError("these batches were explained with logits=False")
         return jnp.concatenate([b.logits for b in self.batches]) if self.batches else jnp.zeros((0, 0))
 
     @property
@@ -63,8 +74,9 @@ class Explanation:
         """Argmax class per image, (N,) int."""
         return np.asarray(jnp.argmax(self.logits, axis=-1))
 
-    def numpy(self) -> np.ndarray:
-        return np.asarray(self.maps)
+    def numpy(self):
+        maps = self.maps
+        return {k: np.asarray(v) for k, v in maps.items()} if isinstance(maps, dict) else np.asarray(maps)
 
     def __array__(self, dtype=None, copy=None):
         maps = self.numpy()
@@ -74,50 +86,14 @@ class Explanation:
         return sum(b.count for b in self.batches)
 
 
-def methods() -> dict:
-    """Every CAM method jaxcam exports: name -> function ``method(model, x, layer, targets, **options)``."""
-    import jaxcam
-
-    found = {}
-    for name in jaxcam.__all__:
-        fn = getattr(jaxcam, name, None)
-        if inspect.isfunction(fn) and list(inspect.signature(fn).parameters)[:4] == _METHOD_PARAMS:
-            found[name] = fn
-    return found
-
-
-def batch_mesh(devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
-    """A 1-D mesh named ``'batch'`` over `devices` (default: all local devices)."""
-    devices = list(devices) if devices is not None else jax.local_devices()
-    return Mesh(np.asarray(devices), ("batch",))
-
-
-def process_share(num_items: int) -> slice:
-    """This process's contiguous share of `num_items` items in a multi-host run (all of them on one host).
-
-    With ``jax.distributed.initialize()`` each host explains its own share on its local devices; CAMs
-    are per image, so no cross-host communication is needed. Example:
-    ``jaxcam.explain(method, model, images[process_share(len(images))])`` with
-    ``from jaxcam.explain import process_share``.
-    """
-    index, count = jax.process_index(), jax.process_count()
-    return slice(num_items * index // count, num_items * (index + 1) // count)
-
-
-def round_batch_size(batch_size: int, num_devices: int) -> int:
-    """The batch size used: `batch_size` rounded up to a multiple of the number of devices."""
-    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    return -(-int(batch_size) // num_devices) * num_devices
-
-
-def explain(method: Callable, model, images, *, batch_size: int = 8, layer: Optional[str] = None,
-            targets=None, devices=None, progress: bool = False, **options) -> Explanation:
+def explain(method: Union[str, Callable], model, images, *, batch_size: int = 8, layer: Optional[str] = None,
+            targets=None, devices=None, progress: bool = False, logits: bool = True, **options) -> Explanation:
     """Run a CAM `method` over `images` in fixed-size, device-sharded batches.
 
     Args:
-      method: any jaxcam method, e.g. ``jaxcam.grad_cam`` (signature ``method(model, x, layer,
-        targets, **options)``).
+      method: a jaxcam method (``jaxcam.grad_cam``), a registry name or alias (``"ablation"``,
+        ``"GradCAMPlusPlus"``), a `jaxcam.methods.registry.Method`, or any function
+        ``method(model, x, layer=..., targets=..., **options)``.
       model: a `jaxcam.Model`.
       images: an array (N, H, W, C) or an iterable of images (H, W, C), all the same size. uint8
         images go through ``model.preprocess``; float images are used as given (already normalized).
@@ -128,6 +104,7 @@ def explain(method: Callable, model, images, *, batch_size: int = 8, layer: Opti
       targets: None (argmax) | int | one int per image (a sequence of length N) | callable.
       devices: devices to shard over (default: ``jax.local_devices()``).
       progress: show a tqdm progress bar.
+      logits: also compute the model's outputs (one extra forward per batch); False skips it.
       **options: passed to `method` (e.g. ``score="softmax"``, ``window=2``).
 
     Returns:
@@ -141,37 +118,42 @@ def explain(method: Callable, model, images, *, batch_size: int = 8, layer: Opti
       (5, 64, 64)
     """
     batches = explain_batches(method, model, images, batch_size=batch_size, layer=layer, targets=targets,
-                              devices=devices, progress=progress, **options)
+                              devices=devices, progress=progress, logits=logits, **options)
     return Explanation(list(batches))
 
 
-def explain_batches(method: Callable, model, images, *, batch_size: int = 8, layer: Optional[str] = None,
-                    targets=None, devices=None, progress: bool = False, **options) -> Iterator[Batch]:
+def explain_batches(method: Union[str, Callable], model, images, *, batch_size: int = 8,
+                    layer: Optional[str] = None, targets=None, devices=None, progress: bool = False,
+                    logits: bool = True, **options) -> Iterator[Batch]:
     """As `explain`, but yields each `Batch` as soon as it is computed (arrays on device)."""
+    call = resolve_method(method)
+    if isinstance(call, registry.Method):
+        options = call.check(**options)
     model = as_model(model)
     mesh = batch_mesh(devices)
-    size = round_batch_size(batch_size, mesh.size)
+    size = round_to_devices(batch_size, mesh.size)
     per_image = targets is not None and not callable(targets) and np.ndim(targets) == 1
-    static_targets = None if per_image else _static_targets(targets)
-    step = _compiled_step(method, mesh, layer, static_targets, per_image, tuple(sorted(options.items())))
-    model = jax.device_put(model, NamedSharding(mesh, P()))
-    sharded = NamedSharding(mesh, P("batch"))
+    if not per_image:
+        targets = _static_targets(targets)
     total = len(images) if hasattr(images, "__len__") else None
     if per_image and total is not None and len(targets) != total:
         raise ValueError(f"targets has {len(targets)} entries for {total} images: pass one class per image")
+    model = jax.device_put(model, replicated(mesh))
+    sharded = batch_sharding(mesh)
     bar = _progress(progress, total)
     start = 0
     for chunk in _chunks(images, size):
         count = len(chunk)
-        x = _prepare(model, np.stack([np.asarray(im) for im in chunk]), size)
-        t = None
+        x = jax.device_put(_prepare(model, np.stack([np.asarray(im) for im in chunk]), size), sharded)
+        t = targets
         if per_image:
             t = np.asarray(targets[start : start + count], np.int32)
             if len(t) != count:
                 raise ValueError(f"targets has fewer entries than images ({len(targets)}): pass one per image")
             t = jax.device_put(np.concatenate([t, np.repeat(t[-1:], size - count)]), sharded)
-        maps, logits = step(model, jax.device_put(x, sharded), t)
-        yield Batch(start, count, maps[:count] if count < size else maps, logits[:count] if count < size else logits)
+        maps = call(model, x, layer=layer, targets=t, **options)
+        scores = _forward(model, x) if logits else None
+        yield Batch(start, count, _head(maps, count, size), None if scores is None else _head(scores, count, size))
         start += count
         if bar is not None:
             bar.update(count)
@@ -179,28 +161,40 @@ def explain_batches(method: Callable, model, images, *, batch_size: int = 8, lay
         bar.close()
 
 
+def resolve_method(method):
+    """A registry `Method` for a name, alias, Method or registered function; other callables as given."""
+    if isinstance(method, (str, registry.Method)):
+        return registry.get(method)
+    for m in registry.REGISTRY.values():
+        if m.fn is method:
+            return m
+    if not callable(method):
+        raise TypeError(f"method must be a jaxcam method, its name, or a function; got {method!r}")
+    return method
+
+
+def _head(value, count: int, size: int):
+    """Drop the padding rows of an array (or of every array of a dict)."""
+    if count == size:
+        return value
+    if isinstance(value, dict):
+        return {k: v[:count] for k, v in value.items()}
+    return value[:count]
+
+
+@compile_lib.jit
+def _forward(model: Model, x):
+    model, x = upcast_half(model), upcast_half(x)
+    return model(x).astype(jnp.float32)
+
+
 def _static_targets(targets):
-    """None, an int, or a hashable callable: part of the compiled step's identity."""
+    """None, an int, or a callable."""
     if targets is None or callable(targets):
         return targets
     if np.ndim(targets) == 0 and np.asarray(targets).dtype.kind in "iu":
         return int(targets)
     raise TypeError(f"targets must be None, an int, one int per image, or a callable; got {targets!r}")
-
-
-@functools.lru_cache(maxsize=32)
-def _compiled_step(method, mesh, layer, static_targets, per_image, options):
-    """One jitted (model, x, targets) -> (maps, logits) per configuration, batch-sharded in and out."""
-    sharded, replicated = NamedSharding(mesh, P("batch")), NamedSharding(mesh, P())
-
-    def step(model: Model, x, t):
-        model, x = upcast_half(model), upcast_half(x)
-        maps = method(model, x, layer=layer, targets=t if per_image else static_targets, **dict(options))
-        return maps, model(x).astype(jnp.float32)
-
-    return jax.jit(step, in_shardings=(replicated, sharded, sharded if per_image else None),
-                   out_shardings=(sharded, sharded))
-
 
 
 def _chunks(images, size: int) -> Iterator[list]:

@@ -13,7 +13,8 @@ import numpy as np
 from PIL import Image
 
 
-def _colormap(name: str):
+def check_colormap(name: str):
+    """The matplotlib colormap called `name`; a ValueError with the closest names otherwise."""
     try:
         return matplotlib.colormaps[name]
     except KeyError:
@@ -55,7 +56,7 @@ def _resize_maps(cams: np.ndarray, height: int, width: int) -> np.ndarray:
 
 def heatmap(cam, colormap: str = "jet") -> np.ndarray:
     """Maps in [0, 1], (H, W) or (N, H, W) -> colored uint8 RGB (..., H, W, 3). NaN counts as 0."""
-    cmap = _colormap(colormap)
+    cmap = check_colormap(colormap)
     cam = np.nan_to_num(np.asarray(cam, np.float32), nan=0.0, posinf=1.0, neginf=0.0)
     if cam.ndim not in (2, 3):
         raise ValueError(f"cam must be (H, W) or (N, H, W), got shape {cam.shape}")

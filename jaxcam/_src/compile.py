@@ -1,0 +1,92 @@
+"""XLA:CPU tuning, per compiled function (never process-wide): `cpu_options` and `jit`.
+
+jaxcam compiles its own functions with XLA compiler options instead of editing ``XLA_FLAGS``:
+importing jaxcam changes nothing in the process, and a user's own jits are left alone.
+
+    CPU_TUNING = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+XLA:CPU's YNNPACK fusion made a ResNet-18 forward several times slower on the 2-core machine this
+was measured on (benchmarks/xla_flags.py), so jaxcam's jits turn it off. Rules:
+- a flag the user set in ``XLA_FLAGS`` wins: its option is not passed (the user's value applies);
+- ``JAXCAM_CPU_TUNING=0`` in the environment (read at each call) turns the tuning off;
+- methods may add their own options (e.g. Ablation-CAM's ``xla_cpu_use_fusion_emitters=False``,
+  a core's ``cpu_compiler_options`` attribute), under the same two rules;
+- only on the CPU backend; XLA accepts options on a top-level jit only, so inside a user's
+  jit/grad `jit` falls back to the plain compiled function (the user's own jit decides then).
+"""
+from __future__ import annotations
+
+import functools
+import os
+from typing import Callable, Dict, Optional
+
+import jax
+
+CPU_TUNING: Dict[str, object] = {"xla_cpu_experimental_ynn_fusion_type": ""}
+SWITCH = "JAXCAM_CPU_TUNING"
+
+
+def tuning_enabled() -> bool:
+    """False when the environment says ``JAXCAM_CPU_TUNING=0`` (or false/off/no)."""
+    return os.environ.get(SWITCH, "1").strip().lower() not in ("0", "false", "off", "no")
+
+
+def user_flags() -> set:
+    """Names of the XLA flags set in ``XLA_FLAGS`` (without the leading dashes)."""
+    names = set()
+    for token in os.environ.get("XLA_FLAGS", "").split():
+        names.add(token.lstrip("-").split("=", 1)[0])
+    return names
+
+
+def cpu_options(extra: Optional[dict] = None) -> Dict[str, object]:
+    """Compiler options for a jaxcam jit on CPU: `CPU_TUNING` plus `extra`, minus flags the user set.
+
+    Returns {} on other backends or when tuning is switched off (``JAXCAM_CPU_TUNING=0``).
+    """
+    if not tuning_enabled() or jax.default_backend() != "cpu":
+        return {}
+    options = {**CPU_TUNING, **(extra or {})}
+    taken = user_flags()
+    return {k: v for k, v in options.items() if k not in taken}
+
+
+@functools.lru_cache(maxsize=None)
+def _tuned(fn, options: tuple, jit_kwargs: tuple):
+    return jax.jit(fn, compiler_options=dict(options), **dict(jit_kwargs))
+
+
+class _Jit:
+    """A jitted `fn` that compiles with `cpu_options(extra)` when called at top level."""
+
+    def __init__(self, fn: Callable, extra: Optional[dict], jit_kwargs: dict):
+        self.fn, self.extra = fn, extra
+        self.jit_kwargs = tuple(sorted(jit_kwargs.items()))
+        self.plain = jax.jit(fn, **jit_kwargs)
+        functools.update_wrapper(self, fn)
+
+    def options(self, extra: Optional[dict] = None) -> Dict[str, object]:
+        return cpu_options({**(self.extra or {}), **(extra or {})})
+
+    def __call__(self, *args, _extra_options: Optional[dict] = None, **kwargs):
+        options = self.options(_extra_options)
+        if not options:
+            return self.plain(*args, **kwargs)
+        tuned = _tuned(self.fn, tuple(sorted(options.items())), self.jit_kwargs)
+        try:
+            return tuned(*args, **kwargs)
+        except ValueError as err:  # inside a user's transformation: options are refused there
+            if "compiler_options" not in str(err):
+                raise
+            return self.plain(*args, **kwargs)
+
+
+def jit(fn: Callable = None, *, extra_options: Optional[dict] = None, **jit_kwargs):
+    """`jax.jit` with jaxcam's CPU tuning (see the module doc); usable as a decorator.
+
+    ``jit(f, static_argnums=...)(*args, _extra_options={...})`` adds per-call options (e.g. a
+    method core's ``cpu_compiler_options``).
+    """
+    if fn is None:
+        return functools.partial(jit, extra_options=extra_options, **jit_kwargs)
+    return _Jit(fn, extra_options, jit_kwargs)

@@ -1,0 +1,38 @@
+"""The ``jaxcam`` command: ``jaxcam <command> [options]``; each command is a module with ``main(argv) -> int``.
+
+    jaxcam render --method grad_cam photos/
+    jaxcam evaluate --data images/ --methods all
+
+Commands are imported only when run. To add one, add a line to `COMMANDS`.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Optional, Sequence
+
+COMMANDS = {
+    "render": "jaxcam.cli.render",
+    "evaluate": "jaxcam.cli.evaluate",
+}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    usage = f"usage: jaxcam {{{','.join(COMMANDS)}}} [options]   (jaxcam <command> --help for each)"
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage)
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(COMMANDS), n=2)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        print(f"error: unknown command {name!r}.{hint} Commands: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    return int(importlib.import_module(COMMANDS[name]).main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""What every jaxcam command shares: usage errors (one stderr line, exit 2), argparse value types,
+model loading, class-name parsing, method options from the registry.
+
+Bugs keep their traceback and exit status 1; a `UsageError` (or an argparse error) is a mistake in
+the command line and gives one line on stderr and exit status 2, before any work is done.
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+import sys
+from typing import Callable, Dict, List, Optional, Sequence
+
+
+class UsageError(ValueError):
+    """A mistake in the command line: printed as one line, exit status 2."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with one-line errors (``error: ...``) and exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"error: {self.prog}: {message}\n")
+
+
+def run(main: Callable[[list], int], argv: Optional[Sequence[str]]) -> int:
+    """Call ``main(argv)``; a UsageError becomes one stderr line and status 2, SystemExit passes through."""
+    try:
+        return int(main(list(sys.argv[1:] if argv is None else argv)) or 0)
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+# ------------------------------------------------------------------------------------ value types
+
+def positive_int(text: str) -> int:
+    """argparse type: an int >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an int >= 0 (0 means "none" where the option says so)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """argparse type: a float in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
+    return value
+
+
+def colormap(text: str) -> str:
+    """argparse type: a matplotlib colormap name (unknown names list the closest ones)."""
+    from jaxcam.visual import check_colormap
+
+    try:
+        check_colormap(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
+# ------------------------------------------------------------------------------------ methods
+
+def methods(spec: str, option: str = "--method") -> list:
+    """Registry `Method`s from a comma-separated list of names/aliases, or 'all'."""
+    from jaxcam.methods import registry
+
+    names = [s.strip() for s in str(spec).split(",") if s.strip()]
+    if not names:
+        raise UsageError(f"{option} is empty; valid methods: {', '.join(registry.names())}")
+    if names == ["all"]:
+        return [registry.get(n) for n in registry.names()]
+    chosen = []
+    for name in names:
+        try:
+            m = registry.get(name)
+        except ValueError as err:
+            raise UsageError(f"{option}: {err}") from None
+        if m not in chosen:
+            chosen.append(m)
+    return chosen
+
+
+def method_options(chosen: list, given: Dict[str, object], notes: Optional[List[str]] = None) -> dict:
+    """Per method name, the options the user set that it takes (validated by the registry).
+
+    Options a method has no use for are noted (in `notes`) rather than refused, so one command can
+    run several methods. A bad value raises UsageError naming the option.
+    """
+    given = {k: v for k, v in given.items() if v is not None}
+    per_method = {}
+    for m in chosen:
+        accepted, ignored = m.accepted(given)
+        try:
+            per_method[m.name] = m.check(**accepted)
+        except ValueError as err:
+            first, _, rest = str(err).partition(" ")
+            raise UsageError(f"--{first.replace('_', '-')} {rest}") from None
+        if ignored and notes is not None:
+            notes.append(f"note: {m.name} has no option {', '.join(ignored)}; ignored for it")
+    return per_method
+
+
+# ------------------------------------------------------------------------------------ models
+
+def load_model(name: Optional[str], weights: Optional[str], checkpoint: Optional[str] = None,
+               default: str = "efficientnet_lite0"):
+    """A `jaxcam.Model` from a training checkpoint, or a zoo name + weights; UsageError when bad."""
+    if checkpoint:
+        if not os.path.exists(checkpoint):
+            raise UsageError(f"--checkpoint {checkpoint!r}: no such folder")
+        from jaxcam import train
+
+        try:
+            return train.load_checkpoint(checkpoint)
+        except (ValueError, FileNotFoundError) as err:
+            raise UsageError(f"--checkpoint {checkpoint!r}: {err}") from None
+    import jaxcam
+
+    weights = weights or "pretrained"
+    weights = None if str(weights).lower() in ("none", "random") else weights
+    if weights not in (None, "pretrained", "torchvision") and not os.path.exists(weights):
+        raise UsageError(f"--weights {weights!r}: no such file or folder")
+    try:
+        return jaxcam.models.load(name or default, weights=weights)
+    except (ValueError, KeyError) as err:
+        raise UsageError(str(err).strip("'\"")) from None
+
+
+def check_layer(model, layer: Optional[str], size: int) -> None:
+    """UsageError listing the closest layer paths when `layer` is not one of the model's."""
+    if layer is None:
+        return
+    import jaxcam
+
+    valid = jaxcam.list_layers(model, (1, size, size, 3))
+    if layer.replace(".", "/") not in valid:
+        close = difflib.get_close_matches(layer, valid, n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise UsageError(f"--layer: unknown layer {layer!r} for {model.info.name}.{hint} "
+                         f"Valid layers: {', '.join(valid)}")
+
+
+def class_index(target: Optional[str], class_names: Sequence[str], option: str = "--target",
+                owner: str = "the model") -> Optional[int]:
+    """A class given as an index or a name (case-insensitive) -> its index; None stays None."""
+    if target is None:
+        return None
+    text = str(target).strip()
+    if text.lstrip("-").isdigit():
+        index = int(text)
+        if index < 0 or (class_names and index >= len(class_names)):
+            raise UsageError(f"{option} {index} is out of range: {owner} has {len(class_names)} classes")
+        return index
+    lowered = [n.lower() for n in class_names]
+    if text.lower() in lowered:
+        return lowered.index(text.lower())
+    if not class_names:
+        raise UsageError(f"{option} {target!r}: {owner} has no class names; pass a class index")
+    close = difflib.get_close_matches(text.lower(), lowered, n=5, cutoff=0.5)
+    hint = ("closest: " + ", ".join(repr(class_names[lowered.index(c)]) for c in close)) if close else \
+        "pass a class index instead"
+    raise UsageError(f"{option}: unknown class name {target!r}; {hint}")
+
+
+def writable(folder: str, option: str = "--out") -> None:
+    from jaxcam import jobs
+
+    try:
+        jobs.check_writable(folder)
+    except PermissionError as err:
+        raise UsageError(f"{option}: {err}") from None

@@ -1,0 +1,109 @@
+"""FullGrad (Srinivas & Fleuret, NeurIPS 2019): input-gradient plus every bias's gradient.
+
+With y the target score, x the input, and for every layer l with a bias b_l (convolutions with a bias,
+and BatchNorm, whose effective bias is beta - mu * gamma / sqrt(var + eps)) g_l = dy/d(output of l):
+
+    map = psi(|dy/dx * x|) + sum_l sum_c psi(|b_l,c * g_l,c|)
+
+psi: per image and channel, (v - min v) / (max v + 1e-7) and a bilinear resize to the input size.
+No layer is chosen: every bias of the network contributes (`layer` is accepted and ignored).
+The gradients come from one backward pass: a zero "probe" is added to each bias layer's output and
+y is differentiated with respect to the probes.
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxcam._src import maps
+from jaxcam._src import targets as targets_lib
+from jaxcam._src.runner import run
+from jaxcam.methods.registry import AUG_SMOOTH, NORMALIZE, SCORE, Method, check_options, register
+
+SCALE_EPS = 1e-7  # pytorch-grad-cam's (and the paper code's) per-channel scaling
+
+
+def _biased(module) -> bool:
+    return isinstance(module, nn.BatchNorm) or (isinstance(module, nn.Conv) and module.use_bias)
+
+
+def _effective_bias(module, out_dtype):
+    if isinstance(module, nn.BatchNorm):
+        params, stats = module.variables["params"], module.variables["batch_stats"]
+        scale = params.get("scale", 1.0)
+        return params.get("bias", 0.0) - stats["mean"] * scale / jnp.sqrt(stats["var"] + module.epsilon)
+    return module.variables["params"]["bias"].astype(out_dtype)
+
+
+def bias_layers(model, x):
+    """{path: (output, effective bias)} of every Conv-with-bias and BatchNorm called in model(x)."""
+    found = {}
+
+    def record(next_fun, args, kwargs, context):
+        out = next_fun(*args, **kwargs)
+        if context.method_name == "__call__" and _biased(context.module):
+            found["/".join(context.module.path)] = (out, _effective_bias(context.module, out.dtype))
+        return out
+
+    with nn.intercept_methods(record):
+        model.module.apply(model.variables, x)
+    return found
+
+
+def scale_channels(v, size):
+    """psi: (N, h, w, C) -> (N, H, W, C): per image and channel (v - min) / (max + 1e-7), bilinear resize."""
+    v = v - v.min(axis=(1, 2), keepdims=True)
+    v = v / (v.max(axis=(1, 2), keepdims=True) + SCALE_EPS)
+    if v.shape[1:3] == tuple(size):
+        return v
+    return jax.image.resize(v, (v.shape[0], *size, v.shape[-1]), method="bilinear", antialias=False)
+
+
+def fullgrad_map(split, x, targets, score: str = "logit"):
+    """(N, H, W): psi(|dy/dx x|) + sum over bias layers and channels of psi(|b g|), at input size."""
+    model = split.model
+    layers = bias_layers(model, x)
+    biases = {path: bias for path, (_, bias) in layers.items()}
+    probes = {path: jnp.zeros_like(out) for path, (out, _) in layers.items()}
+    classes = targets_lib.resolve_classes(targets, model(x))
+
+    def score_fn(inputs, probes):
+        def add_probe(next_fun, args, kwargs, context):
+            out = next_fun(*args, **kwargs)
+            path = "/".join(context.module.path)
+            if context.method_name == "__call__" and path in probes:
+                out = out + probes[path]
+            return out
+
+        with nn.intercept_methods(add_probe):
+            logits = model.module.apply(model.variables, inputs)
+        return targets_lib.target_score(logits, targets, classes, score).sum()
+
+    g_x, g_layers = jax.grad(score_fn, argnums=(0, 1))(x, probes)
+    size = x.shape[1:3]
+    total = scale_channels(jnp.abs(g_x * x), size).sum(-1)
+    for path, g in g_layers.items():
+        total = total + scale_channels(jnp.abs(biases[path] * g), size).sum(-1)
+    return total
+
+
+def fullgrad(model, x, layer=None, targets=None, *, score="logit", aug_smooth=False, normalize=True):
+    """FullGrad: input-gradient x input plus every bias-gradient x bias, each channel scaled to [0, 1].
+
+    Args:
+      model, x, targets, score, aug_smooth: as `jaxcam.hires_cam`.
+      layer: ignored (every layer with a bias contributes); accepted for a uniform signature.
+
+    Returns:
+      (N, H, W) float32 maps in [0, 1].
+    """
+    check_options(FULLGRAD_OPTIONS, score=score, aug_smooth=aug_smooth)
+    return run(fullgrad_map, model, x, None, targets, "none", score=score, aug_smooth=aug_smooth,
+               normalize=normalize)
+
+
+FULLGRAD_OPTIONS = (SCORE, AUG_SMOOTH, NORMALIZE)
+
+register(Method("fullgrad", fullgrad, family="gradient", options=FULLGRAD_OPTIONS, aliases=("full_grad",),
+                paper="Srinivas & Fleuret, NeurIPS 2019", pgc="FullGrad"))

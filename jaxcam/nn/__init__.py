@@ -1,0 +1,12 @@
+"""Building blocks XLA:CPU runs fast, with the plain lax formulation behind a switch.
+
+    with jaxcam.nn.plain():        # trace models with plain lax convolutions / flax BatchNorm
+        step = train.make_train_step(model, tx, 32)
+
+The switch is read when a function is traced (jit caches what it traced).
+"""
+from jaxcam.nn._switch import is_plain, plain
+from jaxcam.nn import ops
+from jaxcam.nn.layers import BatchNorm, Conv, DepthwiseConv
+
+__all__ = ["BatchNorm", "Conv", "DepthwiseConv", "is_plain", "ops", "plain"]

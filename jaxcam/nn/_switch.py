@@ -1,0 +1,23 @@
+"""The fast/plain switch, read at trace time."""
+from __future__ import annotations
+
+import contextlib
+import threading
+
+_state = threading.local()
+
+
+def is_plain() -> bool:
+    """True inside `plain()`: models trace the plain lax / flax formulation."""
+    return getattr(_state, "plain", False)
+
+
+@contextlib.contextmanager
+def plain(enabled: bool = True):
+    """Trace models with plain `lax.conv_general_dilated` / flax BatchNorm (the reference path)."""
+    previous = is_plain()
+    _state.plain = enabled
+    try:
+        yield
+    finally:
+        _state.plain = previous

@@ -1,0 +1,126 @@
+"""jaxcam.nn.ops against the plain lax / flax forms: forward and gradients to 1e-5."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from jaxcam import nn as jnn
+from jaxcam.nn import ops
+
+jax.config.update("jax_default_matmul_precision", "highest")
+
+
+def _close(a, b, tol=1e-5):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    scale = max(1.0, np.abs(b).max())
+    np.testing.assert_allclose(a, b, rtol=0, atol=tol * scale)
+
+
+def _rand(shape, seed):
+    return jax.random.normal(jax.random.key(seed), shape, jnp.float32)
+
+
+@pytest.mark.parametrize("k,stride,pads", [(3, 1, ((1, 1), (1, 1))), (3, 2, ((0, 1), (0, 1))),
+                                           (5, 2, ((1, 2), (1, 2))), (5, 1, ((2, 2), (2, 2))), (3, 2, ((1, 1), (1, 1)))])
+def test_depthwise_matches_grouped_lax_conv(k, stride, pads):
+    x, kernel, c = _rand((2, 9, 8, 6), 0), _rand((k, k, 6), 1), None
+    out = ops.depthwise_conv(x, kernel, stride, pads)
+
+    def ref(x, kernel):
+        return lax.conv_general_dilated(x, kernel[:, :, None], (stride, stride), pads,
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=6)
+
+    _close(out, ref(x, kernel))
+    c = _rand(out.shape, 2)
+    got = jax.vjp(lambda a, b: ops.depthwise_conv(a, b, stride, pads), x, kernel)[1](c)
+    want = jax.vjp(ref, x, kernel)[1](c)
+    for g, w in zip(got, want):
+        _close(g, w)
+
+
+def test_batch_norm_matches_flax():
+    x = _rand((4, 5, 6, 7), 0) * 3 + 1
+    bn = nn.BatchNorm(use_running_average=False, momentum=0.9, epsilon=1e-5)
+    mine = jnn.BatchNorm(use_running_average=False, momentum=0.9, epsilon=1e-5)
+    variables = bn.init(jax.random.key(0), x)
+    variables = {"params": {"scale": _rand((7,), 3) + 1, "bias": _rand((7,), 4)},
+                 "batch_stats": variables["batch_stats"]}
+    assert jax.tree_util.tree_structure(mine.init(jax.random.key(0), x)) == jax.tree_util.tree_structure(variables)
+    c = _rand(x.shape, 5)
+
+    def loss(module, params, x):
+        y, upd = module.apply({"params": params, "batch_stats": variables["batch_stats"]}, x, mutable=["batch_stats"])
+        return jnp.sum(y * c), (y, upd)
+
+    (_, (y0, s0)), g0 = jax.value_and_grad(loss, argnums=(1, 2), has_aux=True)(bn, variables["params"], x)
+    for plain in (False, True):
+        with jnn.plain(plain):
+            (_, (y1, s1)), g1 = jax.value_and_grad(loss, argnums=(1, 2), has_aux=True)(mine, variables["params"], x)
+        _close(y1, y0)
+        jax.tree_util.tree_map(_close, s1, s0)
+        jax.tree_util.tree_map(_close, g1, g0)
+    # eval mode: running statistics
+    ev = {"params": variables["params"], "batch_stats": {"mean": _rand((7,), 6), "var": _rand((7,), 7) ** 2}}
+    _close(jnn.BatchNorm(use_running_average=True, epsilon=1e-5).apply(ev, x),
+           nn.BatchNorm(use_running_average=True, epsilon=1e-5).apply(ev, x))
+
+
+def test_channel_sums_and_conv_barrier():
+    x = _rand((3, 4, 5, 6), 0)
+    _close(ops.channel_sums(x), x.sum((0, 1, 2)))
+    w = _rand((3, 3, 6, 4), 1)
+    dn = ("NHWC", "HWIO", "NHWC")
+
+    def f(conv):
+        return lambda x, w: jnp.sum(jnp.sin(conv(jnp.cos(x), w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=dn)))
+
+    for a, b in zip(jax.grad(f(ops.conv_general_dilated), (0, 1))(x, w), jax.grad(f(lax.conv_general_dilated), (0, 1))(x, w)):
+        _close(a, b)
+
+
+@pytest.mark.parametrize("k,stride,pads", [(3, 1, ((1, 1), (1, 1))), (3, 2, ((1, 1), (1, 1))), (1, 2, ((0, 0), (0, 0))),
+                                           (7, 2, ((3, 3), (3, 3))), (3, 2, ((0, 1), (0, 1))), (1, 1, ((0, 0), (0, 0)))])
+def test_conv2d_matches_lax(k, stride, pads):
+    x, w = _rand((2, 9, 10, 5), 0), _rand((k, k, 5, 4), 1)
+    dn = ("NHWC", "HWIO", "NHWC")
+
+    def ref(x, w):
+        return lax.conv_general_dilated(x, w, (stride, stride), pads, dimension_numbers=dn)
+
+    out = ops.conv2d(x, w, (stride, stride), pads)
+    _close(out, ref(x, w))
+    c = _rand(out.shape, 2)
+    for a, b in zip(jax.vjp(lambda x, w: ops.conv2d(x, w, (stride, stride), pads), x, w)[1](c), jax.vjp(ref, x, w)[1](c)):
+        _close(a, b)
+    # through flax's Conv with SAME padding
+    conv = jnn.Conv(4, (k, k), (stride, stride), padding="SAME", use_bias=False)
+    v = conv.init(jax.random.key(0), x)
+    plain = nn.Conv(4, (k, k), (stride, stride), padding="SAME", use_bias=False)
+    _close(conv.apply(v, x), plain.apply(v, x))
+    for a, b in zip(jax.grad(lambda v, x: jnp.sum(jnp.sin(conv.apply(v, x))), (0, 1))(v, x),
+                    jax.grad(lambda v, x: jnp.sum(jnp.sin(plain.apply(v, x))), (0, 1))(v, x)):
+        jax.tree_util.tree_map(_close, a, b)
+
+
+def test_ablation_affine_shortcut_equals_masked_heads(monkeypatch):
+    """Ablation-CAM at ResNet layer4 (head: mean -> fc, affine) takes the gradient shortcut; the maps
+    equal the masked-copies path to 1e-5 (channel and location ablation)."""
+    import jaxcam
+    from jaxcam._src.split import Split, parse_layer
+    from jaxcam.methods import ablation
+
+    model = jaxcam.models.resnet18(num_classes=5)
+    x = _rand((2, 64, 64, 3), 0)
+    split = Split(model, parse_layer("layer4"))
+    a = split.features(x)
+    assert ablation._is_affine(lambda v: split.head(x, v, jnp.array([0, 1])), a)
+    assert not ablation._is_affine(lambda v: Split(model, parse_layer("layer3")).head(x, v, jnp.array([0, 1])),
+                                   Split(model, parse_layer("layer3")).features(x))
+    fast = [jaxcam.ablation_cam(model, x, layer="layer4"), jaxcam.spatial_ablation_cam(model, x, layer="layer4", ablation_value=0.3)]
+    monkeypatch.setattr(ablation, "_is_affine", lambda fn, a: False)
+    slow = [jaxcam.ablation_cam(model, x, layer="layer4"), jaxcam.spatial_ablation_cam(model, x, layer="layer4", ablation_value=0.3)]
+    for f, s in zip(fast, slow):
+        assert float(jnp.max(s)) > 0.5  # not blank
+        _close(f, s)
