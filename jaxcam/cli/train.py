@@ -247,6 +247,8 @@ def validate_with_counts(cfg, where, options, n_val: int, n_train: int):
 
     val = min(n_val, cfg["val_limit"]) if cfg["val_limit"] else n_val
     train = min(n_train, cfg["train_limit"]) if cfg["train_limit"] else n_train
+    if cfg["gallery"] > val and where.get("gallery", "default") in ("default", "preset"):
+        cfg["gallery"] = val  # the default gallery shrinks to the evaluation set; an asked-for one does not
     if cfg["gallery"] > val:
         raise err("gallery", f"{cfg['gallery']} is more than the {val} evaluation images; use at most {val} "
                              "(0 = no gallery)")
