@@ -160,3 +160,27 @@ def test_from_functions_unknown_layer_lists_the_valid_one():
     linen, x = _linen((3, 3), (1, 8, 8, 3))
     with pytest.raises(ValueError, match="features"):
         jaxcam.grad_cam(_functions_twin(linen), x, layer="layer4")
+
+
+def test_signal_and_volume_figures_draw_the_map():
+    from jaxcam import plots
+
+    cam = np.linspace(0, 1, 16, dtype=np.float32)
+    fig = plots.signal_figure(np.sin(np.arange(16.0)), cam)
+    band = fig.axes[0].images[0].get_array()
+    np.testing.assert_allclose(np.asarray(band)[0], cam)  # the coloured band is the map
+    np.testing.assert_allclose(fig.axes[0].lines[0].get_ydata(), np.sin(np.arange(16.0)), rtol=1e-6)
+
+    import matplotlib.pyplot as plt
+
+    volume = np.zeros((4, 5, 6), np.float32)
+    volume[0] = 1.0
+    cam3 = np.zeros((4, 5, 6), np.float32)
+    cam3[0, 2, 3] = 1.0
+    fig3 = plots.volume_figure(volume, cam3, slices=4, alpha=0.5)
+    first = fig3.axes[0].images[0].get_array()
+    expected = 0.5 * 1.0 + 0.5 * np.asarray(plt.get_cmap("jet")(1.0)[:3])
+    np.testing.assert_allclose(np.asarray(first)[2, 3], expected, atol=1e-6)
+    with pytest.raises(ValueError, match="map"):
+        plots.signal_figure(np.zeros(8), np.zeros(7))
+    plt.close("all")
