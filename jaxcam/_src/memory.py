@@ -6,8 +6,9 @@
 The prediction for one configuration is the resident memory of the process now (Python, jax, the
 model's weights) plus what XLA says the compiled step needs (``compiled.memory_analysis()``:
 temporaries + arguments + outputs + generated code), found by compiling against abstract shapes
-(``jax.ShapeDtypeStruct``, nothing is computed). The search keeps the asked batch size and halves
-the chunk (ablated / masked copies per vmapped head run) until it fits, then halves the batch.
+(``jax.ShapeDtypeStruct``, nothing is computed). The search keeps the asked batch size and picks
+the chunk (ablated / masked copies per vmapped head run) from the slope between chunks 1 and 2,
+checked by a third compile (halved until it fits); when not even chunk 1 fits it halves the batch.
 """
 from __future__ import annotations
 
@@ -89,7 +90,8 @@ class Plan:
 
 
 def plan(method: Callable, model, *, image_size: int, batch_size: int, max_bytes: Optional[int] = None,
-         layer=None, chunk_size: Optional[int] = None, channels: Optional[int] = None, **options) -> Plan:
+         layer=None, chunk_size: Optional[int] = None, channels: Optional[int] = None,
+         baseline: Optional[int] = None, **options) -> Plan:
     """The largest (batch, chunk) at or below the asked ones whose predicted peak stays under `max_bytes`.
 
     Args:
@@ -97,30 +99,44 @@ def plan(method: Callable, model, *, image_size: int, batch_size: int, max_bytes
       image_size, batch_size: the run's input size and the images per compiled batch asked for.
       max_bytes: the limit (default: `default_limit()`, from the free memory).
       chunk_size: the largest chunk to consider (default: the number of `channels`, or 256).
+      baseline: bytes the process holds besides the run (default: its resident set size now).
       **options: other method options (e.g. ``score="softmax"``).
     Raises:
       ValueError: not even batch 1, chunk 1 fits (the message gives the smallest prediction).
     """
     limit = default_limit() if max_bytes is None else int(max_bytes)
     keyword = chunk_keyword(method)
-    base = current_rss()
-    chunk = chunk_size or channels or 256
+    base = current_rss() if baseline is None else int(baseline)
+    top = chunk_size or channels or 256
     tried = []
+
+    def need(batch, chunk):
+        extra = {keyword: chunk} if keyword else {}
+        value = base + compiled_bytes(method, model, batch, image_size, layer, **options, **extra)
+        tried.append((batch, chunk, value))
+        return value
+
     batch = int(batch_size)
     while True:
-        c = chunk if keyword else None
-        while True:
-            extra = {keyword: c} if keyword else {}
-            need = base + compiled_bytes(method, model, batch, image_size, layer, **options, **extra)
-            tried.append((batch, c, need))
-            if need <= limit:
-                return Plan(batch, c, need, limit, tried)
-            if not keyword or c == 1:
-                break
-            c = max(1, c // 2)
+        if keyword is None:
+            if need(batch, None) <= limit:
+                return Plan(batch, None, tried[-1][2], limit, tried)
+        else:
+            # Memory grows about linearly with the chunk: two small compiles give the slope, a third
+            # checks the chunk it points to (halved while it does not fit).
+            one = need(batch, 1)
+            if one <= limit:
+                slope = max(need(batch, 2) - one, 0) if top >= 2 else 0
+                chunk = top if slope == 0 else int(min(top, max(1, (limit - one) // slope + 1)))
+                while chunk > 1:
+                    if (tried[-1][2] if tried[-1][:2] == (batch, chunk) else need(batch, chunk)) <= limit:
+                        break
+                    chunk //= 2
+                return Plan(batch, chunk, next(t[2] for t in reversed(tried) if t[:2] == (batch, chunk)),
+                            limit, tried)
         if batch == 1:
-            raise ValueError(f"a run needs at least {need / 2**20:.0f} MiB (batch 1, chunk 1); the limit is "
-                             f"{limit / 2**20:.0f} MiB: raise --max-memory")
+            raise ValueError(f"a run needs at least {tried[-1][2] / 2**20:.0f} MiB (batch 1, chunk 1); the limit "
+                             f"is {limit / 2**20:.0f} MiB: raise --max-memory")
         batch = max(1, batch // 2)
 
 

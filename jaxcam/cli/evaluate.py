@@ -12,6 +12,10 @@ on stderr and exit status 1 (the other methods still run). It prints the table a
   curves.png              mean deletion and insertion curves per method
   cache/<config>/<method>/<image>.npz   per-image results, written atomically (jaxcam.jobs): a
                           restarted run skips the images already done with the same configuration.
+
+Several processes (jaxcam.distributed): ``--processes N`` on this machine, or ``--coordinator
+HOST:PORT --num-processes N --process-id I`` on a cluster; each evaluates its share of whole
+batches, process 0 gathers the results (process_allgather) and writes the tables once.
 """
 from __future__ import annotations
 

@@ -12,6 +12,11 @@
 every method. Map methods give original | heatmap | overlay; attribution methods (guided backprop)
 original | attribution | its magnitude over the image; several-maps methods one overlay per map.
 
+Several processes (jaxcam.distributed): ``--processes N`` on this machine, or ``--coordinator
+HOST:PORT --num-processes N --process-id I`` on a cluster; each renders its share of whole batches,
+process 0 writes grid.png. ``--max-memory 4G`` (or ``auto``) picks the chunk and batch sizes.
+A killed run rerun with the same command ends with the files of an uninterrupted run.
+
 Files: ``<out>/<image>_<method>.png``; with several map methods also ``<out>/grid.png``. Outputs
 are written atomically and a rerun skips finished images (``--overwrite`` redoes them). Unreadable
 files are reported and skipped; the exit status is 1 if nothing could be rendered, 2 for a bad
