@@ -19,8 +19,7 @@ Bad options fail at once with one line on stderr and exit status 2; 0 means "non
 """
 from __future__ import annotations
 
-import argparse
-import itertools
+import functools
 import math
 import os
 import sys
@@ -208,7 +207,8 @@ def _abstract_model(name: str):
     return jax.eval_shape(lambda: spec.constructor(num_classes=2, weights=None, class_names=()))
 
 
-def _layer_names(model_name: str, size: int) -> list:
+@functools.lru_cache(maxsize=16)
+def _layer_names(model_name: str, size: int) -> tuple:
     """Module paths with a spatial output, from an abstract run (no weights, nothing compiled)."""
     import jax
     import jax.numpy as jnp
@@ -230,7 +230,7 @@ def _layer_names(model_name: str, size: int) -> list:
                 walk(value, path + (key,))
 
     walk(state.get("intermediates", {}), ())
-    return names
+    return tuple(names)
 
 
 def _check_layer_abstract(model_name, layer, size, err, option):
