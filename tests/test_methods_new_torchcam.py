@@ -63,7 +63,7 @@ def test_ss_cam_matches_definition(vgg, tv_vgg, vgg_images):
 
     def inputs(x, m, k):
         for s in range(samples):
-            noise = torch.from_numpy(np.asarray(mask_noise(seed, s, k, (2, 32, 32), std)))[:, None]
+            noise = torch.from_numpy(np.array(mask_noise(seed, s, k, (2, 32, 32), std)))[:, None]
             yield x * (m + noise)
 
     expected = score_reference(tv_vgg, vgg_images, inputs)
