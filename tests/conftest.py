@@ -1,7 +1,7 @@
 """Shared test setup: a persistent XLA compilation cache, session fixtures, and a skip budget.
 
 Skips are never silent in CI: .ci/run passes ``-rs`` (each skip and its reason is listed) and sets
-JAXCAM_EXPECTED_SKIPS (the number of skips the full suite may have, 0 today); a run with any other
+JAXCAM_EXPECTED_SKIPS (the number of skips the full suite may have, listed in .ci/run); a run with any other
 number of skips fails, so a test that starts skipping (a missing package, a new skip marker) is seen.
 """
 import os

@@ -1,8 +1,10 @@
 """No import circle inside the jaxcam package (module-level imports, read from the source's AST)."""
 import ast
+import importlib.util
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "jaxcam"
+# The package that `import jaxcam` would load (the installed one in CI), found without importing it.
+PACKAGE = Path(importlib.util.find_spec("jaxcam").origin).parent
 
 
 def module_name(path: Path) -> str:
