@@ -95,22 +95,62 @@ class Row:
         return ", ".join(parts)
 
 
+def _batches(text: str) -> list:
+    try:
+        values = [int(b) for b in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive ints, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"batch sizes must be >= 1, got {text!r}")
+    return values
+
+
+def _methods(text: str) -> list:
+    """Benchmark labels or registry names/aliases (e.g. AblationCAM, ablation, grad_cam)."""
+    from jaxcam.methods import registry
+
+    chosen = []
+    for raw in [t.strip() for t in text.split(",") if t.strip()]:
+        labels = {m[0].lower(): m[0] for m in METHODS}
+        if raw.lower() in labels:
+            chosen.append(labels[raw.lower()])
+            continue
+        try:
+            name = registry.get(raw).name
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+        found = [m[0] for m in METHODS if m[2] == name]
+        if not found:
+            raise argparse.ArgumentTypeError(f"{name} is not benchmarked; benchmarked: {', '.join(m[0] for m in METHODS)}")
+        chosen += found
+    if not chosen:
+        raise argparse.ArgumentTypeError("empty method list")
+    return chosen
+
+
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from jaxcam.cli import common
+
+    p = common.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="ResNet-18, 128 px, 3 repeats, batch 1 and 4")
     p.add_argument("--arch", choices=["resnet18", "resnet34", "resnet50"])
-    p.add_argument("--size", type=int, help="input side in pixels (224; quick: 128)")
-    p.add_argument("--batches", help="comma-separated batch sizes (1,8; quick: 1,4)")
-    p.add_argument("--repeats", type=int, help="timed calls per row, median reported (5; quick: 3)")
-    p.add_argument("--threads", type=int, default=2, help="CPU cores/threads for both libraries (2)")
+    p.add_argument("--size", type=common.positive_int, help="input side in pixels (224; quick: 128)")
+    p.add_argument("--batches", type=_batches, help="comma-separated batch sizes (1,8; quick: 1,4)")
+    p.add_argument("--repeats", type=common.positive_int, help="timed calls per row, median reported (5; quick: 3)")
+    p.add_argument("--threads", type=common.positive_int, default=2, help="CPU cores/threads for both libraries (2)")
     p.add_argument("--max-seconds", type=float, default=60.0,
                    help="time budget of one row; longer rows are measured once or estimated (60)")
-    p.add_argument("--methods", help="comma-separated labels to run (default: all)")
+    p.add_argument("--methods", type=_methods,
+                   help="comma-separated labels or registry names/aliases to run (default: all)")
     p.add_argument("--out", default="BENCHMARKS.md", help="markdown report ('' to skip)")
     a = p.parse_args(argv)
     a.arch = a.arch or ("resnet18" if a.quick else "resnet50")
     a.size = a.size or (128 if a.quick else 224)
-    a.batches = [int(b) for b in (a.batches or ("1,4" if a.quick else "1,8")).split(",")]
+    a.batches = a.batches or ([1, 4] if a.quick else [1, 8])
+    if a.max_seconds <= 0:
+        p.error(f"argument --max-seconds: must be > 0, got {a.max_seconds}")
+    if a.threads > len(os.sched_getaffinity(0)):
+        p.error(f"argument --threads: {a.threads} but only {len(os.sched_getaffinity(0))} cores are available")
     a.repeats = a.repeats or (3 if a.quick else 5)
     return a
 
@@ -332,7 +372,7 @@ def main(argv=None):
 
     load_start = os.getloadavg()
     bench = Bench(args)
-    wanted = set(args.methods.split(",")) if args.methods else None
+    wanted = set(args.methods) if args.methods else None
     methods = [m for m in METHODS if wanted is None or m[0] in wanted]
     rows = []
     jobs = [(m, b) for b in args.batches for m in methods]

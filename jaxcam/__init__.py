@@ -12,7 +12,7 @@ the shared engine in `jaxcam._src` (split, runner, request, compile), batching o
 `jaxcam.visual`, image files in `jaxcam.images`, resumable jobs in `jaxcam.jobs`, the command line
 in `jaxcam.cli`.
 """
-from jaxcam import metrics, models, targets
+from jaxcam import images, jobs, metrics, models, sharding, targets
 from jaxcam._src.split import Split, list_layers
 from jaxcam.methods import ablation_cam, fast_ablation_cam, grad_cam, spatial_ablation_cam
 from jaxcam.methods import (
@@ -21,6 +21,7 @@ from jaxcam.methods import (
 )
 from jaxcam.methods import registry
 from jaxcam.methods import fem, finer_cam, fullgrad, kpca_cam, random_cam, seg_eigen_cam, shapley_cam
+from jaxcam.methods import deep_feature_factorization, factorization_overlay
 from jaxcam.methods import is_cam, refine_cam, sess, smoothgrad_cam_pp, ss_cam
 from jaxcam._src.tokens import tokens_to_grid
 from jaxcam.model import Model, ModelInfo
@@ -32,7 +33,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "fem", "finer_cam", "fullgrad", "kpca_cam", "random_cam", "seg_eigen_cam", "shapley_cam", "targets",
-    "is_cam", "refine_cam", "sess", "smoothgrad_cam_pp", "ss_cam",
+    "deep_feature_factorization", "factorization_overlay", "is_cam", "refine_cam", "sess", "smoothgrad_cam_pp", "ss_cam",
     "Model",
     "ModelInfo",
     "Split",
@@ -40,7 +41,10 @@ __all__ = [
     "fast_ablation_cam",
     "grad_cam",
     "list_layers",
+    "images",
+    "jobs",
     "metrics",
+    "sharding",
     "models",
     "registry",
     "spatial_ablation_cam",

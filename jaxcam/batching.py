@@ -138,8 +138,11 @@ def explain_batches(method: Union[str, Callable], model, images, *, batch_size: 
     total = len(images) if hasattr(images, "__len__") else None
     if per_image and total is not None and len(targets) != total:
         raise ValueError(f"targets has {len(targets)} entries for {total} images: pass one class per image")
-    model = jax.device_put(model, replicated(mesh))
-    sharded = batch_sharding(mesh)
+    if mesh.size > 1:  # one device: leave placement alone, so the method sees what a direct call sees
+        model = jax.device_put(model, replicated(mesh))
+        sharded = batch_sharding(mesh)
+    else:
+        sharded = mesh.devices.flat[0]
     bar = _progress(progress, total)
     start = 0
     for chunk in _chunks(images, size):

@@ -1,4 +1,4 @@
-"""`Model`: a Flax Linen module bound to its variables, plus what CAM methods need to know.
+"""`Model`: a model bound to its variables, plus what CAM methods need to know.
 
 Every method takes a `Model` as its first argument (`jaxcam.grad_cam(model, x, ...)`). It is a
 pytree: the variables are its leaves, the module and `ModelInfo` are static, so a `Model` can be
@@ -6,14 +6,20 @@ passed straight into `jax.jit` / `jax.vmap`.
 
 Any user-written Linen module works: ``jaxcam.Model(MyNet(), variables)``. The module must accept
 ``module.apply(variables, x)`` with NHWC float input and return class scores ``(N, num_classes)``.
+
+Other kinds of models (see `jaxcam._src.split.SplitKind`):
+  ``jaxcam.Model.from_functions(features, head, params)``  plain JAX / equinox / haiku
+  ``jaxcam.nnx.model(nnx_module)`` or any ``nnx.Module`` passed to a method directly  Flax NNX
+Inputs may have 1, 2 or 3 spatial axes: (N, L, C), (N, H, W, C), (N, D, H, W, C).
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import flax.linen as nn
 import flax.struct
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -63,6 +69,32 @@ class Model:
         x = images.astype(np.float32) / scale
         return jnp.asarray((x - np.asarray(self.info.mean, np.float32)) / np.asarray(self.info.std, np.float32))
 
+    @classmethod
+    def from_functions(
+        cls, features: Callable, head: Callable, params: Any, *, layer: str = "features",
+        info: Optional[ModelInfo] = None,
+    ) -> "Model":
+        """A model given as two pure functions; every method then works on it.
+
+        Args:
+          features: ``features(params, x) -> A``, the activations CAM methods explain (N, ..., C).
+          head: ``head(params, A) -> scores`` (N, num_classes): the rest of the network.
+          params: any pytree of arrays (an equinox module's arrays, haiku params, a dict).
+          layer: the name the methods' ``layer`` argument accepts for A (the default layer too).
+
+        Example:
+          >>> import jax, jax.numpy as jnp, jaxcam
+          >>> params = {"w": jnp.ones((3, 8)), "fc": jnp.ones((8, 5))}
+          >>> model = jaxcam.Model.from_functions(
+          ...     lambda p, x: jax.nn.relu(x @ p["w"]), lambda p, a: a.mean(axis=(1, 2)) @ p["fc"], params)
+          >>> jaxcam.grad_cam(model, jnp.ones((1, 8, 8, 3)), targets=0).shape
+          (1, 8, 8)
+        """
+        if not callable(features) or not callable(head):
+            raise TypeError("from_functions(features, head, params): features and head must be functions")
+        info = info or ModelInfo(name=getattr(features, "__name__", "functions"), default_layer=layer)
+        return cls(Functions(features, head, layer), params, info)
+
     def with_variables(self, variables) -> "Model":
         return self.replace(variables=variables)
 
@@ -71,16 +103,52 @@ class Model:
         return names[index] if 0 <= index < len(names) else str(index)
 
 
+@dataclasses.dataclass(frozen=True)
+class Functions:
+    """The `SplitKind` of `Model.from_functions`: one layer, ``layer``, between `features` and `head`."""
+
+    features_fn: Callable
+    head_fn: Callable
+    layer: str = "features"
+
+    def apply(self, params, x):
+        return self.head_fn(params, self.features_fn(params, x))
+
+    def output_shapes(self, params, x_shape, dtype) -> tuple:
+        x = jax.ShapeDtypeStruct(x_shape, dtype)
+        a = jax.eval_shape(self.features_fn, params, x)
+        out = jax.eval_shape(self.head_fn, params, a)
+        return ((self.layer, tuple(a.shape)), ("", tuple(out.shape)))
+
+    def features(self, params, x, layer):
+        return self.features_fn(params, x)
+
+    def head(self, params, x, layer, activations):
+        return self.head_fn(params, activations)
+
+
 def as_model(model) -> Model:
-    """Accept a `Model` or a ``(module, variables)`` pair."""
+    """Accept a `Model`, a ``(module, variables)`` pair or a Flax NNX module."""
     if isinstance(model, Model):
         return model
+    if _is_nnx(model):
+        from jaxcam import nnx as jaxcam_nnx  # only NNX users pay for the import
+
+        return jaxcam_nnx.model(model)
     if isinstance(model, (tuple, list)) and len(model) == 2 and isinstance(model[0], nn.Module):
         return Model(model[0], model[1])
     raise TypeError(
         "expected a jaxcam.Model (or a (flax module, variables) pair) as the first argument, got "
         f"{type(model).__name__}; build one with jaxcam.Model(module, variables) or jaxcam.models.resnet50()"
     )
+
+
+def _is_nnx(obj) -> bool:
+    try:
+        from flax import nnx
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(obj, nnx.Module)
 
 
 def names_tuple(names: Optional[Sequence[str]]) -> tuple:

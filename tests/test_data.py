@@ -165,3 +165,72 @@ def test_closing_prefetch_stops_its_thread():
     while threading.active_count() > before and time.perf_counter() < deadline:
         time.sleep(0.05)
     assert threading.active_count() <= before
+
+
+# ---------------------------------------------------------------- load_dataset: any tree, archive, tfds
+
+
+def test_zip_tree_and_val_split_and_wordnet_names(tmp_path):
+    import zipfile
+
+    src = tmp_path / "tree"
+    wnids = {"n01440764": "tench", "n02102040": "English springer"}
+    rng = np.random.default_rng(0)
+    expected = {}
+    for split in ("train", "val"):
+        for w in wnids:
+            os.makedirs(src / split / w)
+            img = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
+            Image.fromarray(img).save(src / split / w / "a.png")
+            expected[(split, w)] = img
+    archive = tmp_path / "tree.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for d, _, files in os.walk(src):
+            for f in files:
+                z.write(os.path.join(d, f), os.path.relpath(os.path.join(d, f), tmp_path))  # top folder "tree/"
+    assert data.eval_split(str(archive)) == "val"
+    val = data.load_dataset(str(archive), "val")
+    assert val.class_names == ("tench", "English springer")
+    np.testing.assert_array_equal(val.images[1], expected[("val", "n02102040")])
+    assert list(val.labels) == [0, 1]
+
+
+def test_mixed_sizes_are_resized_shorter_side_and_centre_cropped(tmp_path):
+    root = tmp_path / "t"
+    os.makedirs(root / "train" / "x")
+    # 8 x 16 image (h x w): left half 0, right half 200 -> shorter side 8 -> 8 x 16 -> centre 8 x 8 crop
+    img = np.zeros((8, 16, 3), np.uint8)
+    img[:, 8:] = 200
+    Image.fromarray(img).save(root / "train" / "x" / "wide.png")
+    Image.fromarray(np.full((8, 8, 3), 7, np.uint8)).save(root / "train" / "x" / "small.bmp")
+    with pytest.raises(ValueError, match="different sizes"):
+        data.load_dataset(str(root), "train")
+    ds = data.load_dataset(str(root), "train", size=8)
+    assert ds.images.shape == (2, 8, 8, 3)
+    np.testing.assert_array_equal(ds.images[0], np.full((8, 8, 3), 7))  # "small.bmp" sorts first
+    np.testing.assert_array_equal(ds.images[1], img[:, 4:12])  # exact centre crop, no resampling needed
+
+
+def test_tfds_offline_fails_at_once_naming_the_local_alternative(tmp_path, monkeypatch):
+    """No prepared copy and no network (every socket connect refused): one line, in well under a second."""
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise OSError("network unreachable (test)")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    for proxy in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        monkeypatch.setenv(proxy, "http://127.0.0.1:9")  # a closed port as well
+    data.load_tfds.__module__  # imported
+    import tensorflow_datasets  # noqa: F401  (import time is not the failure path)
+
+    start = time.perf_counter()
+    with pytest.raises(data.DataNotFoundError) as info:
+        data.load_dataset("imagenette/160px", "train", tfds_data_dir=str(tmp_path))
+    seconds = time.perf_counter() - start
+    message = str(info.value)
+    assert "network is unreachable" in message and "--data /path/to/tree" in message and "\n" not in message
+    assert seconds < 10
+    assert not data.is_local("imagenette/160px") and not data.is_local("tfds:cifar10")
+    assert data.is_local(str(tmp_path)) and data.is_local("./x.tar.gz")

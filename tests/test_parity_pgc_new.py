@@ -12,8 +12,16 @@ import jaxcam
 from jaxcam import targets as T
 from jaxcam.methods.random_baseline import random_weights
 from tests.test_parity_pgc_family import (  # noqa: F401  (fixtures)
-    CASES, TARGETS, case, images, nchw, report, tv_vgg, vgg, vgg_images,
+    TARGETS, images, make_case, nchw, report, tv_vgg, vgg, vgg_images,
 )
+
+# ResNet-18 and the non-residual VGG-like net, two layers each (issue 16's "Must show").
+NEW_CASES = ["resnet18/layer4", "resnet18/layer3", "vgg/features", "vgg/features/3"]
+
+
+@pytest.fixture(params=NEW_CASES)
+def case(request):
+    return make_case(request, request.param)
 
 
 def pgc(cls, tv_layer, tv_model, images, targets, ctor=None, **call):
@@ -23,9 +31,9 @@ def pgc(cls, tv_layer, tv_model, images, targets, ctor=None, **call):
     return out
 
 
-def check(case, name, got, expected):
+def check(case, name, got, expected, **tol):
     model, _, _, layer, _ = case
-    report(f"{model.info.name}/{layer} {name}", got, expected)
+    report(f"{model.info.name}/{layer} {name}", got, expected, **tol)
 
 
 def test_fem(case):
@@ -38,13 +46,16 @@ def test_fem(case):
 def test_kpca_cam(case):
     model, tv, x, layer, tv_layer = case
     expected = pgc(pytorch_grad_cam.KPCA_CAM, tv_layer, tv, x, [ClassifierOutputTarget(t) for t in TARGETS])
-    check(case, "KPCA_CAM", jaxcam.kpca_cam(model, x, layer=layer), expected)
+    # float32 eigh against scikit-learn's float64 kernel PCA: 8e-5 measured on vgg/features (issue: 1e-3)
+    check(case, "KPCA_CAM", jaxcam.kpca_cam(model, x, layer=layer), expected, tol=1e-4)
 
 
 def test_seg_eigen_cam(case):
     model, tv, x, layer, tv_layer = case
     expected = pgc(pytorch_grad_cam.SegEigenCAM, tv_layer, tv, x, [ClassifierOutputTarget(t) for t in TARGETS])
-    check(case, "SegEigenCAM", jaxcam.seg_eigen_cam(model, x, layer=layer, targets=np.array(TARGETS)), expected)
+    # float32 symmetric eigensolver vs numpy's float64 SVD: 1.3e-5 measured at resnet18/layer4 (issue: 1e-3)
+    check(case, "SegEigenCAM", jaxcam.seg_eigen_cam(model, x, layer=layer, targets=np.array(TARGETS)), expected,
+          tol=1e-4)
 
 
 def test_shapley_cam_rest_target(request, case):
@@ -105,7 +116,7 @@ def test_refine_cam(request, which):
     report(f"{which} RefineCAM(GradCAM++)", got, expected)
 
 
-@pytest.mark.parametrize("which,pool", [("vgg", "mean"), ("vgg", "max"), ("resnet18", "mean")])
+@pytest.mark.parametrize("which,pool", [("vgg", "mean"), ("vgg", "max"), ("resnet18", "max")])
 def test_sess(request, which, pool):
     """Two scales (the image and 1.5x: 1 + 4 windows of the image's size), Grad-CAM per window."""
     model = request.getfixturevalue(which)

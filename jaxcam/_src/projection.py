@@ -4,6 +4,8 @@ Used by `eigen_cam`, `eigen_grad_cam` and the ``eigen_smooth`` option of channel
 """
 from __future__ import annotations
 
+import math
+
 import jax.numpy as jnp
 
 
@@ -18,14 +20,15 @@ def first_component(activations: jnp.ndarray) -> jnp.ndarray:
     positively with the centered channel sum (for Eigen-Grad-CAM: with the HiResCAM map). NaNs are
     treated as 0; an all-constant input gives an all-zero map.
     """
-    n, h, w, c = activations.shape
-    x = jnp.nan_to_num(activations.astype(jnp.float32), nan=0.0, posinf=0.0, neginf=0.0).reshape(n, h * w, c)
+    n, *spatial, c = activations.shape  # any number of spatial axes
+    locations = math.prod(spatial)
+    x = jnp.nan_to_num(activations.astype(jnp.float32), nan=0.0, posinf=0.0, neginf=0.0).reshape(n, locations, c)
     x = x - x.mean(axis=1, keepdims=True)
-    if h * w < c:
+    if locations < c:
         _, u = jnp.linalg.eigh(jnp.einsum("nlc,nmc->nlm", x, x))  # ascending eigenvalues
         v = jnp.einsum("nlc,nl->nc", x, u[..., -1])  # X^T u_1 = s_1 v_1
         v = v / jnp.maximum(jnp.linalg.norm(v, axis=-1, keepdims=True), 1e-30)
     else:
         v = jnp.linalg.eigh(jnp.einsum("nlc,nld->ncd", x, x))[1][..., -1]  # (N, C)
     v = jnp.where(v.sum(axis=-1, keepdims=True) < 0, -v, v)
-    return jnp.einsum("nlc,nc->nl", x, v).reshape(n, h, w)
+    return jnp.einsum("nlc,nc->nl", x, v).reshape(n, *spatial)

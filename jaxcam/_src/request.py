@@ -30,18 +30,18 @@ class Request:
 
 
 def check_input(x) -> jnp.ndarray:
-    """x must be a float NHWC batch (N, H, W, C) with N >= 1."""
+    """x must be a float channels-last batch with 1-3 spatial axes: (N, L, C), (N, H, W, C) or
+    (N, D, H, W, C), N >= 1. A 3-D x is a batch of 1-D signals (checked against the model later)."""
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
         x = np.asarray(x)
-    if x.ndim == 3:
+    if x.ndim not in (3, 4, 5):
         raise ValueError(
-            f"x has shape {tuple(x.shape)}: expected a batch (N, H, W, C). For one image use x[None]."
+            f"x has {x.ndim} dims (shape {tuple(x.shape)}): expected a channels-last batch (N, H, W, C) "
+            "(or (N, L, C) for signals, (N, D, H, W, C) for volumes)"
         )
-    if x.ndim != 4:
-        raise ValueError(f"x has {x.ndim} dims (shape {tuple(x.shape)}): expected a NHWC batch (N, H, W, C)")
     if x.shape[0] == 0:
         raise ValueError("x is an empty batch (N = 0): pass at least one image")
-    if x.shape[-1] not in _CHANNEL_COUNTS and x.shape[1] in _CHANNEL_COUNTS:
+    if x.ndim == 4 and x.shape[-1] not in _CHANNEL_COUNTS and x.shape[1] in _CHANNEL_COUNTS:
         raise ValueError(
             f"x has shape {tuple(x.shape)}, which looks like NCHW (channels first). jaxcam expects NHWC: "
             "use x.transpose(0, 2, 3, 1)"
@@ -63,6 +63,11 @@ def make_request(model, x, layer: Optional[str], targets, reshape_transform=None
     try:
         shapes = split_lib.layer_shapes(model, x.shape, x.dtype)
     except Exception as err:  # shape errors from the module itself
+        if x.ndim == 3:
+            raise ValueError(
+                f"x has shape {tuple(x.shape)}: expected a batch (N, H, W, C). For one image use x[None] "
+                f"(a 3-D x is read as 1-D signals (N, L, C), which this model rejects: {err})"
+            ) from err
         raise ValueError(
             f"the model cannot be applied to x of shape {tuple(x.shape)} (expected NHWC input): {err}"
         ) from err
@@ -112,10 +117,17 @@ def transformed_shape(reshape_transform, shape, layer) -> tuple:
 
 
 def spatial_activation_shape(req: Request) -> tuple:
-    """Methods that need a (N, h, w, C) layer output check it here."""
-    if len(req.activation_shape) != 4:
+    """Methods that need a (N, h, w, C) layer output (or (N, l, C) / (N, d, h, w, C) for 1-D / 3-D
+    inputs: the layer has as many spatial axes as x) check it here."""
+    if len(req.activation_shape) != req.x.ndim:
+        want = {3: "(N, l, C)", 4: "(N, h, w, C)", 5: "(N, d, h, w, C)"}[req.x.ndim]
         raise ValueError(
-            f"layer {'/'.join(req.layer)} outputs shape {req.activation_shape}, not (N, h, w, C); "
-            "for token models pass reshape_transform=..."
+            f"layer {'/'.join(req.layer)} outputs shape {req.activation_shape}, not {want} as the input "
+            f"{tuple(req.x.shape)} needs; for token models pass reshape_transform=..."
         )
     return req.activation_shape
+
+
+def spatial_axes(a) -> tuple:
+    """The spatial axes of channels-last activations (N, ..., C): (1,) (1, 2) or (1, 2, 3)."""
+    return tuple(range(1, a.ndim - 1))

@@ -91,6 +91,8 @@ def run(
 def _run_one(core, model, x, layer, targets, final_activation, shared: Shared, options):
     req = make_request(model, x, layer, targets, shared.reshape_transform)
     spatial_activation_shape(req)
+    if shared.aug_smooth is not None and req.x.ndim != 4:
+        raise ValueError(f"aug_smooth flips and rescales images (N, H, W, C); x has shape {tuple(req.x.shape)}")
     target_fn = req.targets if callable(req.targets) else None
     classes = None if target_fn is not None else req.targets
     return _run_jit(core, req.model, req.x, classes, req.layer, target_fn, final_activation, shared, options,
@@ -113,9 +115,12 @@ def collect_layer_maps():
         _LAYER_MAPS.reset(token)
 
 
-def reduce_channels(cam: jnp.ndarray, eigen_smooth: bool) -> jnp.ndarray:
-    """Weighted activations (N, h, w, C) -> (N, h, w) by sum or first principal component."""
-    if cam.ndim == 4:
+def reduce_channels(cam: jnp.ndarray, eigen_smooth: bool, input_ndim: int = 4) -> jnp.ndarray:
+    """Weighted activations (N, h, w, C) -> (N, h, w) by sum or first principal component.
+
+    Any spatial rank: activations have the input's rank `input_ndim`, maps one axis fewer.
+    """
+    if cam.ndim == input_ndim:
         return first_component(cam) if eigen_smooth else cam.sum(axis=-1)
     if eigen_smooth:
         raise ValueError("eigen_smooth applies to methods that weigh channels; this method returns maps directly")
@@ -141,12 +146,12 @@ def _maps(core, split, x, targets, final_activation, shared: Shared, options):
     """(N, H, W) maps of one target per image, after aug_smooth if asked."""
 
     def one(view):
-        cam = reduce_channels(core(split, view, targets, **dict(options)), shared.eigen_smooth)
+        cam = reduce_channels(core(split, view, targets, **dict(options)), shared.eigen_smooth, view.ndim)
         if not shared.normalize:
-            return maps.resize(cam.astype(jnp.float32), view.shape[1:3])
+            return maps.resize(cam.astype(jnp.float32), view.shape[1:-1])
         if shared.fusing:  # as pytorch-grad-cam: layers are averaged before the post-resize min-max
-            return maps.resize(maps.minmax(maps.activate(cam, final_activation)), view.shape[1:3])
-        return maps.finish(cam, view.shape[1:3], final_activation)
+            return maps.resize(maps.minmax(maps.activate(cam, final_activation)), view.shape[1:-1])
+        return maps.finish(cam, view.shape[1:-1], final_activation)
 
     if shared.aug_smooth is None:
         return one(x)

@@ -1,4 +1,4 @@
-"""The one mechanism: split any Flax Linen model at a named layer.
+"""The one mechanism: split any model at a named layer.
 
     features(x)      -> A        activations of `layer` (N, h, w, C), computed once
     head(x, A')      -> scores   the rest of the network with `layer`'s output replaced by A'
@@ -10,11 +10,16 @@ network before the layer runs once, only the head runs per perturbation. Skip co
 bypass the layer read their own inputs, so they stay correct.
 
 A layer is named by its module path: ``"layer4"``, ``"layer4/1"``, ``"features/28"``.
+
+The mechanism does not depend on Linen. A `Model`'s ``module`` is either a Linen module (handled
+here) or any object with the `SplitKind` protocol below: `jaxcam.Model.from_functions` (plain JAX,
+equinox, haiku: features and head given as functions) and `jaxcam.nnx` (Flax NNX modules) are the
+two shipped kinds. `Split` only dispatches; every method works on every kind.
 """
 from __future__ import annotations
 
 import functools
-from typing import Optional, Tuple
+from typing import Optional, Protocol, Tuple, runtime_checkable
 
 import flax.linen as nn
 import jax
@@ -30,6 +35,27 @@ def parse_layer(layer: str) -> LayerPath:
     if not isinstance(layer, str) or not layer.strip("/."):
         raise ValueError(f"layer must be a module path such as 'layer4' or 'layer4/1', got {layer!r}")
     return tuple(p for p in layer.replace(".", "/").split("/") if p)
+
+
+@runtime_checkable
+class SplitKind(Protocol):
+    """What a non-Linen model kind implements to get every method (held as ``Model.module``).
+
+    Must be hashable (it is static under jit). ``variables`` is the model's pytree of arrays.
+    """
+
+    def apply(self, variables, x): ...  # scores (N, K)
+
+    def output_shapes(self, variables, x_shape, dtype) -> tuple: ...  # ((path, shape), ...); "" = output
+
+    def features(self, variables, x, layer: "LayerPath"): ...  # the layer's output
+
+    def head(self, variables, x, layer: "LayerPath", activations): ...  # scores with the output replaced
+
+
+def kind_of(model: Model):
+    """The model's `SplitKind`, or None for a Linen module (handled in this file)."""
+    return None if isinstance(model.module, nn.Module) else model.module
 
 
 def layer_shapes(model: Model, x_shape, dtype=jnp.float32) -> dict:
@@ -57,6 +83,9 @@ class _ByShape:
 
 @functools.lru_cache(maxsize=64)
 def _layer_shapes(module, x_shape, dtype, variables):
+    if not isinstance(module, nn.Module):
+        return tuple(module.output_shapes(variables.value, x_shape, dtype))
+
     def run(x):
         return module.apply(variables.value, x, capture_intermediates=True, mutable=["intermediates"])
 
@@ -76,9 +105,10 @@ def _layer_shapes(module, x_shape, dtype, variables):
 
 
 def list_layers(model: Model, x_shape=(1, 64, 64, 3), spatial_only: bool = True) -> list:
-    """Module paths usable as `layer`: those whose output is (N, h, w, C) (or any, with False)."""
+    """Module paths usable as `layer`: those whose output is (N, ..., C) with 1-3 spatial axes
+    (or any, with False)."""
     shapes = layer_shapes(model, x_shape)
-    return [p for p, s in shapes.items() if p and (not spatial_only or len(s) in (3, 4))]
+    return [p for p, s in shapes.items() if p and (not spatial_only or len(s) in (3, 4, 5))]
 
 
 def check_layer(model: Model, layer: str, x_shape) -> LayerPath:
@@ -86,7 +116,7 @@ def check_layer(model: Model, layer: str, x_shape) -> LayerPath:
     path = parse_layer(layer)
     shapes = layer_shapes(model, x_shape)
     if "/".join(path) not in shapes:
-        valid = [p for p, s in shapes.items() if p and len(s) in (3, 4)]
+        valid = [p for p, s in shapes.items() if p and len(s) in (3, 4, 5)]
         raise ValueError(
             f"unknown layer {layer!r} for {model.info.name}. Valid layers (module paths with a spatial "
             f"or token output): {', '.join(valid)}"
@@ -103,6 +133,9 @@ class Split:
 
     def features(self, x: jnp.ndarray) -> jnp.ndarray:
         """Activations of the layer: (N, h, w, C) for x (N, H, W, 3)."""
+        kind = kind_of(self.model)
+        if kind is not None:
+            return kind.features(self.model.variables, x, self.layer)
         _, state = self.model.module.apply(
             self.model.variables,
             x,
@@ -128,6 +161,9 @@ class Split:
             (N, num_classes). The saving is large when the head is re-run thousands of times.
             Without a named classifier, `classes` is ignored and all logits are returned.
         """
+        kind = kind_of(self.model)
+        if kind is not None:
+            return kind.head(self.model.variables, x, self.layer, activations)
         gather = classes is not None and self.can_gather_classes
         classifier = parse_layer(self.model.info.classifier) if gather else None
 
@@ -164,4 +200,4 @@ class Split:
 
     @property
     def can_gather_classes(self) -> bool:
-        return self.model.info.classifier is not None
+        return self.model.info.classifier is not None and kind_of(self.model) is None

@@ -2,6 +2,8 @@
 
     jaxcam render --method grad_cam photos/
     jaxcam evaluate --data images/ --methods all
+    jaxcam train --config configs/recipe_c_imagenette_resnet18.yaml --data imagenette2-160.tgz --out runs/c
+    jaxcam finetune --model resnet20 --epochs 30 --out runs/r20      # the CIFAR-10 preset of train
 
 Commands are imported only when run. To add one, add a line to `COMMANDS`.
 """
@@ -14,6 +16,8 @@ from typing import Optional, Sequence
 COMMANDS = {
     "render": "jaxcam.cli.render",
     "evaluate": "jaxcam.cli.evaluate",
+    "train": "jaxcam.cli.train",
+    "finetune": "jaxcam.cli.finetune",
 }
 
 

@@ -96,14 +96,15 @@ def parser():
 # ------------------------------------------------------------------ inputs --------------------
 
 
-def resolve_methods(spec: str) -> list:
+def resolve_methods(spec: str, notes: list = None) -> list:
     """Registry methods to run (the random baseline is added by `run`). 'all': every map method; the
     others are named on stderr (they return attributions or several maps, which these metrics do not take)."""
     from jaxcam.methods import registry
 
     if spec.strip() == "all":
         others = [n for n in registry.names() if registry.get(n).output != "map"]
-        print(f"note: not evaluated (not (N, H, W) maps): {', '.join(others)}", file=sys.stderr)
+        note = f"note: not evaluated (not (N, H, W) maps): {', '.join(others)}"
+        notes.append(note) if notes is not None else print(note, file=sys.stderr)
         return [registry.get(n) for n in registry.names(output="map")]
     names = [s.strip() for s in spec.split(",") if s.strip() and s.strip() != RANDOM]
     chosen = common.methods(",".join(names), option="--methods") if names else []
@@ -382,7 +383,8 @@ def run(argv, progress: bool = True) -> tuple:
         distributed.check_arguments(args)
     except ValueError as err:
         raise UsageError(str(err)) from None
-    methods = resolve_methods(args.methods)
+    notes = []
+    methods = resolve_methods(args.methods, notes)
     common.method_options(methods, {"chunk_size": args.chunk_size})
     files = list_images(args.data, args.limit)
     labels = read_labels(args.data)
@@ -395,6 +397,8 @@ def run(argv, progress: bool = True) -> tuple:
     distributed.initialize(args)
     model = common.load_model(args.model, args.weights, args.checkpoint)
     common.check_layer(model, args.layer, args.size)
+    for note in notes:
+        print(note, file=sys.stderr)
     name = model.info.name
     cache = os.path.join(args.out, "cache", config_key(args, args.checkpoint or name))
     names = [m.name for m in methods] + [RANDOM]

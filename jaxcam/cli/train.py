@@ -247,6 +247,8 @@ def validate_with_counts(cfg, where, options, n_val: int, n_train: int):
 
     val = min(n_val, cfg["val_limit"]) if cfg["val_limit"] else n_val
     train = min(n_train, cfg["train_limit"]) if cfg["train_limit"] else n_train
+    if cfg["gallery"] > val and where.get("gallery", "default") in ("default", "preset"):
+        cfg["gallery"] = val  # the default gallery shrinks to the evaluation set; an asked-for one does not
     if cfg["gallery"] > val:
         raise err("gallery", f"{cfg['gallery']} is more than the {val} evaluation images; use at most {val} "
                              "(0 = no gallery)")
@@ -334,6 +336,7 @@ def run(cfg: Dict[str, Any], where=None, options=OPTIONS) -> Optional[dict]:
 
     where = where or {}
     t_start = time.time()
+    _check_existing_run(cfg)
     train, val, val_split = load_splits(cfg, where, options)
     image_size = cfg["image_size"] or (train.images.shape[1] if train.images.shape[1] == train.images.shape[2]
                                        else 224)
@@ -520,6 +523,21 @@ def run(cfg: Dict[str, Any], where=None, options=OPTIONS) -> Optional[dict]:
     print(f"{val_split} accuracy {summary['accuracy']:.4f} ({len(val)} images, best epoch {best_epoch['epoch']}); "
           f"wall time {result['wall_seconds'] / 60:.1f} min; outputs in {out}", flush=True)
     return result
+
+
+def _check_existing_run(cfg) -> None:
+    """A run folder written by another model / freeze / image size: stop before reading any data."""
+    from jaxcam import train as T
+
+    ckpt = os.path.join(cfg["out"], "checkpoints", "last")
+    if not os.path.isdir(ckpt) or not any(d.isdigit() for d in os.listdir(ckpt)):
+        return
+    meta = T.Checkpoints(os.path.join(cfg["out"], "checkpoints")).latest_meta()
+    if meta:
+        expect = {"model": cfg["model"], "freeze": cfg["freeze"]}
+        if cfg["image_size"]:
+            expect["image_size"] = int(cfg["image_size"])
+        T.check_meta(meta, expect, os.path.join(cfg["out"], "checkpoints", "last"))
 
 
 def _feature_mode(cfg, prefix, state, tx, train, val, aug, key, device_mesh, out):

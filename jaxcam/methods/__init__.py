@@ -14,6 +14,7 @@ from jaxcam.methods.guided import deprocess_gradients, guided_backprop, guided_g
 from jaxcam.methods.multilayer import multi_layer
 from jaxcam.methods.score import score_cam
 # issue 16: methods of pytorch-grad-cam 1.5.7 and torchcam 0.5
+from jaxcam.methods.dff import deep_feature_factorization, factorization_overlay
 from jaxcam.methods.fem import fem
 from jaxcam.methods.finer import finer_cam
 from jaxcam.methods.fullgrad import fullgrad
@@ -27,7 +28,7 @@ from jaxcam.methods.ss_cam import ss_cam
 from jaxcam.methods.is_cam import is_cam
 from jaxcam.methods.smoothgrad_cam_pp import smoothgrad_cam_pp
 
-NEW_METHODS = ["fem", "finer_cam", "fullgrad", "kpca_cam", "random_cam", "refine_cam", "seg_eigen_cam", "sess", "shapley_cam", "ss_cam", "is_cam",
+NEW_METHODS = ["deep_feature_factorization", "factorization_overlay", "fem", "finer_cam", "fullgrad", "kpca_cam", "random_cam", "refine_cam", "seg_eigen_cam", "sess", "shapley_cam", "ss_cam", "is_cam",
                "smoothgrad_cam_pp"]
 
 __all__ = [

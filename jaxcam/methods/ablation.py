@@ -15,6 +15,7 @@ import dataclasses
 from typing import Optional
 
 import jax
+import jax.extend.core as jex_core
 import jax.numpy as jnp
 import numpy as np
 
@@ -41,8 +42,19 @@ def ablated_scores(split: Split, x, activations, keep, targets, classes, score, 
       activations: A (N, h, w, C).
       keep: bool (K, ...) masks broadcastable against (h, w, C); False entries are set to `value`.
       classes: int (N,) or None (callable targets).
+
+    When the target logit is an affine function of A (the layer feeds only pooling, BatchNorm in
+    eval mode, linear layers: e.g. ResNet layer4 -> mean -> fc), y^(k) = y + <dy/dA, A^(k) - A>
+    exactly, so the K ablated heads are one contraction of the gradient with the masks
+    (`_affine_ablated_logits`). Otherwise the head runs on the masked copies, `chunk_size` at a time.
     """
     only_target_logit = classes is not None and score in ("logit", "sigmoid") and split.can_gather_classes
+    if only_target_logit:
+        def head(a):
+            return split.head(x, a, classes)
+
+        if _is_affine(head, activations):
+            return targets_lib.to_score_space(_affine_ablated_logits(head, activations, keep, value), score)
 
     def score_with(keep_k):
         ablated = jnp.where(keep_k, activations, value)
@@ -52,6 +64,69 @@ def ablated_scores(split: Split, x, activations, keep, targets, classes, score, 
 
     chunk = chunk_size or auto_chunk_size(keep.shape[0], activations.shape)
     return jax.lax.map(score_with, keep, batch_size=min(chunk, keep.shape[0]))
+
+
+# Primitives that are affine in an operand: in every operand / in exactly one operand (the others
+# constant) / in the first operand only (the others constant: divisor, indices, pad value, ...).
+_AFFINE_ALL = frozenset({
+    "add", "sub", "neg", "reduce_sum", "broadcast_in_dim", "reshape", "transpose", "squeeze", "expand_dims",
+    "convert_element_type", "slice", "concatenate", "copy", "copy_p", "rev", "add_any",
+})
+_AFFINE_ONE = frozenset({"mul", "dot_general", "conv_general_dilated"})
+_AFFINE_FIRST = frozenset({"div", "gather", "dynamic_slice", "pad", "reduce_precision"})
+
+
+def _jaxpr_is_affine(jaxpr, dependent) -> bool:
+    """Whether every output of `jaxpr` is affine in the input variables flagged in `dependent`."""
+    dep = {v for v, d in zip(jaxpr.invars, dependent) if d}
+    for eqn in jaxpr.eqns:
+        flags = [not isinstance(v, jex_core.Literal) and v in dep for v in eqn.invars]
+        if not any(flags):
+            continue
+        name = eqn.primitive.name
+        sub = eqn.params.get("jaxpr") or eqn.params.get("call_jaxpr") or eqn.params.get("fun_jaxpr")
+        if sub is not None and name in ("pjit", "jit", "closed_call", "core_call", "custom_jvp_call", "custom_vjp_call",
+                                        "custom_vjp_call_jaxpr", "remat", "checkpoint"):
+            inner = getattr(sub, "jaxpr", sub)
+            n = len(inner.invars)
+            if not _jaxpr_is_affine(inner, flags[-n:] if n <= len(flags) else flags):
+                return False
+        elif name in _AFFINE_ALL:
+            pass
+        elif name in _AFFINE_ONE:
+            if sum(flags) != 1:
+                return False
+        elif name in _AFFINE_FIRST or name == "select_n":
+            if name == "select_n" and flags[0]:
+                return False
+            if name != "select_n" and any(flags[1:]):
+                return False
+        else:
+            return False
+        dep.update(eqn.outvars)
+    return True
+
+
+def _is_affine(fn, a) -> bool:
+    """Whether fn(a) is affine in a, by the primitives between a and the output (trace only)."""
+    closed = jax.make_jaxpr(fn)(a)
+    return _jaxpr_is_affine(closed.jaxpr, [True] * len(closed.jaxpr.invars))
+
+
+def _affine_ablated_logits(head, activations, keep, value):
+    """(K, N) head outputs for an affine head: y + sum over the masked-out entries of G (value - A).
+
+    G[n, m] = d y_n / d A_m (images may interact through an affine head), one vjp per image.
+    """
+    y, pullback = jax.vjp(head, activations)
+    grads = jax.vmap(lambda e: pullback(e)[0])(jnp.eye(y.shape[0], dtype=y.dtype))  # (N, N, h, w, C)
+    delta = jnp.sum(grads * (value - activations)[None], axis=1)  # (N, h, w, C): effect of ablating everything
+    drop = ~jnp.asarray(keep, bool)
+    mask = drop.reshape(drop.shape[:1] + (1,) * (4 - drop.ndim) + drop.shape[1:])  # (K, 1|h, 1|w, 1|C)
+    axes = tuple(1 + i for i in range(3) if mask.shape[1 + i] == 1)
+    reduced = jnp.sum(delta, axis=axes, keepdims=True)  # sum where the mask is broadcast
+    m = mask.astype(delta.dtype).reshape(mask.shape[0], -1)
+    return y[None] + jnp.einsum("km,nm->kn", m, reduced.reshape(reduced.shape[0], -1))
 
 
 def base_scores(split: Split, x, targets, score):
@@ -95,7 +170,7 @@ def ablation_cam_map(split, x, targets, score="logit", value=0.0, chunk_size=Non
     channels = a.shape[-1]
     keep = ~jnp.eye(channels, dtype=bool)  # (C, C): mask k drops channel k
     weights = relative_drop(y, ablated_scores(split, x, a, keep, targets, classes, score, value, chunk_size))
-    return jnp.einsum("nc,nhwc->nhw", weights, a)
+    return jnp.einsum("nc,n...c->n...", weights, a)  # any spatial rank
 
 
 def spatial_ablation_cam_map(split, x, targets, score="logit", value=0.0, chunk_size=None, window=1, stride=1):
@@ -116,7 +191,8 @@ def fast_ablation_cam_map(split, x, targets, score="softmax", value=0.0, chunk_s
 # fused select + reduction over non-minor axes, C x h x w x C elements) into code ~8x slower than
 # the legacy emitters: on ResNet-50 layer4 that part alone cost about one forward. The runner
 # compiles channel ablation with the legacy emitters (numbers in benchmarks/README.md); location
-# ablation has only h x w masks and runs faster with the defaults.
+# ablation has only h x w masks and runs faster with the defaults. (Heads affine in A -- ResNet layer4 --
+# take the exact gradient shortcut in `ablated_scores` and run no masked copies at all.)
 ablation_cam_map.cpu_compiler_options = {"xla_cpu_use_fusion_emitters": False}
 
 

@@ -48,8 +48,13 @@ def _safe(denominator):
     return jnp.where(denominator == 0, 1.0, denominator)
 
 
+def _space(a):
+    """The spatial axes of (N, ..., C) activations: 1-D, 2-D and 3-D layers alike."""
+    return tuple(range(1, a.ndim - 1))
+
+
 def grad_cam_rule(a, g):
-    return g.mean(axis=(1, 2), keepdims=True) * a
+    return g.mean(axis=_space(a), keepdims=True) * a
 
 
 def hires_cam_rule(a, g):
@@ -62,15 +67,15 @@ def grad_cam_elementwise_rule(a, g):
 
 def grad_cam_pp_rule(a, g):
     g2 = g * g
-    sum_a = a.sum(axis=(1, 2), keepdims=True)
+    sum_a = a.sum(axis=_space(a), keepdims=True)
     alpha = g2 / _safe(2 * g2 + sum_a * g2 * g + GRAD_CAM_PP_EPS)
     alpha = jnp.where(g != 0, alpha, 0.0)
-    return (jax.nn.relu(g) * alpha).sum(axis=(1, 2), keepdims=True) * a
+    return (jax.nn.relu(g) * alpha).sum(axis=_space(a), keepdims=True) * a
 
 
 def xgrad_cam_rule(a, g):
-    sum_a = a.sum(axis=(1, 2), keepdims=True)
-    return (g * a / _safe(sum_a + XGRAD_CAM_EPS)).sum(axis=(1, 2), keepdims=True) * a
+    sum_a = a.sum(axis=_space(a), keepdims=True)
+    return (g * a / _safe(sum_a + XGRAD_CAM_EPS)).sum(axis=_space(a), keepdims=True) * a
 
 
 def layer_cam_rule(a, g):

@@ -4,31 +4,29 @@ Guided backprop is the input gradient of the target score with every ReLU's back
 by ``g * (x > 0) * (g > 0)`` (gradient flows only where the input and the incoming gradient are
 positive), as pytorch-grad-cam's GuidedBackpropReLU.
 
-How the ReLUs are swapped: Flax models call ReLU as a FUNCTION (``nn.relu(x)``, ``jax.nn.relu(x)``),
-not as a module, so ``nn.intercept_methods`` cannot see them. While the guided computation is
-traced, `guided_relus` rebinds every module-level name ``relu`` that refers to ``jax.nn.relu``
-(``jax.nn.relu``, ``flax.linen.relu``, and a user module's ``from jax.nn import relu``) to a
-``jax.custom_vjp`` ReLU with the guided backward rule, and restores them afterwards. The forward
-is unchanged. Tracing happens once per input shape (``jax.jit``); the compiled function keeps the
-guided rule. Limits: ReLUs written as ``jnp.maximum(x, 0)`` are not swapped (an error says so
-when none was found), and other threads tracing ReLU code at the same moment would see the swap.
+How the ReLUs are found, without touching any module: the model's forward is traced to a jaxpr
+(``jax.make_jaxpr``) and re-evaluated by a small interpreter (`guided_eval`) that replaces every
+``max(x, 0)`` (what ``nn.relu``, ``jax.nn.relu`` and ``jnp.maximum(x, 0)`` all lower to) by a
+``jax.custom_vjp`` ReLU with the guided backward rule; every other operation is bound as traced.
+Nothing global is patched, so other threads running plain methods at the same time are unaffected.
+Custom JVP rules inside the model (e.g. of ``jax.nn.relu`` itself) are replaced by differentiation of
+their primal code; control flow (scan/while/cond) is kept as is and ReLUs inside it are not guided.
 """
 from __future__ import annotations
 
-import contextlib
 import functools
-import sys
 
 import jax
+import jax.extend as jex
 import jax.numpy as jnp
+import numpy as np
 
+from jaxcam._src import compile as compile_lib
 from jaxcam._src import targets as targets_lib
 from jaxcam._src.request import check_input
 from jaxcam.methods.gradient import grad_cam
 from jaxcam.methods.registry import SCORE, Method, register
 from jaxcam.model import as_model
-
-_RELU = jax.nn.relu
 
 
 @jax.custom_vjp
@@ -48,44 +46,91 @@ def _guided_relu_bwd(x, g):
 guided_relu.defvjp(_guided_relu_fwd, _guided_relu_bwd)
 
 
-@contextlib.contextmanager
-def guided_relus():
-    """Within the block, every module-level ``relu`` bound to jax.nn.relu is a counting guided ReLU.
-
-    Yields a dict whose "calls" entry counts the ReLU calls traced in the block.
-    """
-    count = {"calls": 0}
-
-    def relu(x):
-        count["calls"] += 1
-        return guided_relu(x)
-
-    patched = [m for name, m in list(sys.modules.items())
-               if not name.startswith("jax._src") and getattr(m, "relu", None) is _RELU]
-    for module in patched:
-        module.relu = relu
-    try:
-        yield count
-    finally:
-        for module in patched:
-            module.relu = _RELU
+def _is_zero_literal(v) -> bool:
+    return isinstance(v, jex.core.Literal) and bool(np.all(np.asarray(v.val) == 0))
 
 
-@functools.partial(jax.jit, static_argnums=(3, 4))
+def _relu_input(eqn):
+    """The input of a ``max(x, 0)`` equation (a ReLU), else None."""
+    if eqn.primitive.name != "max" or len(eqn.invars) != 2:
+        return None
+    a, b = eqn.invars
+    if _is_zero_literal(b) and not _is_zero_literal(a):
+        return 0
+    if _is_zero_literal(a) and not _is_zero_literal(b):
+        return 1
+    return None
+
+
+def guided_eval(jaxpr, consts, args, count: list):
+    """Evaluate `jaxpr` with every ReLU guided; ``count[0]`` is increased per ReLU found."""
+    env = {}
+
+    def read(v):
+        return v.val if isinstance(v, jex.core.Literal) else env[v]
+
+    def write(v, value):
+        if not isinstance(v, jex.core.DropVar):
+            env[v] = value
+
+    for v, value in zip(jaxpr.constvars, consts):
+        write(v, value)
+    for v, value in zip(jaxpr.invars, args):
+        write(v, value)
+    for eqn in jaxpr.eqns:
+        invals = [read(v) for v in eqn.invars]
+        name = eqn.primitive.name
+        relu_arg = _relu_input(eqn)
+        if relu_arg is not None:
+            count[0] += 1
+            outs = [guided_relu(invals[relu_arg])]
+        elif name in ("jit", "pjit", "closed_call", "core_call"):
+            sub = eqn.params.get("jaxpr", eqn.params.get("call_jaxpr"))
+            outs = _eval_closed(sub, invals, count)
+        elif name == "custom_jvp_call":
+            outs = _eval_closed(eqn.params["call_jaxpr"], invals, count)
+        else:
+            bind = eqn.primitive.get_bind_params(eqn.params)
+            subfuns, params = bind if isinstance(bind, tuple) else ((), bind)  # older jax: (subfuns, params)
+            outs = eqn.primitive.bind(*subfuns, *invals, **params)
+            outs = outs if eqn.primitive.multiple_results else [outs]
+        for v, value in zip(eqn.outvars, outs):
+            write(v, value)
+    return [read(v) for v in jaxpr.outvars]
+
+
+def _eval_closed(sub, invals, count):
+    if isinstance(sub, jex.core.ClosedJaxpr):
+        return guided_eval(sub.jaxpr, sub.consts, invals, count)
+    return guided_eval(sub, (), invals, count)
+
+
+def guided_forward(model, x):
+    """``model(x)`` with guided ReLUs (same values; guided gradients) and the number of ReLUs found."""
+    leaves, tree = jax.tree_util.tree_flatten((model, x))
+    closed = jax.make_jaxpr(lambda *flat: jax.tree_util.tree_unflatten(tree, flat)[0](
+        jax.tree_util.tree_unflatten(tree, flat)[1]))(*leaves)
+    count = [0]
+    (out,) = guided_eval(closed.jaxpr, closed.consts, leaves, count)
+    return out, count[0]
+
+
+@functools.partial(compile_lib.jit, static_argnums=(3, 4))
 def _guided_jit(model, x, classes, target_fn, score):
     targets = target_fn if target_fn is not None else classes
+    found = []
 
     def total(inputs):
-        logits = model(inputs)
+        logits, relus = guided_forward(model, inputs)
+        found.append(relus)
         chosen = targets_lib.resolve_classes(targets, jax.lax.stop_gradient(logits))
         return targets_lib.target_score(logits, targets, chosen, score).sum()
 
-    with guided_relus() as count:
-        grads = jax.grad(total)(x)
-    if count["calls"] == 0:
+    grads = jax.grad(total)(x)
+    if not found or found[0] == 0:
         raise ValueError(
-            "guided backprop found no ReLU to guide: the model must call nn.relu / jax.nn.relu "
-            "(a ReLU written as jnp.maximum(x, 0) cannot be swapped)"
+            "guided backprop found no ReLU to guide: the model has no max(x, 0) (nn.relu, jax.nn.relu or "
+            "jnp.maximum(x, 0)) outside control flow"
         )
     return grads
 

@@ -37,29 +37,35 @@ def align_corners_matrix(n_out: int, n_in: int) -> np.ndarray:
 
 
 def upsample(a: jnp.ndarray, size, align_corners: bool = True) -> jnp.ndarray:
-    """Bilinear upsampling of maps (N, h, w) to (N, *size); corners aligned or half-pixel centers."""
+    """Bilinear upsampling of maps (N, h, w) to (N, *size); corners aligned or half-pixel centers.
+
+    Any spatial rank: (N, l) linear, (N, d, h, w) trilinear (one interpolation matrix per axis).
+    """
     if not align_corners:
         return maps.resize(a, size)
-    rows = jnp.asarray(align_corners_matrix(size[0], a.shape[1]))
-    cols = jnp.asarray(align_corners_matrix(size[1], a.shape[2]))
-    return jnp.einsum("Hh,nhw,Ww->nHW", rows, a, cols)
+    for axis, n_out in enumerate(size, start=1):
+        weights = jnp.asarray(align_corners_matrix(n_out, a.shape[axis]))
+        a = jnp.moveaxis(jnp.tensordot(a, weights, axes=((axis,), (1,))), -1, axis)
+    return a
 
 
 def score_cam_map(split, x, targets, score="logit", chunk_size=16, align_corners=True):
     """Weighted activations (N, h, w, C): softmax over channels of the masked-input scores, times A."""
     a = split.features(x)
     classes = targets_lib.resolve_classes(targets, split.model(x))
-    size = x.shape[1:3]
+    size = x.shape[1:-1]  # 1, 2 or 3 spatial axes
+    space = tuple(range(1, len(size) + 1))
 
     def masked_score(k):
         m = upsample(jnp.take(a, k, axis=-1), size, align_corners)
-        lo = m.min(axis=(1, 2), keepdims=True)
-        m = (m - lo) / (m.max(axis=(1, 2), keepdims=True) - lo + MASK_EPS)
+        lo = m.min(axis=space, keepdims=True)
+        m = (m - lo) / (m.max(axis=space, keepdims=True) - lo + MASK_EPS)
         return targets_lib.target_score(split.model(x * m[..., None]), targets, classes, score)
 
     channels = a.shape[-1]
     scores = jax.lax.map(masked_score, jnp.arange(channels), batch_size=min(chunk_size, channels))  # (C, N)
-    return jax.nn.softmax(scores.T, axis=-1)[:, None, None, :] * a
+    weights = jax.nn.softmax(scores.T, axis=-1)  # (N, C)
+    return weights.reshape(weights.shape[0], *(1,) * len(size), -1) * a
 
 
 def score_cam(model, x, layer=None, targets=None, *, score="logit", final_activation="relu", chunk_size: int = None,

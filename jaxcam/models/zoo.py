@@ -1,6 +1,7 @@
 """Model constructors: a Flax module + its variables + what CAM needs to know, as a `jaxcam.Model`."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Mapping, Union
 
 import jax
@@ -134,3 +135,29 @@ def resnet18_cifar(num_classes: int = 10, weights: Weights = None, seed: int = 0
     info = ModelInfo(name="resnet18_cifar", default_layer="layer4", classifier="fc", mean=IMAGENET_MEAN,
                      std=IMAGENET_STD, class_names=_names(class_names, num_classes, "cifar10"), input_size=32)
     return build(cifar_resnet.CifarResNet18(num_classes), info, weights, seed)
+
+
+def _nnx_resnet(name, linen_factory, nnx_factory, num_classes, weights, seed, class_names) -> Model:
+    """The Flax NNX twin of a zoo ResNet: same torchvision weights (or the same seeded random init)."""
+    from flax import nnx
+
+    from jaxcam import nnx as jaxcam_nnx
+    from jaxcam.models import nnx_resnet
+
+    linen = linen_factory(num_classes=num_classes, weights=weights, seed=seed, class_names=class_names)
+    module = nnx_resnet.load_linen_variables(nnx_factory(num_classes, rngs=nnx.Rngs(seed)), linen.variables)
+    return jaxcam_nnx.model(module, dataclasses.replace(linen.info, name=name, classifier=None))
+
+
+def nnx_resnet18(num_classes: int = 1000, weights: Weights = None, seed: int = 0, class_names=None) -> Model:
+    """torchvision ResNet-18 as a Flax NNX module (layers are NNX attribute paths); arguments as `resnet18`."""
+    from jaxcam.models import nnx_resnet
+
+    return _nnx_resnet("nnx_resnet18", resnet18, nnx_resnet.ResNet18, num_classes, weights, seed, class_names)
+
+
+def nnx_resnet50(num_classes: int = 1000, weights: Weights = None, seed: int = 0, class_names=None) -> Model:
+    """torchvision ResNet-50 as a Flax NNX module; arguments as `resnet18`."""
+    from jaxcam.models import nnx_resnet
+
+    return _nnx_resnet("nnx_resnet50", resnet50, nnx_resnet.ResNet50, num_classes, weights, seed, class_names)

@@ -1,0 +1,5 @@
+import sys
+
+from jaxcam.cli import main
+
+sys.exit(main())
