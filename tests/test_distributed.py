@@ -31,7 +31,7 @@ def driver(argv=None) -> int:
     import jaxcam
 
     if args.fail is not None and jax.process_index() == args.fail:
-        return 3
+        os._exit(3)  # a crash: no orderly jax.distributed shutdown
     model, images = tiny_model(), tiny_images(16)
     mine = distributed.share(len(images), block=4)
     maps = np.zeros((16, 24, 24), np.float32)
