@@ -23,6 +23,7 @@ import optax
 import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxcam._src.compile import jit as tuned_jit
 from jaxcam.model import Model
 from jaxcam.sharding import BATCH_AXIS, batch_mesh
 
@@ -250,7 +251,7 @@ def make_train_step(model: Model, tx: optax.GradientTransformation, image_size: 
 
     rep = NamedSharding(device_mesh, PartitionSpec())
     data = NamedSharding(device_mesh, PartitionSpec(DATA_AXIS))
-    return jax.jit(step, in_shardings=(rep, data, data), out_shardings=(rep, rep), donate_argnums=0)
+    return tuned_jit(step, in_shardings=(rep, data, data), out_shardings=(rep, rep), donate_argnums=0)
 
 
 def make_eval_step(model: Model, image_size: int, compute_dtype=jnp.float32, device_mesh: Optional[Mesh] = None):
@@ -265,7 +266,7 @@ def make_eval_step(model: Model, image_size: int, compute_dtype=jnp.float32, dev
 
     rep = NamedSharding(device_mesh, PartitionSpec())
     data = NamedSharding(device_mesh, PartitionSpec(DATA_AXIS))
-    return jax.jit(logits, in_shardings=(rep, data), out_shardings=data)
+    return tuned_jit(logits, in_shardings=(rep, data), out_shardings=data)
 
 
 def predict(eval_step, variables, images: np.ndarray, batch_size: int, progress: Optional[Callable] = None) -> np.ndarray:
@@ -489,7 +490,7 @@ class FrozenPrefix:
 
         rep = NamedSharding(device_mesh, PartitionSpec())
         data = NamedSharding(device_mesh, PartitionSpec(DATA_AXIS))
-        return jax.jit(features, in_shardings=(rep, data, rep), out_shardings=data)
+        return tuned_jit(features, in_shardings=(rep, data, rep), out_shardings=data)
 
     def make_train_step(self, tx: optax.GradientTransformation, label_smoothing: float = 0.0, seed: int = 0,
                         device_mesh: Optional[Mesh] = None):
@@ -522,7 +523,7 @@ class FrozenPrefix:
 
         rep = NamedSharding(device_mesh, PartitionSpec())
         data = NamedSharding(device_mesh, PartitionSpec(DATA_AXIS))
-        return jax.jit(step, in_shardings=(rep, data, data), out_shardings=(rep, rep), donate_argnums=0)
+        return tuned_jit(step, in_shardings=(rep, data, data), out_shardings=(rep, rep), donate_argnums=0)
 
     def make_eval_step(self, device_mesh: Optional[Mesh] = None):
         """Jitted ``logits(variables, features) -> (B, num_classes)``, eval mode."""
@@ -535,7 +536,7 @@ class FrozenPrefix:
 
         rep = NamedSharding(device_mesh, PartitionSpec())
         data = NamedSharding(device_mesh, PartitionSpec(DATA_AXIS))
-        return jax.jit(logits, in_shardings=(rep, data), out_shardings=data)
+        return tuned_jit(logits, in_shardings=(rep, data), out_shardings=data)
 
 
 def tail_modules(model: Model, layer: Tuple[str, ...], x_shape) -> frozenset:

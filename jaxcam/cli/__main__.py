@@ -1,5 +1,7 @@
+"""`python -m jaxcam.cli COMMAND ...`."""
 import sys
 
 from jaxcam.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())

@@ -19,17 +19,21 @@ import jax.numpy as jnp
 from jaxcam._src import maps
 from jaxcam._src import targets as targets_lib
 from jaxcam._src.runner import run
+from jaxcam.nn.layers import BatchNorm as FastBatchNorm
 from jaxcam.methods.registry import AUG_SMOOTH, NORMALIZE, SCORE, Method, check_options, register
 
 SCALE_EPS = 1e-7  # pytorch-grad-cam's (and the paper code's) per-channel scaling
 
 
+BATCH_NORMS = (nn.BatchNorm, FastBatchNorm)  # flax's and jaxcam.nn's (same variables and epsilon)
+
+
 def _biased(module) -> bool:
-    return isinstance(module, nn.BatchNorm) or (isinstance(module, nn.Conv) and module.use_bias)
+    return isinstance(module, BATCH_NORMS) or (isinstance(module, nn.Conv) and module.use_bias)
 
 
 def _effective_bias(module, out_dtype):
-    if isinstance(module, nn.BatchNorm):
+    if isinstance(module, BATCH_NORMS):
         params, stats = module.variables["params"], module.variables["batch_stats"]
         scale = params.get("scale", 1.0)
         return params.get("bias", 0.0) - stats["mean"] * scale / jnp.sqrt(stats["var"] + module.epsilon)
