@@ -68,6 +68,14 @@ class _Jit:
     def options(self, extra: Optional[dict] = None) -> Dict[str, object]:
         return cpu_options({**(self.extra or {}), **(extra or {})})
 
+    def _compiled(self, extra: Optional[dict] = None):
+        options = self.options(extra)
+        return _tuned(self.fn, tuple(sorted(options.items())), self.jit_kwargs) if options else self.plain
+
+    def lower(self, *args, **kwargs):
+        """As `jax.jit(...).lower`, with the CPU options (top level only)."""
+        return self._compiled().lower(*args, **kwargs)
+
     def __call__(self, *args, _extra_options: Optional[dict] = None, **kwargs):
         options = self.options(_extra_options)
         if not options:
