@@ -32,6 +32,22 @@ from jaxcam import jobs
 SCHEDULES = ("cosine", "onecycle", "step", "plateau", "constant")
 
 
+def augment_uint8(augment, image_size: int):
+    """Jitted ``(key, uint8 images (B, h, w, 3)) -> float images 0..255 (B, size, size, 3)``: resize on
+    the device to `image_size`, then `augment(key, x in [0, 1])`."""
+    import jax
+    import jax.numpy as jnp
+
+    def run(k, images):
+        x = images.astype(jnp.float32) / 255.0
+        n, h, w, c = x.shape
+        if (h, w) != (image_size, image_size):
+            x = jax.image.resize(x, (n, image_size, image_size, c), "bilinear")
+        return augment(k, x) * 255.0
+
+    return jax.jit(run)
+
+
 def _augment_check(spec):
     if spec is None:
         return None
@@ -409,14 +425,7 @@ def run(cfg: Dict[str, Any], where=None, options=OPTIONS) -> Optional[dict]:
         eval_step = T.make_eval_step(model, image_size, dtype, device_mesh)
         train_x, train_y, val_x = train.images, train.labels, val.images
         if cfg["augment"]:
-            def augment_fn(k, images):
-                x = images.astype(jnp.float32) / 255.0
-                n, h, w, c = x.shape
-                if (h, w) != (image_size, image_size):
-                    x = jax.image.resize(x, (n, image_size, image_size, c), "bilinear")
-                return aug(k, x) * 255.0
-
-            augment_jit = jax.jit(augment_fn)
+            augment_jit = augment_uint8(aug, image_size)
 
     views = cfg["feature_views"] if prefix is not None else 1
     meta_base = {**expect, "class_names": list(names), "config": _jsonable(cfg)}
@@ -555,14 +564,7 @@ def _feature_mode(cfg, prefix, state, tx, train, val, aug, key, device_mesh, out
     features = prefix.features_fn(device_mesh)
     variables = state.variables()
 
-    def aug_images(k, images):
-        x = images.astype(jnp.float32) / 255.0
-        n, h, w, c = x.shape
-        if (h, w) != (image_size, image_size):
-            x = jax.image.resize(x, (n, image_size, image_size, c), "bilinear")
-        return augment(k, x) * 255.0
-
-    aug_jit = jax.jit(aug_images)
+    aug_jit = augment_uint8(augment, image_size)
     cache = os.path.join(out, "features")
     os.makedirs(cache, exist_ok=True)
 
