@@ -104,6 +104,20 @@ def _die_with_parent():  # runs in the child before exec: SIGKILL it if the pare
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_DEATHSIG
 
 
+def loopback_unproxied(env: Optional[dict] = None) -> dict:
+    """`env` (default: this process's) with 127.0.0.1 and localhost added to ``no_proxy``/``NO_PROXY``.
+
+    jax.distributed talks gRPC to the coordinator, and gRPC honours http(s)_proxy: with a proxy set
+    (or all proxies pointed at a closed port to forbid downloads) local processes could not reach
+    their own coordinator on the loopback.
+    """
+    env = dict(os.environ if env is None else env)
+    for key in ("no_proxy", "NO_PROXY"):
+        hosts = [h for h in env.get(key, "").split(",") if h]
+        env[key] = ",".join(hosts + [h for h in ("127.0.0.1", "localhost") if h not in hosts])
+    return env
+
+
 def launch(args, argv: Optional[Sequence[str]] = None, entry: Optional[str] = None,
            env: Optional[dict] = None) -> Optional[int]:
     """With ``--processes N``: run N copies of this command as processes 0..N-1 and return the exit status.
@@ -122,6 +136,7 @@ def launch(args, argv: Optional[Sequence[str]] = None, entry: Optional[str] = No
     head = [sys.executable] + ([entry] if entry.endswith(".py") else ["-m", entry])
     base = head + strip_flags(argv)
     coord = f"127.0.0.1:{free_port()}"
+    env = loopback_unproxied(env)
     procs = []
     for i in range(n):
         cmd = base + ["--coordinator", coord, "--num-processes", str(n), "--process-id", str(i)]
