@@ -24,6 +24,7 @@ import dataclasses
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from jaxcam.model import Model, ModelInfo
@@ -63,15 +64,108 @@ class NNXKind:
 
     def head(self, state, x, layer, activations):
         copy = nnx.merge(self.graphdef, state)
-        keys = _keys(copy, layer)
-        parent = copy
-        for p in keys[:-1]:
-            parent = _child(parent, p)
-        if isinstance(keys[-1], int):
-            parent[keys[-1]] = _Constant(activations)
-        else:
-            setattr(parent, keys[-1], _Constant(activations))
+        _replace(copy, _keys(copy, layer), _Constant(activations))
         return copy(x)
+
+
+    # Optional parts of the protocol (methods that read more than one layer):
+
+    def classifier_params(self, state, x, layer=None) -> dict:
+        """{'kernel': (C, K), 'bias'?: (K,)} of the ``nnx.Linear`` at `layer` (CAM's weights).
+
+        With ``layer=None``, the Linear whose output IS the model's output on `x` (found by tracing).
+        """
+        module = nnx.merge(self.graphdef, state)
+        if layer is None:
+            layer = self._output_linear(state, x)
+            if layer is None:
+                raise ValueError(
+                    "cam needs the classifier: no nnx.Linear's output is the model's output; pass "
+                    "jaxcam.ModelInfo(classifier=<its attribute path>) or use jaxcam.grad_cam / hires_cam"
+                )
+        node = module
+        for key in _keys(module, layer):
+            node = _child(node, key)
+        if not isinstance(node, nnx.Linear):
+            raise ValueError(f"classifier {'/'.join(layer)} is a {type(node).__name__}, not an nnx.Linear")
+        params = {"kernel": node.kernel.get_value()}
+        if node.bias is not None:
+            params["bias"] = node.bias.get_value()
+        return params
+
+    def _output_linear(self, state, x):
+        """Attribute path of the nnx.Linear whose output is the module's output on x, or None."""
+        found = []
+
+        def run(state, x):
+            module = nnx.merge(self.graphdef, state)
+            out, inter = _capture_all(module, x)
+            for path, value in nnx.to_flat_state(inter):
+                if len(path) > 1 and path[-1] == "__call__":
+                    outputs = value.get_value() if hasattr(value, "get_value") else value
+                    if len(outputs) == 1 and outputs[0] is out:
+                        layer = tuple(str(p) for p in path[:-1])
+                        if isinstance(_at(module, layer), nnx.Linear):
+                            found.append(layer)
+            return out
+
+        jax.eval_shape(run, state, jax.ShapeDtypeStruct(x.shape, x.dtype))
+        return found[0] if len(found) == 1 else None
+
+    def bias_outputs(self, state, x, probes=None):
+        """FullGrad's layers: ``(scores, {path: (output, effective bias)})`` for every ``nnx.Conv`` with
+        a bias and every ``nnx.BatchNorm`` (bias - mean * scale / sqrt(var + eps)), with ``probes[path]``
+        added to that layer's output when given (differentiate the scores by the probes)."""
+        copy = nnx.merge(self.graphdef, state)
+        found = {}
+        for path, module in list(nnx.iter_modules(copy)):
+            bias = _effective_bias(module)
+            if path and bias is not None:
+                name = "/".join(str(p) for p in path)
+                _replace(copy, path, _Probed(module, name, bias, found, probes))
+        return copy(x), found
+
+
+def _effective_bias(module):
+    """The bias added to the output of a Conv with a bias or a BatchNorm (running statistics), else None."""
+    if isinstance(module, nnx.BatchNorm):
+        mean, var = module.mean.get_value(), module.var.get_value()
+        scale = module.scale.get_value() if module.scale is not None else 1.0
+        bias = module.bias.get_value() if module.bias is not None else 0.0
+        return bias - mean * scale / jnp.sqrt(var + module.epsilon)
+    if isinstance(module, nnx.Conv) and module.bias is not None:
+        return module.bias.get_value()
+    return None
+
+
+class _Probed:
+    """Stands in for a bias layer in FullGrad's copy: records its output, adds the probe if any."""
+
+    def __init__(self, inner, name, bias, found, probes):
+        self.inner, self.name, self.bias, self.found, self.probes = inner, name, bias, found, probes
+
+    def __call__(self, *args, **kwargs):
+        out = self.inner(*args, **kwargs)
+        self.found[self.name] = (out, self.bias.astype(out.dtype))
+        return out + self.probes[self.name] if self.probes is not None and self.name in self.probes else out
+
+
+def _at(module, layer):
+    node = module
+    for key in _keys(module, layer):
+        node = _child(node, key)
+    return node
+
+
+def _replace(module, keys, value):
+    """Set the submodule at `keys` (attribute names / list indices) of `module` to `value`."""
+    parent = module
+    for p in keys[:-1]:
+        parent = _child(parent, p)
+    if isinstance(keys[-1], int):
+        parent[keys[-1]] = value
+    else:
+        setattr(parent, keys[-1], value)
 
 
 class _Constant(nnx.Module):

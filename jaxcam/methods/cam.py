@@ -13,24 +13,39 @@ import jax
 import jax.numpy as jnp
 
 from jaxcam._src import targets as targets_lib
-from jaxcam._src.request import make_request
+from jaxcam._src.request import check_input, make_request
 from jaxcam._src.runner import run
-from jaxcam._src.split import Split, parse_layer
+from jaxcam._src.split import Split, kind_of, parse_layer
 from jaxcam.methods.registry import AUG_SMOOTH, EIGEN_SMOOTH, FINAL_ACTIVATION, Method, check_options, register
 from jaxcam.model import as_model
 
 GAP_FC_RTOL = 1e-3
 
 
-def classifier_params(model) -> dict:
-    """The classifier Dense's params {'kernel': (C, K), 'bias'?: (K,)}; a clear error when there is none."""
-    if model.info.classifier is None:
+def classifier_params(model, x) -> dict:
+    """The classifier Dense's params {'kernel': (C, K), 'bias'?: (K,)}; a clear error when there is none.
+
+    Linen: the Dense at ``model.info.classifier``. Other kinds answer through their own
+    ``classifier_params(variables, x, layer)`` (`jaxcam.nnx` also finds the Linear whose output is the
+    model's output when ``info.classifier`` is None).
+    """
+    path = None if model.info.classifier is None else parse_layer(model.info.classifier)
+    kind = kind_of(model)
+    if kind is not None:
+        if not hasattr(kind, "classifier_params"):
+            raise ValueError(
+                f"cam needs the classifier's weights, which a model of kind {type(kind).__name__} (e.g. "
+                "jaxcam.Model.from_functions) does not expose; use jaxcam.grad_cam or hires_cam, which equal "
+                "CAM up to a constant factor under a GAP+FC head"
+            )
+        return kind.classifier_params(model.variables, x, path)
+    if path is None:
         raise ValueError(
             "cam needs the model's classifier: build the model with ModelInfo(classifier='fc') (the path of the "
             "final Dense), or use jaxcam.grad_cam / hires_cam, which equal CAM under a GAP+FC head"
         )
     node = model.variables["params"]
-    for name in parse_layer(model.info.classifier):
+    for name in path:
         node = node[name]
     return node
 
@@ -39,7 +54,7 @@ def cam_map(split, x, targets):
     """Weighted activations (N, h, w, C): W[k, c] * A_k for the target class c of each image."""
     a = split.features(x)
     classes = targets_lib.resolve_classes(targets, split.head(x, a))
-    kernel = classifier_params(split.model)["kernel"]  # (C, K)
+    kernel = classifier_params(split.model, x)["kernel"]  # (C, K)
     return kernel.T[classes][:, None, None, :] * a
 
 
@@ -49,18 +64,18 @@ def _head_residual(model, x, layer):
     split = Split(model, layer)
     a = split.features(x)
     probe = a + jax.random.normal(jax.random.key(0), a.shape) * (jnp.abs(a).mean() + 1.0)
-    params = classifier_params(model)
+    params = classifier_params(model, x)
     expected = probe.mean(axis=(1, 2)) @ params["kernel"] + params.get("bias", 0.0)
     return jnp.abs(split.head(x, probe) - expected).max() / (jnp.abs(expected).max() + 1e-12)
 
 
 def check_gap_fc(req) -> None:
     """Raise unless the network after `req.layer` is global average pooling + the classifier."""
-    kernel = classifier_params(req.model)["kernel"]
+    kernel = classifier_params(req.model, req.x)["kernel"]
     channels = req.activation_shape[-1]
     not_gap_fc = (
         f"cam needs a GAP+FC head after the layer: layer {'/'.join(req.layer)} is not followed by global average "
-        f"pooling + the classifier {req.model.info.classifier!r}. Pick the last conv block (e.g. the model's "
+        f"pooling + the classifier {req.model.info.classifier or 'Linear'!r}. Pick the last conv block (e.g. the model's "
         "default layer) or use jaxcam.grad_cam / hires_cam, which work for any head"
     )
     if kernel.shape[0] != channels:
@@ -94,7 +109,7 @@ def cam(model, x, layer=None, targets=None, *, final_activation="relu", eigen_sm
         raise TypeError("cam explains one class per image: pass targets=None, an int or one int per image")
     check_options(CAM_OPTIONS, final_activation=final_activation, eigen_smooth=eigen_smooth, aug_smooth=aug_smooth)
     model = as_model(model)
-    classifier_params(model)
+    classifier_params(model, check_input(x))
     for one in layer if isinstance(layer, (list, tuple)) else [layer]:
         check_gap_fc(make_request(model, x, one, targets))
     return run(cam_map, model, x, layer, targets, final_activation, eigen_smooth=eigen_smooth, aug_smooth=aug_smooth)

@@ -19,8 +19,10 @@ import jax.numpy as jnp
 from jaxcam._src import maps
 from jaxcam._src import targets as targets_lib
 from jaxcam._src.runner import run
+from jaxcam._src.split import kind_of
 from jaxcam.nn.layers import BatchNorm as FastBatchNorm
 from jaxcam.methods.registry import AUG_SMOOTH, NORMALIZE, SCORE, Method, check_options, register
+from jaxcam.model import as_model
 
 SCALE_EPS = 1e-7  # pytorch-grad-cam's (and the paper code's) per-channel scaling
 
@@ -40,19 +42,33 @@ def _effective_bias(module, out_dtype):
     return module.variables["params"]["bias"].astype(out_dtype)
 
 
-def bias_layers(model, x):
-    """{path: (output, effective bias)} of every Conv-with-bias and BatchNorm called in model(x)."""
+def bias_outputs(model, x, probes=None):
+    """``(scores, {path: (output, effective bias)})`` over every Conv-with-bias and BatchNorm called in
+    model(x), with ``probes[path]`` added to that layer's output when given. Other model kinds provide
+    their own ``bias_outputs`` (`jaxcam.nnx`); a kind without one cannot run FullGrad."""
+    kind = kind_of(model)
+    if kind is not None:
+        if not hasattr(kind, "bias_outputs"):
+            raise ValueError(NO_BIAS_LAYERS.format(kind=type(kind).__name__))
+        return kind.bias_outputs(model.variables, x, probes)
     found = {}
 
     def record(next_fun, args, kwargs, context):
         out = next_fun(*args, **kwargs)
         if context.method_name == "__call__" and _biased(context.module):
-            found["/".join(context.module.path)] = (out, _effective_bias(context.module, out.dtype))
+            path = "/".join(context.module.path)
+            found[path] = (out, _effective_bias(context.module, out.dtype))
+            if probes is not None and path in probes:
+                out = out + probes[path]
         return out
 
     with nn.intercept_methods(record):
-        model.module.apply(model.variables, x)
-    return found
+        scores = model.module.apply(model.variables, x)
+    return scores, found
+
+
+NO_BIAS_LAYERS = ("fullgrad reads every bias layer of the model, which a model of kind {kind} (e.g. "
+                  "jaxcam.Model.from_functions) does not expose; use jaxcam.grad_cam or another one-layer method")
 
 
 def scale_channels(v, size):
@@ -67,21 +83,13 @@ def scale_channels(v, size):
 def fullgrad_map(split, x, targets, score: str = "logit"):
     """(N, H, W): psi(|dy/dx x|) + sum over bias layers and channels of psi(|b g|), at input size."""
     model = split.model
-    layers = bias_layers(model, x)
+    logits, layers = bias_outputs(model, x)
     biases = {path: bias for path, (_, bias) in layers.items()}
     probes = {path: jnp.zeros_like(out) for path, (out, _) in layers.items()}
-    classes = targets_lib.resolve_classes(targets, model(x))
+    classes = targets_lib.resolve_classes(targets, logits)
 
     def score_fn(inputs, probes):
-        def add_probe(next_fun, args, kwargs, context):
-            out = next_fun(*args, **kwargs)
-            path = "/".join(context.module.path)
-            if context.method_name == "__call__" and path in probes:
-                out = out + probes[path]
-            return out
-
-        with nn.intercept_methods(add_probe):
-            logits = model.module.apply(model.variables, inputs)
+        logits, _ = bias_outputs(model, inputs, probes)
         return targets_lib.target_score(logits, targets, classes, score).sum()
 
     g_x, g_layers = jax.grad(score_fn, argnums=(0, 1))(x, probes)
@@ -103,6 +111,10 @@ def fullgrad(model, x, layer=None, targets=None, *, score="logit", aug_smooth=Fa
       (N, H, W) float32 maps in [0, 1].
     """
     check_options(FULLGRAD_OPTIONS, score=score, aug_smooth=aug_smooth)
+    model = as_model(model)
+    kind = kind_of(model)
+    if kind is not None and not hasattr(kind, "bias_outputs"):
+        raise ValueError(NO_BIAS_LAYERS.format(kind=type(kind).__name__))
     return run(fullgrad_map, model, x, None, targets, "none", score=score, aug_smooth=aug_smooth,
                normalize=normalize)
 
