@@ -75,17 +75,14 @@ class NNXKind:
 
         With ``layer=None``, the Linear whose output IS the model's output on `x` (found by tracing).
         """
-        module = nnx.merge(self.graphdef, state)
         if layer is None:
-            layer = self._output_linear(state, x)
+            layer = self._output_linear(state, x) if x is not None else None
             if layer is None:
                 raise ValueError(
                     "cam needs the classifier: no nnx.Linear's output is the model's output; pass "
                     "jaxcam.ModelInfo(classifier=<its attribute path>) or use jaxcam.grad_cam / hires_cam"
                 )
-        node = module
-        for key in _keys(module, layer):
-            node = _child(node, key)
+        node = _at(nnx.merge(self.graphdef, state), layer)
         if not isinstance(node, nnx.Linear):
             raise ValueError(f"classifier {'/'.join(layer)} is a {type(node).__name__}, not an nnx.Linear")
         params = {"kernel": node.kernel.get_value()}

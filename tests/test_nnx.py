@@ -41,14 +41,15 @@ def test_nnx_resnet18_logits_equal_torchvision(pair):
     np.testing.assert_allclose(np.asarray(linen(x)), torch_logits, atol=1e-4)
 
 
-# Per-method arguments: the layer and the methods' own options that bound the work. The Score family
-# runs one whole-network forward per channel (times samples): on layer1 (64 channels) of a 32 px
-# input, 2 samples, one chunk, instead of 256 channels x 10-35 samples on layer3.
+# Per-method arguments (default: layer3): the layer, input size and the methods' own options that bound
+# the work. The Score family runs one whole-network forward per channel (times samples): on layer1
+# (64 channels) of a 32 px input, 2 samples, one chunk, instead of 256 channels x 10-35 samples.
 SMALL = dict(size=32, layer="layer1", chunk_size=64)
 ARGS = {
     "cam": dict(layer="layer4"),  # CAM needs GAP + FC after the layer; the NNX classifier is found by tracing
     "guided_backprop": {},  # no layer
     "sess": dict(layer="layer3", num_scales=2),
+    "ablation_cam": dict(size=32, layer="layer3"),  # 256 heads through layer4 at 1 x 1 (2 x 2 costs ~10x)
     "score_cam": SMALL,
     "is_cam": dict(SMALL, num_samples=2),
     "ss_cam": dict(SMALL, num_samples=2),

@@ -22,12 +22,12 @@ from jaxcam.model import as_model
 GAP_FC_RTOL = 1e-3
 
 
-def classifier_params(model, x) -> dict:
+def classifier_params(model, x=None) -> dict:
     """The classifier Dense's params {'kernel': (C, K), 'bias'?: (K,)}; a clear error when there is none.
 
     Linen: the Dense at ``model.info.classifier``. Other kinds answer through their own
     ``classifier_params(variables, x, layer)`` (`jaxcam.nnx` also finds the Linear whose output is the
-    model's output when ``info.classifier`` is None).
+    model's output on `x` when ``info.classifier`` is None).
     """
     path = None if model.info.classifier is None else parse_layer(model.info.classifier)
     kind = kind_of(model)
