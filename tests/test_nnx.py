@@ -109,3 +109,34 @@ def test_a_raw_nnx_module_and_attribute_paths():
                                np.asarray(jaxcam.grad_cam(linen, x, layer="layer3/1")), atol=1e-5)
     with pytest.raises(ValueError, match="layer4/1/conv2"):
         jaxcam.grad_cam(net, x, layer="layer5")
+    with pytest.raises(ValueError, match="GAP\\+FC"):  # layer3 is not followed by GAP + fc
+        jaxcam.cam(net, x, layer="layer3")
+
+
+def test_nnx_cam_finds_the_classifier_or_says_what_to_do():
+    """CAM on an NNX module without ModelInfo.classifier: the Linear whose output is the model's output
+    (here CAM = h*w * Grad-CAM before normalisation, so the maps equal); none such: one clear error."""
+    from flax import nnx
+
+    class Block(nnx.Module):
+        def __init__(self, rngs):
+            self.conv = nnx.Conv(3, 4, (3, 3), rngs=rngs)
+
+        def __call__(self, x):
+            return nnx.relu(self.conv(x))
+
+    class Net(nnx.Module):
+        def __init__(self, scale, rngs):
+            self.block, self.fc, self.scale = Block(rngs), nnx.Linear(4, 3, rngs=rngs), scale
+
+        def __call__(self, x):
+            y = self.fc(self.block(x).mean(axis=(1, 2)))
+            return y * self.scale if self.scale != 1 else y
+
+    x = jax.random.normal(jax.random.key(2), (2, 8, 8, 3))
+    net = Net(1, nnx.Rngs(0))
+    ref = np.asarray(jaxcam.grad_cam(net, x, layer="block"))
+    assert np.ptp(ref) > 0
+    np.testing.assert_allclose(np.asarray(jaxcam.cam(net, x, layer="block")), ref, atol=1e-5)
+    with pytest.raises(ValueError, match="cam needs the classifier"):
+        jaxcam.cam(Net(2, nnx.Rngs(0)), x, layer="block")
