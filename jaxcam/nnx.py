@@ -8,6 +8,12 @@ inside the traced function (the user's module is never touched):
     head(x, A')   the copy with the layer replaced by a module that returns A'; calling the copy then
                   runs only what lies after the layer (the rest is dead code under jit)
 
+Methods that read more than one layer use two optional parts of the protocol, answered here:
+``classifier_params`` (CAM: the ``nnx.Linear`` at ``ModelInfo.classifier``, or else the one whose
+output is the model's output) and ``bias_outputs`` (FullGrad: every ``nnx.Conv`` with a bias and
+``nnx.BatchNorm``, each swapped for a probe-adding wrapper in the merged copy). Guided backprop needs
+nothing: it reads the ReLUs of the traced forward, whatever the kind.
+
 Layers are NNX attribute paths: ``"layer4"``, ``"layer4/1"``, ``"blocks/11/norm1"``.
 
     >>> from flax import nnx
