@@ -12,7 +12,8 @@ import jax.numpy as jnp
 
 from jaxcam._src import targets as targets_lib
 from jaxcam._src.request import check_input
-from jaxcam.model import Model, as_model
+from jaxcam._src.kinds import as_model
+from jaxcam.model import Model
 
 
 def check_call(model, x, maps, targets):
