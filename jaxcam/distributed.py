@@ -118,6 +118,9 @@ def loopback_unproxied(env: Optional[dict] = None) -> dict:
     return env
 
 
+_GRACE_SECONDS = 5.0  # after one process failed, how long the others get to stop on SIGTERM
+
+
 def launch(args, argv: Optional[Sequence[str]] = None, entry: Optional[str] = None,
            env: Optional[dict] = None) -> Optional[int]:
     """With ``--processes N``: run N copies of this command as processes 0..N-1 and return the exit status.
@@ -141,7 +144,7 @@ def launch(args, argv: Optional[Sequence[str]] = None, entry: Optional[str] = No
     for i in range(n):
         cmd = base + ["--coordinator", coord, "--num-processes", str(n), "--process-id", str(i)]
         procs.append(subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent if os.name == "posix" else None))
-    status = 0
+    status, stopping_since = 0, None
     try:
         running = list(procs)
         while running:
@@ -152,8 +155,12 @@ def launch(args, argv: Optional[Sequence[str]] = None, entry: Optional[str] = No
                 running.remove(p)
                 if rc != 0 and status == 0:
                     status = 128 - rc if rc < 0 else rc
+                    stopping_since = time.monotonic()
                     for q in running:  # the others would wait for it forever in a collective
                         q.terminate()
+            if stopping_since is not None and time.monotonic() - stopping_since > _GRACE_SECONDS:
+                for q in running:  # a process blocked in jax.distributed may not answer SIGTERM
+                    q.kill()
             time.sleep(0.05)
     finally:
         for p in procs:

@@ -127,29 +127,5 @@ class Functions:
         return self.head_fn(params, activations)
 
 
-def as_model(model) -> Model:
-    """Accept a `Model`, a ``(module, variables)`` pair or a Flax NNX module."""
-    if isinstance(model, Model):
-        return model
-    if _is_nnx(model):
-        from jaxcam import nnx as jaxcam_nnx  # only NNX users pay for the import
-
-        return jaxcam_nnx.model(model)
-    if isinstance(model, (tuple, list)) and len(model) == 2 and isinstance(model[0], nn.Module):
-        return Model(model[0], model[1])
-    raise TypeError(
-        "expected a jaxcam.Model (or a (flax module, variables) pair) as the first argument, got "
-        f"{type(model).__name__}; build one with jaxcam.Model(module, variables) or jaxcam.models.resnet50()"
-    )
-
-
-def _is_nnx(obj) -> bool:
-    try:
-        from flax import nnx
-    except ImportError:  # pragma: no cover
-        return False
-    return isinstance(obj, nnx.Module)
-
-
 def names_tuple(names: Optional[Sequence[str]]) -> tuple:
     return tuple(names) if names is not None else ()

@@ -25,13 +25,11 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxcam._src.compile import jit as tuned_jit
 from jaxcam.model import Model
+from jaxcam.models import loading
+from jaxcam.models.loading import CheckpointMismatchError, load_checkpoint  # noqa: F401  (re-exported)
 from jaxcam.sharding import BATCH_AXIS, batch_mesh
 
 DATA_AXIS = BATCH_AXIS  # one mesh axis name for training and explaining (jaxcam.sharding)
-
-
-class CheckpointMismatchError(ValueError):
-    """A checkpoint was written for another model, class count or input size than the one asked for."""
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -301,9 +299,7 @@ def build_model(name: str, num_classes: int, class_names: Sequence[str] = (), se
         checkpoint's class count differs from `num_classes`.
       image_size: recorded as the model's ``input_size``.
     """
-    from jaxcam import models
-
-    model = models.load(name, weights=pretrained, num_classes=num_classes, seed=seed, class_names=tuple(class_names))
+    model = loading.load(name, weights=pretrained, num_classes=num_classes, seed=seed, class_names=tuple(class_names))
     if image_size is not None:
         model = model.replace(info=dataclasses.replace(model.info, input_size=int(image_size)))
     return model
@@ -379,58 +375,6 @@ def check_meta(meta: dict, expect: Dict[str, Any], where: str) -> None:
 
 def _state_dict(state: TrainState) -> dict:
     return {"step": state.step, "params": state.params, "batch_stats": state.batch_stats, "opt_state": state.opt_state}
-
-
-def _find_checkpoint(path: str) -> Tuple[str, int]:
-    """(manager directory, step) for a run dir, its checkpoints/{best,last} dir or one step dir."""
-    path = os.path.abspath(path)
-    for candidate in (os.path.join(path, "checkpoints", "best"), os.path.join(path, "best"), path):
-        if os.path.isdir(candidate):
-            steps = [int(d) for d in os.listdir(candidate) if d.isdigit()]
-            if steps:
-                return candidate, max(steps)
-    base = os.path.basename(path)
-    if base.isdigit() and os.path.isdir(os.path.join(path, "meta")):
-        return os.path.dirname(path), int(base)
-    raise FileNotFoundError(f"no jaxcam training checkpoint under {path!r}; pass the run directory of "
-                            "scripts/finetune_cifar.py (or its checkpoints/best or checkpoints/last)")
-
-
-def load_checkpoint(path: str) -> Model:
-    """A ready `jaxcam.Model` (eval mode) from a checkpoint written by `Checkpoints`.
-
-    Args:
-      path: a run directory (its ``checkpoints/best`` is used), a ``best``/``last`` directory or a
-        single step directory inside one.
-
-    Returns:
-      `Model` with the trained variables, class names and input size from the checkpoint.
-
-    Example:
-      >>> model = jaxcam.train.load_checkpoint("/tmp/run")            # doctest: +SKIP
-      >>> maps = jaxcam.grad_cam(model, model.preprocess(images_uint8))  # doctest: +SKIP
-    """
-    directory, step = _find_checkpoint(path)
-    with ocp.CheckpointManager(directory, item_names=("state", "meta")) as manager:
-        try:  # a damaged or foreign folder: one clear line, not orbax's traceback
-            meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-            meta["model"], meta["num_classes"]
-        except (ValueError, KeyError, TypeError, OSError) as e:
-            raise ValueError(f"{directory}/{step} is not a readable jaxcam checkpoint "
-                             f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); pass the run "
-                             "folder of a finished training") from None
-        model = build_model(meta["model"], meta["num_classes"], meta.get("class_names", ()),
-                            image_size=meta.get("image_size"))
-        abstract = {k: jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, v) for k, v in model.variables.items()}
-        try:
-            restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-                item={k: abstract[k] for k in ("params", "batch_stats") if k in abstract},
-                restore_args=jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), abstract),
-                partial_restore=True)))["state"]
-        except (ValueError, KeyError, TypeError) as e:
-            raise CheckpointMismatchError(f"{directory}/{step} does not match a fresh {meta['model']} with "
-                                          f"{meta['num_classes']} classes: {e}") from e
-    return model.with_variables({k: jax.tree_util.tree_map(jnp.asarray, v) for k, v in restored.items()})
 
 
 def write_json(path: str, data) -> None:

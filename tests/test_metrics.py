@@ -214,3 +214,5 @@ def test_clear_errors(model, data):
         M.road(model, x, maps, order="top")
     with pytest.raises(ValueError, match="percentiles"):
         M.road(model, x, maps, percentiles=(120,))
+    with pytest.raises(ValueError, match=r"one class per image; got targets of shape \(\d+, 2\)"):
+        M.average_drop(model, x, maps, targets=np.zeros((x.shape[0], 2), np.int32))

@@ -12,7 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcam.model import Model, as_model
+from jaxcam._src.kinds import as_model
+from jaxcam.model import Model
 from jaxcam._src import split as split_lib
 from jaxcam._src import targets as targets_lib
 

@@ -35,37 +35,31 @@ def run(main: Callable[[list], int], argv: Optional[Sequence[str]]) -> int:
 
 # ------------------------------------------------------------------------------------ value types
 
+def _bounded(text: str, kind, low, high, expected: str):
+    """Parse `text` as `kind` and check low <= value <= high (None = unbounded): one argparse error line."""
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"in [{low:g}, {high:g}]" if high is not None else f">= {low:g}"
+        raise argparse.ArgumentTypeError(f"must be {bounds}, got {value}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """argparse type: an int >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+    return _bounded(text, int, 1, None, "a positive integer")
 
 
 def non_negative_int(text: str) -> int:
     """argparse type: an int >= 0 (0 means "none" where the option says so)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+    return _bounded(text, int, 0, None, "an integer >= 0")
 
 
 def fraction(text: str) -> float:
     """argparse type: a float in [0, 1]."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
-    return value
+    return _bounded(text, float, 0.0, 1.0, "a number in [0, 1]")
 
 
 def colormap(text: str) -> str:

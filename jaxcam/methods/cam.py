@@ -17,7 +17,7 @@ from jaxcam._src.request import check_input, make_request
 from jaxcam._src.runner import run
 from jaxcam._src.split import Split, kind_of, parse_layer
 from jaxcam.methods.registry import AUG_SMOOTH, EIGEN_SMOOTH, FINAL_ACTIVATION, Method, check_options, register
-from jaxcam.model import as_model
+from jaxcam._src.kinds import as_model
 
 GAP_FC_RTOL = 1e-3
 

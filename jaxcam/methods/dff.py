@@ -27,7 +27,7 @@ from jaxcam._src.request import make_request
 from jaxcam._src.split import Split
 from jaxcam.methods.cam import classifier_params
 from jaxcam.methods.registry import Method, Option, register
-from jaxcam.model import as_model
+from jaxcam._src.kinds import as_model
 
 NMF_EPS = 1e-10
 

@@ -26,7 +26,7 @@ from jaxcam._src import targets as targets_lib
 from jaxcam._src.request import check_input
 from jaxcam.methods.gradient import grad_cam
 from jaxcam.methods.registry import SCORE, Method, register
-from jaxcam.model import as_model
+from jaxcam._src.kinds import as_model
 
 
 @jax.custom_vjp

@@ -22,7 +22,7 @@ import numpy as np
 from jaxcam._src import maps
 from jaxcam._src.request import check_input
 from jaxcam.methods.registry import Method, Option, get, register
-from jaxcam.model import as_model
+from jaxcam._src.kinds import as_model
 
 BLUR_SIZE, BLUR_SIGMA = 11, 5.0
 

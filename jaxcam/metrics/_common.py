@@ -12,7 +12,8 @@ import jax.numpy as jnp
 
 from jaxcam._src import targets as targets_lib
 from jaxcam._src.request import check_input
-from jaxcam.model import Model, as_model
+from jaxcam._src.kinds import as_model
+from jaxcam.model import Model
 
 
 def check_call(model, x, maps, targets):
@@ -31,6 +32,10 @@ def check_call(model, x, maps, targets):
         )
     num_classes = jax.eval_shape(model, jax.ShapeDtypeStruct(x.shape, x.dtype)).shape[-1]
     targets = targets_lib.normalize_targets(targets, x.shape[0], num_classes)
+    if targets is not None and not callable(targets) and targets.ndim == 2:
+        raise ValueError(f"a metric scores one map per image against one class per image; got targets of shape "
+                         f"{tuple(targets.shape)}: pass ({x.shape[0]},) classes, or score each of the T maps with "
+                         "its column targets[:, t]")
     if callable(targets):
         return model, x, jnp.asarray(maps, jnp.float32), None, targets
     return model, x, jnp.asarray(maps, jnp.float32), targets, None

@@ -14,7 +14,7 @@ from functools import partial
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxcam.models import resnet
+import jaxcam.models.resnet as resnet
 from jaxcam.models.resnet import batch_norm, conv
 
 

@@ -16,7 +16,7 @@ import shutil
 import tempfile
 import urllib.error
 import urllib.request
-from typing import Callable, Mapping, Optional
+from typing import Callable, Mapping, Optional, Tuple
 
 import flax
 import jax
@@ -24,7 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcam.model import Model
-from jaxcam.models import checkpoint, convert, densenet, zoo
+import jaxcam.models.checkpoint as checkpoint
+import jaxcam.models.convert as convert
+import jaxcam.models.densenet as densenet
+import jaxcam.models.zoo as zoo
 
 _TV = "https://download.pytorch.org/models/"
 _AKAMASTER = "https://github.com/akamaster/pytorch_resnet_cifar10/raw/master/pretrained_models/"
@@ -103,8 +106,6 @@ def load(name, weights="pretrained", num_classes: Optional[int] = None, seed: in
     if isinstance(name, Mapping):
         return _from_saved(name, num_classes, class_names)
     if isinstance(name, (str, os.PathLike)) and _ALIASES.get(name, name) not in REGISTRY and os.path.isdir(name):
-        from jaxcam.train import load_checkpoint
-
         return load_checkpoint(os.fspath(name))
     spec = _spec(name)
     if isinstance(weights, Mapping) and "variables" in weights:
@@ -231,3 +232,66 @@ def _from_saved(saved: Mapping, num_classes: Optional[int], class_names) -> Mode
         raise ValueError(f"saved variables do not fit a {saved['model']} with {classes} classes "
                          "(different layers or shapes)")
     return abstract.with_variables(jax.tree_util.tree_map(jnp.asarray, variables))
+
+
+# ---------------------------------------------------------------- run folders of jaxcam.train
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint was written for another model, class count or input size than the one asked for."""
+
+
+def _find_checkpoint(path: str) -> Tuple[str, int]:
+    """(manager directory, step) for a run dir, its checkpoints/{best,last} dir or one step dir."""
+    path = os.path.abspath(path)
+    for candidate in (os.path.join(path, "checkpoints", "best"), os.path.join(path, "best"), path):
+        if os.path.isdir(candidate):
+            steps = [int(d) for d in os.listdir(candidate) if d.isdigit()]
+            if steps:
+                return candidate, max(steps)
+    base = os.path.basename(path)
+    if base.isdigit() and os.path.isdir(os.path.join(path, "meta")):
+        return os.path.dirname(path), int(base)
+    raise FileNotFoundError(f"no jaxcam training checkpoint under {path!r}; pass the run directory of "
+                            "scripts/finetune_cifar.py (or its checkpoints/best or checkpoints/last)")
+
+
+def load_checkpoint(path: str) -> Model:
+    """A ready `jaxcam.Model` (eval mode) from a checkpoint written by `jaxcam.train.Checkpoints`.
+
+    Args:
+      path: a run directory (its ``checkpoints/best`` is used), a ``best``/``last`` directory or a
+        single step directory inside one.
+
+    Returns:
+      `Model` with the trained variables, class names and input size from the checkpoint.
+
+    Example:
+      >>> model = jaxcam.train.load_checkpoint("/tmp/run")            # doctest: +SKIP
+      >>> maps = jaxcam.grad_cam(model, model.preprocess(images_uint8))  # doctest: +SKIP
+    """
+    import orbax.checkpoint as ocp  # only checkpoint readers pay for the import
+
+    directory, step = _find_checkpoint(path)
+    with ocp.CheckpointManager(directory, item_names=("state", "meta")) as manager:
+        try:  # a damaged or foreign folder: one clear line, not orbax's traceback
+            meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+            meta["model"], meta["num_classes"]
+        except (ValueError, KeyError, TypeError, OSError) as e:
+            raise ValueError(f"{directory}/{step} is not a readable jaxcam checkpoint "
+                             f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); pass the run "
+                             "folder of a finished training") from None
+        model = load(meta["model"], weights=None, num_classes=meta["num_classes"],
+                     class_names=tuple(meta.get("class_names", ())))
+        if meta.get("image_size") is not None:
+            model = model.replace(info=dataclasses.replace(model.info, input_size=int(meta["image_size"])))
+        abstract = {k: jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, v) for k, v in model.variables.items()}
+        try:
+            restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+                item={k: abstract[k] for k in ("params", "batch_stats") if k in abstract},
+                restore_args=jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), abstract),
+                partial_restore=True)))["state"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise CheckpointMismatchError(f"{directory}/{step} does not match a fresh {meta['model']} with "
+                                          f"{meta['num_classes']} classes: {e}") from e
+    return model.with_variables({k: jax.tree_util.tree_map(jnp.asarray, v) for k, v in restored.items()})

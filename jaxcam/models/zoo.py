@@ -8,7 +8,12 @@ import jax
 import jax.numpy as jnp
 
 from jaxcam.model import IMAGENET_MEAN, IMAGENET_STD, Model, ModelInfo
-from jaxcam.models import cifar_resnet, convert, densenet, efficientnet, resnet, vgg
+import jaxcam.models.cifar_resnet as cifar_resnet
+import jaxcam.models.convert as convert
+import jaxcam.models.densenet as densenet
+import jaxcam.models.efficientnet as efficientnet
+import jaxcam.models.resnet as resnet
+import jaxcam.models.vgg as vgg
 from jaxcam.models.classes import default_names
 
 Weights = Union[None, Mapping]
@@ -142,7 +147,7 @@ def _nnx_resnet(name, linen_factory, nnx_factory, num_classes, weights, seed, cl
     from flax import nnx
 
     from jaxcam import nnx as jaxcam_nnx
-    from jaxcam.models import nnx_resnet
+    import jaxcam.models.nnx_resnet as nnx_resnet
 
     linen = linen_factory(num_classes=num_classes, weights=weights, seed=seed, class_names=class_names)
     module = nnx_resnet.load_linen_variables(nnx_factory(num_classes, rngs=nnx.Rngs(seed)), linen.variables)
@@ -151,13 +156,13 @@ def _nnx_resnet(name, linen_factory, nnx_factory, num_classes, weights, seed, cl
 
 def nnx_resnet18(num_classes: int = 1000, weights: Weights = None, seed: int = 0, class_names=None) -> Model:
     """torchvision ResNet-18 as a Flax NNX module (layers are NNX attribute paths); arguments as `resnet18`."""
-    from jaxcam.models import nnx_resnet
+    import jaxcam.models.nnx_resnet as nnx_resnet
 
     return _nnx_resnet("nnx_resnet18", resnet18, nnx_resnet.ResNet18, num_classes, weights, seed, class_names)
 
 
 def nnx_resnet50(num_classes: int = 1000, weights: Weights = None, seed: int = 0, class_names=None) -> Model:
     """torchvision ResNet-50 as a Flax NNX module; arguments as `resnet18`."""
-    from jaxcam.models import nnx_resnet
+    import jaxcam.models.nnx_resnet as nnx_resnet
 
     return _nnx_resnet("nnx_resnet50", resnet50, nnx_resnet.ResNet50, num_classes, weights, seed, class_names)

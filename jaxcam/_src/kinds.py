@@ -1,0 +1,36 @@
+"""What the first argument of every method may be, turned into a `jaxcam.Model`.
+
+A `Model`, a ``(linen module, variables)`` pair, or a Flax NNX module. NNX is recognised without
+importing ``flax.nnx`` (a user who built an NNX module has imported it already), and `jaxcam.nnx` is
+imported only for NNX users.
+"""
+from __future__ import annotations
+
+import sys
+
+import flax.linen as nn
+
+from jaxcam.model import Model
+
+
+def as_model(model) -> Model:
+    """Accept a `Model`, a ``(module, variables)`` pair or a Flax NNX module."""
+    if isinstance(model, Model):
+        return model
+    if is_nnx(model):
+        from jaxcam import nnx as jaxcam_nnx  # only NNX users pay for the import
+
+        return jaxcam_nnx.model(model)
+    if isinstance(model, (tuple, list)) and len(model) == 2 and isinstance(model[0], nn.Module):
+        return Model(model[0], model[1])
+    raise TypeError(
+        "expected a jaxcam.Model (or a (flax module, variables) pair, or a Flax NNX module) as the first "
+        f"argument, got {type(model).__name__}; build one with jaxcam.Model(module, variables) or "
+        "jaxcam.models.resnet50()"
+    )
+
+
+def is_nnx(obj) -> bool:
+    """True for a Flax NNX module (checked against an already imported ``flax.nnx`` only)."""
+    nnx = sys.modules.get("flax.nnx")
+    return nnx is not None and isinstance(obj, nnx.Module)
