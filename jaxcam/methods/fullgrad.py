@@ -18,11 +18,11 @@ import jax.numpy as jnp
 
 from jaxcam._src import maps
 from jaxcam._src import targets as targets_lib
+from jaxcam._src.kinds import as_model
 from jaxcam._src.runner import run
 from jaxcam._src.split import kind_of
 from jaxcam.nn.layers import BatchNorm as FastBatchNorm
 from jaxcam.methods.registry import AUG_SMOOTH, NORMALIZE, SCORE, Method, check_options, register
-from jaxcam.model import as_model
 
 SCALE_EPS = 1e-7  # pytorch-grad-cam's (and the paper code's) per-channel scaling
 
