@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcam.model import Model
-from jaxcam.models import checkpoint, convert, densenet, zoo
+from jaxcam.models import checkpoint, convert, densenet, swin, zoo
 
 _TV = "https://download.pytorch.org/models/"
 _AKAMASTER = "https://github.com/akamaster/pytorch_resnet_cifar10/raw/master/pretrained_models/"
@@ -53,6 +53,8 @@ REGISTRY = {
                         rename=densenet.torchvision_rename),
     "densenet169": Spec(zoo.densenet169, "classifier.weight", 1000, _TV + "densenet169-b2777c0a.pth",
                         rename=densenet.torchvision_rename),
+    "vit_b_16": Spec(zoo.vit_b_16, "heads.head.weight", 1000, _TV + "vit_b_16-c867db91.pth"),
+    "swin_t": Spec(zoo.swin_t, "head.weight", 1000, _TV + "swin_t-704ceda3.pth", rename=swin.torchvision_rename),
     "resnet20": Spec(zoo.resnet20, "linear.weight", 10, _AKAMASTER + "resnet20-12fca82f.th"),
     "resnet32": Spec(zoo.resnet32, "linear.weight", 10, _AKAMASTER + "resnet32-d509ac18.th"),
     "resnet44": Spec(zoo.resnet44, "linear.weight", 10, _AKAMASTER + "resnet44-014dd654.th"),
