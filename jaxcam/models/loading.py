@@ -77,7 +77,7 @@ def load(name, weights="pretrained", num_classes: Optional[int] = None, seed: in
 
     Args:
       name: a model name (``resnet18/34/50``, ``vgg16``, ``vgg16_bn``, ``densenet121/169``,
-        ``resnet20/32/44/56`` (CIFAR-10), ``efficientnet_lite0``), or a saved fine-tuned model: a
+        ``vit_b_16``, ``swin_t``, ``resnet20/32/44/56`` (CIFAR-10), ``efficientnet_lite0``), or a saved fine-tuned model: a
         mapping ``{'model': name, 'variables': {...}, 'class_names'?: [...]}`` or a checkpoint
         directory written by ``jaxcam.train`` (then `weights` is ignored).
       weights:

@@ -72,16 +72,14 @@ class ShiftedWindowAttention(nn.Module):
         if sum(shift) > 0:
             x = jnp.roll(x, (-shift[0], -shift[1]), axis=(1, 2))
         nh, nw = ph // wh, pw // ww
-        x = x.reshape(b, nh, wh, nw, ww, c).transpose(0, 1, 3, 2, 4, 5).reshape(b * nh * nw, wh * ww, c)
-        qkv = qkv_dense(x).reshape(x.shape[0], wh * ww, 3, heads, c // heads).transpose(2, 0, 3, 1, 4)
         n = wh * ww
-        bias = table[relative_position_index(self.window)].reshape(n, n, heads).transpose(2, 0, 1)[None]
+        x = x.reshape(b, nh, wh, nw, ww, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, nh * nw, n, c)
+        qkv = qkv_dense(x).reshape(b, nh * nw, n, 3, heads, c // heads).transpose(3, 0, 1, 4, 2, 5)
+        bias = table[relative_position_index(self.window)].reshape(n, n, heads).transpose(2, 0, 1)  # (heads, n, n)
         if sum(shift) > 0:
-            mask = jnp.asarray(shift_mask(ph, pw, self.window, shift))  # (nW, n, n)
-            bias = (bias[None] + mask[None, :, None]).reshape(1, nh * nw, heads, n, n)
-            bias = jnp.broadcast_to(bias, (b, nh * nw, heads, n, n)).reshape(b * nh * nw, heads, n, n)
-        out = attention(qkv[0], qkv[1], qkv[2], bias)  # (B*nW, heads, n, d_h)
-        out = proj(out.transpose(0, 2, 1, 3).reshape(-1, n, c))
+            bias = bias + jnp.asarray(shift_mask(ph, pw, self.window, shift))[:, None]  # (nW, heads, n, n)
+        out = attention(qkv[0], qkv[1], qkv[2], bias)  # (B, nW, heads, n, d_h)
+        out = proj(out.transpose(0, 1, 3, 2, 4).reshape(b, nh * nw, n, c))
         out = out.reshape(b, nh, nw, wh, ww, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, ph, pw, c)
         if sum(shift) > 0:
             out = jnp.roll(out, (shift[0], shift[1]), axis=(1, 2))
