@@ -11,6 +11,11 @@ bypass the layer read their own inputs, so they stay correct.
 
 A layer is named by its module path: ``"layer4"``, ``"layer4/1"``, ``"features/28"``.
 
+Token models (ViTs) declare a linear tokens -> grid view in ``ModelInfo.reshape_transform``; the
+split applies it to every token layer (output (N, T, C) for input (N, H, W, C)), once for every
+method: `features` gives the grid (N, h, w, C), `head` takes a grid and writes it back into token
+layout, the tokens the view does not read (the class token) kept (`jaxcam._src.tokens.from_grid`).
+
 The mechanism does not depend on Linen. A `Model`'s ``module`` is either a Linen module (handled
 here) or any object with the `SplitKind` protocol below: `jaxcam.Model.from_functions` (plain JAX,
 equinox, haiku: features and head given as functions) and `jaxcam.nnx` (Flax NNX modules) are the
