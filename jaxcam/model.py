@@ -39,6 +39,10 @@ class ModelInfo:
       mean, std: per-channel input normalization (applied by `Model.preprocess`).
       class_names: class names in label order, or ().
       input_size: the usual square input size in pixels.
+      reshape_transform: token models (ViTs): a LINEAR function from a token layer's output
+        (N, tokens, C) to the grid (N, h, w, C) CAM methods work on, e.g. `jaxcam.tokens_to_grid`.
+        The split applies it to every layer whose output has one axis fewer than the input, for
+        every method; the head gets the grid back in token layout (other tokens kept).
     """
 
     name: str = "custom"
@@ -48,6 +52,7 @@ class ModelInfo:
     std: tuple = IMAGENET_STD
     class_names: tuple = dataclasses.field(default=(), repr=False)
     input_size: int = 224
+    reshape_transform: Optional[Callable] = None
 
 
 @flax.struct.dataclass

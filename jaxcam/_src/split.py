@@ -11,6 +11,11 @@ bypass the layer read their own inputs, so they stay correct.
 
 A layer is named by its module path: ``"layer4"``, ``"layer4/1"``, ``"features/28"``.
 
+Token models (ViTs) declare a linear tokens -> grid view in ``ModelInfo.reshape_transform``; the
+split applies it to every token layer (output (N, T, C) for input (N, H, W, C)), once for every
+method: `features` gives the grid (N, h, w, C), `head` takes a grid and writes it back into token
+layout, the tokens the view does not read (the class token) kept (`jaxcam._src.tokens.from_grid`).
+
 The mechanism does not depend on Linen. A `Model`'s ``module`` is either a Linen module (handled
 here) or any object with the `SplitKind` protocol below: `jaxcam.Model.from_functions` (plain JAX,
 equinox, haiku: features and head given as functions) and `jaxcam.nnx` (Flax NNX modules) are the
@@ -26,6 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxcam.model import Model
+from jaxcam._src.tokens import from_grid
 
 LayerPath = Tuple[str, ...]
 
@@ -61,9 +67,16 @@ def kind_of(model: Model):
 def layer_shapes(model: Model, x_shape, dtype=jnp.float32) -> dict:
     """Every module path whose ``__call__`` returns one array -> that output's shape (abstract run).
 
-    The model's own output is under the key ``""``. Cached per (module, input shape, dtype).
+    The model's own output is under the key ``""``. Cached per (module, input shape, dtype). Token
+    layers of a model with a ``reshape_transform`` have their grid shape, as `Split.features` gives.
     """
-    return dict(_layer_shapes(model.module, tuple(x_shape), jnp.dtype(dtype), _ByShape(model.variables)))
+    shapes = dict(_layer_shapes(model.module, tuple(x_shape), jnp.dtype(dtype), _ByShape(model.variables)))
+    transform = model.info.reshape_transform
+    if transform is not None:
+        for path, shape in shapes.items():
+            if path and len(shape) == len(x_shape) - 1:
+                shapes[path] = tuple(jax.eval_shape(transform, jax.ShapeDtypeStruct(shape, dtype)).shape)
+    return shapes
 
 
 class _ByShape:
@@ -127,12 +140,24 @@ def check_layer(model: Model, layer: str, x_shape) -> LayerPath:
 class Split:
     """`model` split at `layer` (a resolved `LayerPath`). Pure functions, safe under jit/vmap."""
 
-    def __init__(self, model: Model, layer: LayerPath):
+    def __init__(self, model: Model, layer: LayerPath, reshape: bool = True):
         self.model = model
         self.layer = tuple(layer)
+        # token models: the model's linear tokens -> grid view (`ModelInfo.reshape_transform`); False
+        # gives the raw layer output (e.g. to train the layers after it on cached activations)
+        self.transform = model.info.reshape_transform if reshape else None
 
     def features(self, x: jnp.ndarray) -> jnp.ndarray:
-        """Activations of the layer: (N, h, w, C) for x (N, H, W, 3)."""
+        """Activations of the layer: (N, h, w, C) for x (N, H, W, 3); token layers seen as a grid."""
+        a = self.layer_output(x)
+        return self.transform(a) if self._is_token_layer(a, x) else a
+
+    def _is_token_layer(self, a, x) -> bool:
+        """The model declares a tokens -> grid view and `a` has one axis fewer than the input."""
+        return self.transform is not None and a.ndim == x.ndim - 1
+
+    def layer_output(self, x: jnp.ndarray) -> jnp.ndarray:
+        """The layer's own output (tokens (N, T, C) for a token layer)."""
         kind = kind_of(self.model)
         if kind is not None:
             return kind.features(self.model.variables, x, self.layer)
@@ -155,12 +180,16 @@ class Split:
 
         Args:
           x: the input (N, H, W, 3); only the parts of the network that do not feed the layer read it.
-          activations: replacement for the layer's output, (N, h, w, C).
+          activations: replacement for the layer's output, (N, h, w, C) (the grid of a token layer).
           classes: optional int (N,). If given and the model names its classifier (a Dense whose output
             is the model output), only these classes' logits are computed: returns (N,) instead of
             (N, num_classes). The saving is large when the head is re-run thousands of times.
             Without a named classifier, `classes` is ignored and all logits are returned.
         """
+        if self.transform is not None:
+            tokens = self.layer_output(x)
+            if self._is_token_layer(tokens, x):  # the grid back in token layout, other tokens kept
+                activations = from_grid(self.transform, tokens, activations)
         kind = kind_of(self.model)
         if kind is not None:
             return kind.head(self.model.variables, x, self.layer, activations)

@@ -5,9 +5,14 @@ A `reshape_transform` maps the layer's output to (N, h, w, C). It must be LINEAR
 by A' writes A' into the token positions the transform read and leaves the other tokens (e.g. the
 class token) as they were:
 
-    tokens' = tokens + T^T(A' - T(tokens))          (T^T = jax.linear_transpose of T)
+    tokens' = T^T(A') + (tokens - T^T(T(tokens)))   (T^T = jax.linear_transpose of T)
 
-so gradients, ablations and Score-CAM all work unchanged on the grid.
+so gradients, ablations and Score-CAM all work unchanged on the grid. For a selection (slice,
+reshape, transpose) this is exact: grid positions get A', the others their old tokens, bit for bit.
+
+Zoo ViTs declare `tokens_to_grid` in their `ModelInfo.reshape_transform`; the split applies it (see
+`jaxcam._src.split.Split`), so methods need no argument. A `reshape_transform=` passed to a method
+acts on what the split gives (a grid for zoo ViTs: `tokens_to_grid` passes grids through).
 """
 from __future__ import annotations
 
@@ -21,7 +26,10 @@ def tokens_to_grid(tokens: jnp.ndarray) -> jnp.ndarray:
     """Default ViT reshape: (N, 1 + h*w, C) -> (N, h, w, C); drops the class token, square grid.
 
     For other layouts (several prefix tokens, non-square grids) write your own linear function.
+    A grid (N, h, w, C) is returned as it is (a zoo ViT's layers are grids already).
     """
+    if tokens.ndim == 4:
+        return tokens
     n, t, c = tokens.shape
     side = math.isqrt(t - 1)
     if side * side != t - 1:
@@ -57,6 +65,12 @@ class ReshapedSplit:
 
     def head(self, x: jnp.ndarray, activations: jnp.ndarray, classes=None) -> jnp.ndarray:
         """Scores with the grid replaced by `activations` (N, h, w, C); untouched tokens stay."""
-        tokens = self.split.features(x)
-        (delta,) = jax.linear_transpose(self.transform, tokens)(activations - self.transform(tokens))
-        return self.split.head(x, tokens + delta, classes)
+        return self.split.head(x, from_grid(self.transform, self.split.features(x), activations), classes)
+
+
+def from_grid(transform, tokens: jnp.ndarray, grid: jnp.ndarray) -> jnp.ndarray:
+    """The tokens whose `transform` is `grid`, the tokens the transform does not read kept from `tokens`."""
+    back = jax.linear_transpose(transform, tokens)
+    (placed,) = back(grid.astype(tokens.dtype))
+    (read,) = back(transform(tokens))
+    return placed + (tokens - read)

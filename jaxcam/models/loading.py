@@ -27,6 +27,7 @@ from jaxcam.model import Model
 import jaxcam.models.checkpoint as checkpoint
 import jaxcam.models.convert as convert
 import jaxcam.models.densenet as densenet
+import jaxcam.models.swin as swin
 import jaxcam.models.zoo as zoo
 
 _TV = "https://download.pytorch.org/models/"
@@ -56,6 +57,8 @@ REGISTRY = {
                         rename=densenet.torchvision_rename),
     "densenet169": Spec(zoo.densenet169, "classifier.weight", 1000, _TV + "densenet169-b2777c0a.pth",
                         rename=densenet.torchvision_rename),
+    "vit_b_16": Spec(zoo.vit_b_16, "heads.head.weight", 1000, _TV + "vit_b_16-c867db91.pth"),
+    "swin_t": Spec(zoo.swin_t, "head.weight", 1000, _TV + "swin_t-704ceda3.pth", rename=swin.torchvision_rename),
     "resnet20": Spec(zoo.resnet20, "linear.weight", 10, _AKAMASTER + "resnet20-12fca82f.th"),
     "resnet32": Spec(zoo.resnet32, "linear.weight", 10, _AKAMASTER + "resnet32-d509ac18.th"),
     "resnet44": Spec(zoo.resnet44, "linear.weight", 10, _AKAMASTER + "resnet44-014dd654.th"),
@@ -78,7 +81,7 @@ def load(name, weights="pretrained", num_classes: Optional[int] = None, seed: in
 
     Args:
       name: a model name (``resnet18/34/50``, ``vgg16``, ``vgg16_bn``, ``densenet121/169``,
-        ``resnet20/32/44/56`` (CIFAR-10), ``efficientnet_lite0``), or a saved fine-tuned model: a
+        ``vit_b_16``, ``swin_t``, ``resnet20/32/44/56`` (CIFAR-10), ``efficientnet_lite0``), or a saved fine-tuned model: a
         mapping ``{'model': name, 'variables': {...}, 'class_names'?: [...]}`` or a checkpoint
         directory written by ``jaxcam.train`` (then `weights` is ignored).
       weights:

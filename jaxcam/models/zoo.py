@@ -2,26 +2,34 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping, Union
+from typing import Mapping, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
 
 from jaxcam.model import IMAGENET_MEAN, IMAGENET_STD, Model, ModelInfo
+from jaxcam._src.tokens import tokens_to_grid
 import jaxcam.models.cifar_resnet as cifar_resnet
 import jaxcam.models.convert as convert
 import jaxcam.models.densenet as densenet
 import jaxcam.models.efficientnet as efficientnet
 import jaxcam.models.resnet as resnet
+import jaxcam.models.swin as swin
 import jaxcam.models.vgg as vgg
+import jaxcam.models.vit as vit
 from jaxcam.models.classes import default_names
 
 Weights = Union[None, Mapping]
 
 
-def build(module, info: ModelInfo, weights: Weights = None, seed: int = 0, rename=None) -> Model:
-    """Random variables (seeded) or converted torch weights (a state_dict mapping) for `module`."""
-    size = min(info.input_size, 64)
+def build(module, info: ModelInfo, weights: Weights = None, seed: int = 0, rename=None,
+          init_size: Optional[int] = None) -> Model:
+    """Random variables (seeded) or converted torch weights (a state_dict mapping) for `module`.
+
+    `init_size`: the input side used to create the variables (default min(info.input_size, 64));
+    models whose parameters depend on it (a ViT's position embedding) pass their input size.
+    """
+    size = init_size or min(info.input_size, 64)
     if weights is None:
         variables = jax.jit(module.init)(jax.random.key(seed), jnp.zeros((1, size, size, 3), jnp.float32))
     else:
@@ -166,3 +174,54 @@ def nnx_resnet50(num_classes: int = 1000, weights: Weights = None, seed: int = 0
     import jaxcam.models.nnx_resnet as nnx_resnet
 
     return _nnx_resnet("nnx_resnet50", resnet50, nnx_resnet.ResNet50, num_classes, weights, seed, class_names)
+
+
+def vision_transformer(image_size: int = 224, patch_size: int = 16, num_layers: int = 12, num_heads: int = 12,
+                       hidden_dim: int = 768, mlp_dim: int = 3072, num_classes: int = 1000, weights: Weights = None,
+                       seed: int = 0, class_names=None, name: str = "vision_transformer") -> Model:
+    """Any torchvision ``VisionTransformer`` (same arguments); `vit_b_16` is the ViT-B/16 configuration.
+
+    Default CAM layer: the last block's first LayerNorm (``encoder/layers/encoder_layer_<L-1>/ln_1``);
+    token layers are seen as a (N, h, w, D) grid without the class token (`jaxcam.tokens_to_grid`,
+    declared in the model's info), so every method works without a `reshape_transform`.
+    `weights`: a torchvision state_dict (mapping) or None (random, seeded).
+    """
+    module = vit.VisionTransformer(image_size, patch_size, num_layers, num_heads, hidden_dim, mlp_dim, num_classes)
+    info = ModelInfo(name=name, default_layer=vit.default_layer(num_layers), classifier="heads/head",
+                     class_names=_names(class_names, num_classes, "imagenet"), input_size=image_size,
+                     reshape_transform=tokens_to_grid)
+    return build(module, info, weights, seed, init_size=image_size)
+
+
+def vit_b_16(num_classes: int = 1000, weights: Weights = None, seed: int = 0, class_names=None) -> Model:
+    """torchvision ViT-B/16 (224 px inputs only); default CAM layer ``encoder/layers/encoder_layer_11/ln_1``.
+
+    `weights`: a torchvision state_dict (e.g. read from ``vit_b_16-c867db91.pth``) or None (random, seeded).
+    """
+    return vision_transformer(num_classes=num_classes, weights=weights, seed=seed, class_names=class_names,
+                              name="vit_b_16")
+
+
+def swin_transformer(patch_size: Sequence[int] = (4, 4), embed_dim: int = 96, depths: Sequence[int] = (2, 2, 6, 2),
+                     num_heads: Sequence[int] = (3, 6, 12, 24), window_size: Sequence[int] = (7, 7),
+                     mlp_ratio: float = 4.0, num_classes: int = 1000, weights: Weights = None, seed: int = 0,
+                     class_names=None, input_size: int = 224, name: str = "swin_transformer") -> Model:
+    """Any torchvision ``SwinTransformer`` (v1 blocks; same arguments); `swin_t` is Swin-T.
+
+    Blocks keep (N, H, W, C) as in torchvision, so no reshape is needed. Default CAM layer: the last
+    block's first LayerNorm (``features/7/1/norm1`` for Swin-T). `weights`: a torchvision state_dict
+    (its ``relative_position_index`` buffers are dropped: they are constants here) or None.
+    """
+    module = swin.SwinTransformer(tuple(patch_size), embed_dim, tuple(depths), tuple(num_heads), tuple(window_size),
+                                  mlp_ratio, num_classes)
+    info = ModelInfo(name=name, default_layer=swin.default_layer(depths), classifier="head",
+                     class_names=_names(class_names, num_classes, "imagenet"), input_size=input_size)
+    return build(module, info, weights, seed, swin.torchvision_rename)
+
+
+def swin_t(num_classes: int = 1000, weights: Weights = None, seed: int = 0, class_names=None) -> Model:
+    """torchvision Swin-T; default CAM layer ``features/7/1/norm1`` (7x7x768 at 224 px).
+
+    `weights`: a torchvision state_dict (e.g. read from ``swin_t-704ceda3.pth``) or None (random, seeded).
+    """
+    return swin_transformer(num_classes=num_classes, weights=weights, seed=seed, class_names=class_names, name="swin_t")
