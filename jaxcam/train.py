@@ -403,7 +403,7 @@ class FrozenPrefix:
         self.image_size = int(image_size)
         self.x_shape = (1, self.image_size, self.image_size, 3)
         self.layer = check_layer(model, layer, self.x_shape)
-        self.split = Split(model, self.layer)
+        self.split = Split(model, self.layer, reshape=False)  # raw layer output (tokens stay tokens)
         self.tail = tail_modules(model, self.layer, self.x_shape)
         if not self.tail:
             raise ValueError(f"nothing of {model.info.name} runs after layer {'/'.join(self.layer)}; "
@@ -430,7 +430,7 @@ class FrozenPrefix:
 
             x = preprocess(images, info.mean, info.std, self.image_size, dtype)
             x = jnp.where(flip, x[:, :, ::-1], x)
-            return Split(self.model.with_variables(variables), layer).features(x).astype(jnp.float32)
+            return Split(self.model.with_variables(variables), layer, reshape=False).features(x).astype(jnp.float32)
 
         rep = NamedSharding(device_mesh, PartitionSpec())
         data = NamedSharding(device_mesh, PartitionSpec(DATA_AXIS))
