@@ -284,11 +284,19 @@ def load_checkpoint(path: str) -> Model:
             raise ValueError(f"{directory}/{step} is not a readable jaxcam checkpoint "
                              f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); pass the run "
                              "folder of a finished training") from None
-        model = load(meta["model"], weights=None, num_classes=meta["num_classes"],
-                     class_names=tuple(meta.get("class_names", ())))
-        if meta.get("image_size") is not None:
-            model = model.replace(info=dataclasses.replace(model.info, input_size=int(meta["image_size"])))
-        abstract = {k: jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, v) for k, v in model.variables.items()}
+        built = {}
+
+        def template():
+            model = load(meta["model"], weights=None, num_classes=meta["num_classes"],
+                         class_names=tuple(meta.get("class_names", ())))
+            if meta.get("image_size") is not None:
+                model = model.replace(info=dataclasses.replace(model.info, input_size=int(meta["image_size"])))
+            built["model"] = model
+            return model.variables
+
+        # shapes only: the random init is traced, never compiled or run (its variables are replaced below)
+        abstract = dict(jax.eval_shape(template))
+        model = built["model"]
         try:
             restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
                 item={k: abstract[k] for k in ("params", "batch_stats") if k in abstract},
