@@ -552,7 +552,6 @@ def _check_existing_run(cfg) -> None:
 def _feature_mode(cfg, prefix, state, tx, train, val, aug, key, device_mesh, out):
     """Features of the frozen prefix, computed once (and kept in the run folder for a resume)."""
     import jax
-    import jax.numpy as jnp
     import numpy as np
 
     from jaxcam import train as T

@@ -16,7 +16,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxcam._src import maps
 from jaxcam._src import targets as targets_lib
 from jaxcam._src.kinds import as_model
 from jaxcam._src.runner import run

@@ -13,7 +13,6 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxcam._src import maps
 from jaxcam._src import targets as targets_lib
 from jaxcam._src.runner import run
 from jaxcam.methods.registry import (
