@@ -102,11 +102,16 @@ def label_of(folder: str, class_names) -> Optional[str]:
     lowered = {n.lower(): n for n in class_names}
     if folder.lower() in lowered:
         return lowered[folder.lower()]
-    if len(class_names) == 1000 and folder.startswith("n") and folder[1:].isdigit():
+    if folder.startswith("n") and folder[1:].isdigit():  # a WordNet id: its ImageNet class
         from jaxcam.models import classes
 
         wnids = classes.imagenet_wnids()
-        return class_names[wnids.index(folder)] if folder in wnids else None
+        if folder not in wnids:
+            return None
+        if len(class_names) == 1000:
+            return class_names[wnids.index(folder)]
+        # a model trained on a few WordNet-id folders carries their human names (as jaxcam.data gives them)
+        return lowered.get(classes.imagenet_names()[wnids.index(folder)].lower())
     return None
 
 
@@ -142,7 +147,8 @@ def dataset_items(args, class_names) -> List[Item]:
         files = [(path, c) for c in classes for path in images_lib.expand([str(root / c)])[0]]
         labels = np.asarray([classes.index(c) for _, c in files], int)
         chosen = pick(labels, classes, args)
-        return [Item(f"{files[i][1]}_{Path(files[i][0]).stem}", path=files[i][0], label=files[i][1]) for i in chosen]
+        return [Item(f"{files[i][1]}_{Path(files[i][0]).stem}", path=files[i][0],
+                     label=label_of(files[i][1], class_names) or files[i][1]) for i in chosen]
     from jaxcam import data
 
     try:
