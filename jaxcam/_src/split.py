@@ -48,6 +48,12 @@ class SplitKind(Protocol):
     """What a non-Linen model kind implements to get every method (held as ``Model.module``).
 
     Must be hashable (it is static under jit). ``variables`` is the model's pytree of arrays.
+
+    Two optional methods widen what works on a kind: ``classifier_params(variables, x, layer)`` ->
+    ``{"kernel": (C, K), "bias": (K,)}`` of the classifier after the layer (CAM, DFF's concept scores)
+    and ``bias_outputs(variables, x, probes)`` -> ``(scores, {path: (output, effective bias)})`` with
+    each probe added to its layer's output (FullGrad).
+    A kind without them gets a one-line error from those methods.
     """
 
     def apply(self, variables, x): ...  # scores (N, K)

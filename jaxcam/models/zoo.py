@@ -159,7 +159,7 @@ def _nnx_resnet(name, linen_factory, nnx_factory, num_classes, weights, seed, cl
 
     linen = linen_factory(num_classes=num_classes, weights=weights, seed=seed, class_names=class_names)
     module = nnx_resnet.load_linen_variables(nnx_factory(num_classes, rngs=nnx.Rngs(seed)), linen.variables)
-    return jaxcam_nnx.model(module, dataclasses.replace(linen.info, name=name, classifier=None))
+    return jaxcam_nnx.model(module, dataclasses.replace(linen.info, name=name))
 
 
 def nnx_resnet18(num_classes: int = 1000, weights: Weights = None, seed: int = 0, class_names=None) -> Model:
