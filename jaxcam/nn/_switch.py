@@ -21,3 +21,19 @@ def plain(enabled: bool = True):
         yield
     finally:
         _state.plain = previous
+
+
+def native_enabled() -> bool:
+    """False inside `native(False)`: convolutions use the XLA formulation even when jaxcam._native loads."""
+    return getattr(_state, "native", True)
+
+
+@contextlib.contextmanager
+def native(enabled: bool = True):
+    """Trace models with (default) or without jaxcam's native oneDNN convolutions (`jaxcam._native`)."""
+    previous = native_enabled()
+    _state.native = enabled
+    try:
+        yield
+    finally:
+        _state.native = previous
