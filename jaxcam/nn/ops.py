@@ -29,7 +29,7 @@ from jax import lax
 
 from jaxcam import _native
 
-from jaxcam.nn._switch import is_plain, native_enabled
+from jaxcam.nn._switch import is_plain, native_enabled, native_for_layers
 
 
 # ------------------------------------------------------------------ fusion boundary
@@ -61,7 +61,8 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
                          dimension_numbers=None, feature_group_count=1, batch_group_count=1,
                          precision=None, preferred_element_type=None):
     """`lax.conv_general_dilated`; float32 NHWC/HWIO convolutions without dilation or groups run
-    oneDNN's kernels (`conv2d`) when `jaxcam._native` loads; everything else (and `plain()`) lax's."""
+    oneDNN's kernels (`conv2d`) in training steps (`jaxcam.nn.native`) when `jaxcam._native` loads;
+    everything else (and `plain()`) lax's."""
     # flax passes ConvDimensionNumbers (axis indices), others pass strings: compare the normalized form.
     nhwc = (lhs.ndim == 4 and dimension_numbers is not None
             and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
@@ -76,7 +77,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     if isinstance(padding, str):
         padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
     pads = tuple((int(a), int(b)) for a, b in padding)
-    if not native_usable(lhs, rhs, pads):  # XLA's own convolution (and its autodiff) is the fast XLA path
+    if not (native_for_layers() and native_usable(lhs, rhs, pads)):  # XLA's own convolution (and its autodiff) is the fast XLA path
         return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                                         dimension_numbers, feature_group_count, batch_group_count,
                                         precision, preferred_element_type)
