@@ -14,6 +14,9 @@ sides (random weights, 10 classes). Rows (default: all three):
     python benchmarks/train_step.py --xla                # also jaxcam without its native oneDNN convolutions
     python benchmarks/train_step.py --json
 
+jaxcam's step runs its convolutions through oneDNN (`jaxcam._native`) when the native extension
+loads (the JSON row says "native"); `--xla` adds a fourth side without it, same process.
+
 The three sides alternate (jax, torch NCHW, torch channels_last, repeated `--rounds` times) and the
 best round of each is kept, so a burst of other load hits all sides alike. The 1-minute load
 average before and after is printed: figures taken at load >= 1.5 are provisional.
