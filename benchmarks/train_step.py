@@ -11,7 +11,11 @@ sides (random weights, 10 classes). Rows (default: all three):
     python benchmarks/train_step.py                      # the three rows
     python benchmarks/train_step.py --model resnet18 --image-size 64 --batch-size 16
     python benchmarks/train_step.py --plain              # jaxcam's plain-lax path (jaxcam.nn.plain())
+    python benchmarks/train_step.py --xla                # also jaxcam without its native oneDNN convolutions
     python benchmarks/train_step.py --json
+
+jaxcam's step runs its convolutions through oneDNN (`jaxcam._native`) when the native extension
+loads (the JSON row says "native"); `--xla` adds a fourth side without it, same process.
 
 The three sides alternate (jax, torch NCHW, torch channels_last, repeated `--rounds` times) and the
 best round of each is kept, so a burst of other load hits all sides alike. The 1-minute load
@@ -103,7 +107,7 @@ def torch_stepper(name: str, image_size: int, images, labels, channels_last: boo
     return step
 
 
-def jax_stepper(name: str, image_size: int, images, labels, plain: bool):
+def jax_stepper(name: str, image_size: int, images, labels, plain: bool, native: bool = True):
     import jax
     import optax
 
@@ -113,7 +117,7 @@ def jax_stepper(name: str, image_size: int, images, labels, plain: bool):
 
     model = getattr(jaxcam.models, name)(num_classes=10)
     tx = train.make_optimizer("sgd", optax.constant_schedule(0.05))
-    with (jnn.plain() if plain else contextlib.nullcontext()):
+    with (jnn.plain() if plain else contextlib.nullcontext()), jnn.native(native):
         step = train.make_train_step(model, tx, image_size)
         state = train.replicate(train.init_state(model, tx))
         batch = train.shard_batch(images, labels)
@@ -134,7 +138,8 @@ def images_per_second(step, batch: int, steps: int) -> float:
     return steps * batch / (time.perf_counter() - start)
 
 
-def measure_row(name: str, image_size: int, batch: int, steps: int, rounds: int, plain: bool) -> dict:
+def measure_row(name: str, image_size: int, batch: int, steps: int, rounds: int, plain: bool,
+                xla: bool = False) -> dict:
     import numpy as np
 
     rng = np.random.default_rng(0)
@@ -145,13 +150,17 @@ def measure_row(name: str, image_size: int, batch: int, steps: int, rounds: int,
         "torch_nchw": torch_stepper(name, image_size, images, labels, False),
         "torch_channels_last": torch_stepper(name, image_size, images, labels, True),
     }
+    if xla:  # jaxcam without its native convolutions, same process
+        sides["jaxcam_xla"] = jax_stepper(name, image_size, images, labels, plain, native=False)
     for step in sides.values():  # warm-up (compiled already; first-touch allocations)
         step()
     best = {k: 0.0 for k in sides}
     for _ in range(rounds):
         for k, step in sides.items():
             best[k] = max(best[k], images_per_second(step, batch, steps))
+    from jaxcam import _native
     return {"model": name, "image_size": image_size, "batch_size": batch, "plain": plain,
+            "native": bool(_native.available() and not plain),
             **{f"{k}_img_s": round(v, 2) for k, v in best.items()},
             "ratio_vs_nchw": round(best["jaxcam"] / best["torch_nchw"], 3),
             "ratio_vs_channels_last": round(best["jaxcam"] / best["torch_channels_last"], 3)}
@@ -165,6 +174,7 @@ def main():
     p.add_argument("--steps", type=int, default=None, help="timed steps per round (default: ~3 s of work)")
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds; the best of each side is kept")
     p.add_argument("--plain", action="store_true", help="jaxcam's plain lax path (jaxcam.nn.plain())")
+    p.add_argument("--xla", action="store_true", help="also time jaxcam without its native oneDNN convolutions")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     p.add_argument("--json", action="store_true", help="print one JSON object per row")
     args = p.parse_args()
@@ -184,7 +194,7 @@ def main():
         size, batch = ROWS.get(name, (128, 32))
         size, batch = args.image_size or size, args.batch_size or batch
         steps = args.steps or max(2, int(round(3 * {"resnet20": 300, "resnet18": 40, "efficientnet_lite0": 30}.get(name, 20) / batch)))
-        row = measure_row(name, size, batch, steps, args.rounds, args.plain)
+        row = measure_row(name, size, batch, steps, args.rounds, args.plain, args.xla)
         row["load_start"] = round(load_before, 2)
         row["load_end"] = round(os.getloadavg()[0], 2)
         results.append(row)
@@ -193,7 +203,8 @@ def main():
         else:
             print(f"| {name}{' (plain)' if args.plain else ''} | {size} | {batch} | {row['jaxcam_img_s']:.1f} | "
                   f"{row['torch_nchw_img_s']:.1f} | {row['torch_channels_last_img_s']:.1f} | "
-                  f"{row['ratio_vs_nchw']:.2f} | {row['ratio_vs_channels_last']:.2f} |", flush=True)
+                  f"{row['ratio_vs_nchw']:.2f} | {row['ratio_vs_channels_last']:.2f} |"
+                  + (f" jaxcam without native convs: {row['jaxcam_xla_img_s']:.1f}" if args.xla else ""), flush=True)
         load_before = os.getloadavg()[0]
     if not args.json:
         load = os.getloadavg()[0]

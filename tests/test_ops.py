@@ -67,7 +67,7 @@ def test_batch_norm_matches_flax():
            nn.BatchNorm(use_running_average=True, epsilon=1e-5).apply(ev, x))
 
 
-def test_channel_sums_and_conv_barrier():
+def test_channel_sums_and_conv_through_ops():
     x = _rand((3, 4, 5, 6), 0)
     _close(ops.channel_sums(x), x.sum((0, 1, 2)))
     w = _rand((3, 3, 6, 4), 1)
@@ -124,3 +124,60 @@ def test_ablation_affine_shortcut_equals_masked_heads(monkeypatch):
     for f, s in zip(fast, slow):
         assert float(jnp.max(s)) > 0.5  # not blank
         _close(f, s)
+
+
+def test_native_convolutions_load_and_are_used():
+    """On Linux x86-64 the installed package carries its oneDNN extension (built at install time) and the
+    models' float32 convolutions run it: forward, input gradient and kernel gradient are custom calls."""
+    import platform
+    import sys
+
+    from jaxcam import _native
+
+    if not (sys.platform == "linux" and platform.machine() == "x86_64"):
+        pytest.skip("the native extension is built on Linux x86-64 only")
+    assert _native.available(), _native.error()
+    x, w = _rand((2, 8, 8, 3), 0), _rand((3, 3, 3, 4), 1)
+    def grad():  # a new jit each time: the switch is read when tracing
+        return jax.jit(jax.grad(lambda x, w: jnp.sum(jnp.sin(ops.conv2d(x, w, (1, 1), ((1, 1), (1, 1))))), (0, 1)))
+
+    text = grad().lower(x, w).as_text()
+    for target in ("jaxcam_conv_fwd", "jaxcam_conv_bwd_data", "jaxcam_conv_bwd_weights"):
+        assert target in text
+    with jnn.native(False):
+        assert "jaxcam_conv" not in grad().lower(x, w).as_text()
+
+
+def test_conv2d_under_vmap_matches_lax(stride=2, pads=((0, 1), (1, 0))):
+    """vmap folds a batched input into N (one native call); per-example kernels and kernel gradients
+    take lax's batched convolution. Values and gradients as lax's."""
+    xs, w, ws = _rand((3, 2, 7, 6, 4), 0), _rand((3, 3, 4, 5), 1), _rand((3, 3, 3, 4, 5), 2)
+    dn = ("NHWC", "HWIO", "NHWC")
+
+    def mine(x, w):
+        return jnp.sum(jnp.sin(ops.conv2d(x, w, (stride, stride), pads)))
+
+    def ref(x, w):
+        return jnp.sum(jnp.sin(lax.conv_general_dilated(x, w, (stride, stride), pads, dimension_numbers=dn)))
+
+    for in_axes, args in (((0, None), (xs, w)), ((0, 0), (xs, ws)), ((None, 0), (xs[0], ws))):
+        _close(jax.vmap(mine, in_axes)(*args), jax.vmap(ref, in_axes)(*args))
+        for a, b in zip(jax.vmap(jax.grad(mine, (0, 1)), in_axes)(*args), jax.vmap(jax.grad(ref, (0, 1)), in_axes)(*args)):
+            _close(a, b)
+
+
+def test_native_missing_warns_once_and_falls_back(monkeypatch):
+    from jaxcam import _native
+
+    def missing():
+        raise FileNotFoundError("the onednn-cpu-gomp package is not installed")
+
+    monkeypatch.setattr(_native, "_state", {"loaded": None, "error": None})
+    monkeypatch.setattr(_native, "_libdnnl_path", missing)
+    x, w = _rand((2, 6, 6, 3), 0), _rand((3, 3, 3, 2), 1)
+    with pytest.warns(RuntimeWarning, match="onednn-cpu-gomp") as record:
+        out = ops.conv2d(x, w, (1, 1), ((1, 1), (1, 1)))
+        ops.conv2d(x, w, (1, 1), ((1, 1), (1, 1)))
+        assert not _native.available()
+    assert len([r for r in record if "native oneDNN" in str(r.message)]) == 1
+    _close(out, lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")))

@@ -3,10 +3,13 @@
     with jaxcam.nn.plain():        # trace models with plain lax convolutions / flax BatchNorm
         step = train.make_train_step(model, tx, 32)
 
-The switch is read when a function is traced (jit caches what it traced).
+    with jaxcam.nn.native(False):  # XLA convolutions instead of oneDNN's (jaxcam._native)
+        ...
+
+The switches are read when a function is traced (jit caches what it traced).
 """
-from jaxcam.nn._switch import is_plain, plain
+from jaxcam.nn._switch import is_plain, native, plain
 from jaxcam.nn import ops
 from jaxcam.nn.layers import BatchNorm, Conv, DepthwiseConv
 
-__all__ = ["BatchNorm", "Conv", "DepthwiseConv", "is_plain", "ops", "plain"]
+__all__ = ["BatchNorm", "Conv", "DepthwiseConv", "is_plain", "native", "ops", "plain"]

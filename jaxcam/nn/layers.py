@@ -2,15 +2,25 @@
 torch conversions are unchanged): `Conv`, `BatchNorm`, `DepthwiseConv`."""
 from __future__ import annotations
 
-from functools import partial
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxcam.nn import ops
+from jaxcam.nn._switch import training
 
-#: flax's Conv whose convolution materializes its input first (`ops.conv_general_dilated`).
-Conv = partial(nn.Conv, conv_general_dilated=ops.conv_general_dilated)
+
+class Conv(nn.Conv):
+    """flax's Conv (same fields, variables and values) over `ops.conv_general_dilated`: in a training
+    step (the "batch_stats" collection mutable) float32 convolutions run oneDNN's kernels
+    (`jaxcam._native`), elsewhere lax's (see `jaxcam.nn.native`)."""
+
+    conv_general_dilated: Any = ops.conv_general_dilated
+
+    def __call__(self, inputs):
+        with training(self.is_mutable_collection("batch_stats")):
+            return super().__call__(inputs)
 
 
 class BatchNorm(nn.Module):

@@ -1,11 +1,13 @@
 """Array functions with the same mathematics as their plain lax/jnp forms, written so XLA:CPU runs
 the training step fast (each one is tested against the plain form: tests/test_ops.py).
 
-- `conv_general_dilated`: `lax.conv_general_dilated` whose input is materialized (an optimization
-  barrier) before the convolution. Without it XLA:CPU fuses the producers of a convolution's input
-  (BatchNorm, ReLU, the residual adds of every earlier block) into the transposed copy its kernel
-  gradient needs and recomputes them there in a cache-hostile order: measured as 56% of a CIFAR
-  ResNet-20 step.
+- `conv_general_dilated` / `conv2d`: float32 NHWC convolutions through oneDNN (`jaxcam._native`, an
+  XLA FFI handler built at install time): forward, input gradient and kernel gradient. XLA:CPU's own
+  kernel gradient fuses the producers of a convolution's input (BatchNorm, ReLU, the residual adds of
+  every earlier block) into the transposed copy it needs and recomputes them there in a cache-hostile
+  order (56% of a CIFAR ResNet-20 step); a custom call reads one materialized buffer instead. Without
+  the native library: lax's convolution. (Isolating lax's kernel gradient in a `lax.cond` branch is no
+  fix: XLA:CPU then runs that convolution without its fast runtime kernel, ~40x slower.)
 - `channel_sums`: per-channel sums over all leading axes as two reductions (rows, then the W x C
   rows), several times faster on XLA:CPU than one reduction over (N, H, W).
 - `batch_norm_train`: training-mode BatchNorm (flax's statistics: mean and E[x^2] - mean^2) with a
@@ -22,9 +24,12 @@ from typing import Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
-from jaxcam.nn._switch import is_plain
+from jaxcam import _native
+
+from jaxcam.nn._switch import is_plain, native_enabled, native_for_layers
 
 
 # ------------------------------------------------------------------ fusion boundary
@@ -55,9 +60,14 @@ _NHWC = ("NHWC", "HWIO", "NHWC")
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                          dimension_numbers=None, feature_group_count=1, batch_group_count=1,
                          precision=None, preferred_element_type=None):
-    """`lax.conv_general_dilated`; NHWC/HWIO convolutions without dilation or groups go through
-    `conv2d` (custom VJP, see the module docstring), everything else (and `plain()`) through lax."""
-    simple = (tuple(dimension_numbers or ()) == _NHWC and feature_group_count == 1 and batch_group_count == 1
+    """`lax.conv_general_dilated`; float32 NHWC/HWIO convolutions without dilation or groups run
+    oneDNN's kernels (`conv2d`) in training steps (`jaxcam.nn.native`) when `jaxcam._native` loads;
+    everything else (and `plain()`) lax's."""
+    # flax passes ConvDimensionNumbers (axis indices), others pass strings: compare the normalized form.
+    nhwc = (lhs.ndim == 4 and dimension_numbers is not None
+            and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+            == lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC))
+    simple = (nhwc and feature_group_count == 1 and batch_group_count == 1
               and all(d == 1 for d in (lhs_dilation or (1, 1))) and all(d == 1 for d in (rhs_dilation or (1, 1)))
               and preferred_element_type is None and lhs.ndim == 4)
     if is_plain() or not simple:
@@ -66,37 +76,119 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
                                         precision, preferred_element_type)
     if isinstance(padding, str):
         padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
-    return conv2d(lhs, rhs, tuple(int(s) for s in window_strides), tuple((int(a), int(b)) for a, b in padding), precision)
+    pads = tuple((int(a), int(b)) for a, b in padding)
+    if not (native_for_layers() and native_usable(lhs, rhs, pads)):  # XLA's own convolution (and its autodiff) is the fast XLA path
+        return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                                        dimension_numbers, feature_group_count, batch_group_count,
+                                        precision, preferred_element_type)
+    return _conv2d_native(lhs, rhs, tuple(int(s) for s in window_strides), pads)
 
 
 def _conv(x, w, strides, pads, precision=None):
     return lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=_NHWC, precision=precision)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def conv2d(x, w, strides, pads, precision=None):
     """NHWC x HWIO convolution with explicit pads; same values and gradients as lax's.
 
-    The kernel gradient (lax's own) runs `isolated`: XLA:CPU then transposes the materialized
-    activation instead of recomputing its whole elementwise producer chain inside a transposing loop.
+    float32 with non-negative pads: oneDNN's convolutions through `jax.ffi` (`jaxcam._native`) when
+    the native library loads; otherwise lax's.
     """
+    if native_usable(x, w, pads):
+        return _conv2d_native(x, w, strides, pads)
     return _conv(x, w, strides, pads, precision)
 
 
-def _conv2d_fwd(x, w, strides, pads, precision):
-    return _conv(x, w, strides, pads, precision), (x, w)
+def native_usable(x, w, pads) -> bool:
+    """Whether `conv2d` runs oneDNN's kernels for these operands (float32, pads >= 0, library loaded,
+    not switched off by `jaxcam.nn.native(False)` / `plain()`)."""
+    return (x.dtype == jnp.float32 and w.dtype == jnp.float32 and all(p >= 0 for pair in pads for p in pair)
+            and not is_plain() and native_enabled() and _native.available())
 
 
-def _conv2d_bwd(strides, pads, precision, res, g):
+# ---- native (oneDNN through jax.ffi): forward, input gradient, kernel gradient
+
+
+def _attrs(strides, pads):
+    (pt, pb), (pl, pr) = pads
+    return {k: np.int64(v) for k, v in zip(("sh", "sw", "pt", "pb", "pl", "pr"), (*strides, pt, pb, pl, pr))}
+
+
+def _out_shape(x_shape, w_shape, strides, pads):
+    return tuple([x_shape[0]] + [(x_shape[1 + a] + pads[a][0] + pads[a][1] - w_shape[a]) // strides[a] + 1
+                                 for a in range(2)] + [w_shape[3]])
+
+
+def _fold(fn, a, b, a_batched, b_batched, fallback):
+    """vmap rule for a native op whose first operand carries the batch: fold the vmapped axis into N
+    (one native call); a batched second operand (per-example kernels / cotangents) takes `fallback`."""
+    if b_batched:
+        return jax.vmap(fallback, in_axes=(0 if a_batched else None, 0))(a, b), True
+    lead = a.shape[:2]
+    out = fn(a.reshape((-1,) + a.shape[2:]), b)
+    return out.reshape(lead + out.shape[1:]), True
+
+
+def _native_fwd(x, w, strides, pads):
+    @jax.custom_batching.custom_vmap
+    def f(x, w):
+        return jax.ffi.ffi_call("jaxcam_conv_fwd", jax.ShapeDtypeStruct(_out_shape(x.shape, w.shape, strides, pads), x.dtype))(
+            x, w, **_attrs(strides, pads))
+
+    @f.def_vmap
+    def _(axis_size, in_batched, x, w):
+        return _fold(f, x, w, *in_batched, lambda x, w: _conv(x, w, strides, pads))
+
+    return f(x, w)
+
+
+def _native_bwd_data(g, w, x_shape, strides, pads):
+    @jax.custom_batching.custom_vmap
+    def f(g, w):
+        shape = (g.shape[0],) + tuple(x_shape[1:])
+        return jax.ffi.ffi_call("jaxcam_conv_bwd_data", jax.ShapeDtypeStruct(shape, g.dtype))(g, w, **_attrs(strides, pads))
+
+    def plain_dx(g, w):
+        x = jnp.zeros((g.shape[0],) + tuple(x_shape[1:]), g.dtype)
+        return jax.vjp(lambda x: _conv(x, w, strides, pads), x)[1](g)[0]
+
+    @f.def_vmap
+    def _(axis_size, in_batched, g, w):
+        return _fold(f, g, w, *in_batched, plain_dx)
+
+    return f(g, w)
+
+
+def _native_bwd_weights(x, g, w_shape, strides, pads):
+    @jax.custom_batching.custom_vmap
+    def f(x, g):
+        return jax.ffi.ffi_call("jaxcam_conv_bwd_weights", jax.ShapeDtypeStruct(tuple(w_shape), x.dtype))(
+            x, g, **_attrs(strides, pads))
+
+    @f.def_vmap
+    def _(axis_size, in_batched, x, g):  # per-example kernel gradients: lax's
+        def plain_dw(x, g):
+            return jax.vjp(lambda w: _conv(x, w, strides, pads), jnp.zeros(w_shape, x.dtype))[1](g)[0]
+        return jax.vmap(plain_dw, in_axes=tuple(0 if b else None for b in in_batched))(x, g), True
+
+    return f(x, g)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv2d_native(x, w, strides, pads):
+    return _native_fwd(x, w, strides, pads)
+
+
+def _conv2d_native_fwd(x, w, strides, pads):
+    return _native_fwd(x, w, strides, pads), (x, w)
+
+
+def _conv2d_native_bwd(strides, pads, res, g):
     x, w = res
-    dx = jax.vjp(lambda x: _conv(x, w, strides, pads, precision), x)[1](g)[0]
-    # The kernel gradient transposes x and g (N becomes the contracted feature dimension): on
-    # materialized arrays, in a computation of its own (see `isolated`).
-    dw = isolated(lambda x, g: jax.vjp(lambda w: _conv(x, w, strides, pads, precision), w)[1](g)[0], x, g)
-    return dx, dw
+    return _native_bwd_data(g, w, x.shape, strides, pads), _native_bwd_weights(x, g, w.shape, strides, pads)
 
 
-conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
+_conv2d_native.defvjp(_conv2d_native_fwd, _conv2d_native_bwd)
 
 
 # ------------------------------------------------------------------ reductions

@@ -1,0 +1,85 @@
+"""Native kernels called through `jax.ffi` (built at install time from conv_dnnl.cc).
+
+`conv_dnnl.cc` runs 2-D convolutions (NHWC x HWIO, float32: forward, input gradient, kernel gradient)
+through oneDNN primitives, the library torch's CPU convolutions use. The compiled handler library
+(`_conv_dnnl*.so`, built by setup.py) needs oneDNN's `libdnnl.so.3` from the `onednn-cpu-gomp`
+package (a runtime dependency; GNU OpenMP threading).
+
+Nothing is loaded on import. `available()` loads both libraries and registers the FFI targets the first
+time it is asked; if anything is missing it returns False and warns ONCE, and `jaxcam.nn` keeps its
+XLA formulation. `JAXCAM_NATIVE=0` turns the native path off.
+"""
+from __future__ import annotations
+
+import ctypes
+import glob
+import os
+import threading
+import warnings
+
+_lock = threading.Lock()
+_state = {"loaded": None, "error": None}
+
+TARGETS = {
+    "jaxcam_conv_fwd": "JaxcamConvFwd",
+    "jaxcam_conv_bwd_data": "JaxcamConvBwdData",
+    "jaxcam_conv_bwd_weights": "JaxcamConvBwdWeights",
+}
+
+
+def _libdnnl_path() -> str:
+    """libdnnl.so.3 as installed by the `onednn-cpu-gomp` distribution (under the environment's lib/)."""
+    from importlib import metadata
+
+    try:
+        dist = metadata.distribution("onednn-cpu-gomp")
+    except metadata.PackageNotFoundError:
+        raise FileNotFoundError("the onednn-cpu-gomp package is not installed") from None
+    for f in dist.files or ():
+        if f.name == "libdnnl.so.3":
+            path = os.path.realpath(dist.locate_file(f))
+            if os.path.exists(path):
+                return path
+    raise FileNotFoundError("onednn-cpu-gomp is installed but its libdnnl.so.3 is missing")
+
+
+def _extension_path() -> str:
+    here = os.path.dirname(os.path.abspath(__file__))
+    found = sorted(glob.glob(os.path.join(here, "_conv_dnnl*.so")))
+    if not found:
+        raise FileNotFoundError(f"no compiled _conv_dnnl*.so in {here} (the package was installed without "
+                                "its native extension)")
+    return found[0]
+
+
+def _load():
+    import jax
+
+    ctypes.CDLL(_libdnnl_path(), mode=ctypes.RTLD_GLOBAL)
+    lib = ctypes.CDLL(_extension_path())
+    for target, symbol in TARGETS.items():
+        jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu")
+
+
+def available() -> bool:
+    """True when the oneDNN convolution targets are registered (loads them on first call)."""
+    if _state["loaded"] is not None:
+        return _state["loaded"]
+    with _lock:
+        if _state["loaded"] is None:
+            if os.environ.get("JAXCAM_NATIVE", "1") == "0":
+                _state["loaded"] = False
+            else:
+                try:
+                    _load()
+                    _state["loaded"] = True
+                except Exception as e:  # any failure means: use the XLA formulation
+                    _state["loaded"], _state["error"] = False, f"{type(e).__name__}: {e}"
+                    warnings.warn(f"jaxcam: native oneDNN convolutions unavailable ({_state['error']}); "
+                                  "using the XLA formulation (slower training on CPU)", RuntimeWarning, stacklevel=2)
+    return _state["loaded"]
+
+
+def error() -> str | None:
+    """Why `available()` is False (None if it is True, was switched off, or was not asked yet)."""
+    return _state["error"]
