@@ -13,15 +13,19 @@ def is_plain() -> bool:
 
 
 @contextlib.contextmanager
-def plain(enabled: bool = True):
-    """Trace models with plain `lax.conv_general_dilated` / flax BatchNorm (the reference path)."""
-    previous = is_plain()
-    _state.plain = enabled
+def _setting(name: str, value, default):
+    """Set one thread-local switch for the duration of a `with` block, then restore it."""
+    previous = getattr(_state, name, default)
+    setattr(_state, name, value)
     try:
         yield
     finally:
-        _state.plain = previous
+        setattr(_state, name, previous)
 
+
+def plain(enabled: bool = True):
+    """Trace models with plain `lax.conv_general_dilated` / flax BatchNorm (the reference path)."""
+    return _setting("plain", enabled, False)
 
 
 def native_enabled() -> bool:
@@ -38,24 +42,12 @@ def native_for_layers() -> bool:
     return getattr(_state, "training", False) if explicit is None else explicit
 
 
-@contextlib.contextmanager
 def native(enabled: bool = True):
     """Trace with (`native(True)`, also outside training) or without (`native(False)`) jaxcam's native
     oneDNN convolutions (`jaxcam._native`). Default: on in training steps, off elsewhere."""
-    previous = getattr(_state, "native", None)
-    _state.native = enabled
-    try:
-        yield
-    finally:
-        _state.native = previous
+    return _setting("native", enabled, None)
 
 
-@contextlib.contextmanager
 def training(enabled: bool):
     """Set by `jaxcam.nn.Conv` around its convolution (enabled = batch statistics are being updated)."""
-    previous = getattr(_state, "training", False)
-    _state.training = enabled
-    try:
-        yield
-    finally:
-        _state.training = previous
+    return _setting("training", enabled, False)
