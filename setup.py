@@ -39,6 +39,10 @@ def _native_extension():
         include_dirs=[ffi_include, os.path.dirname(os.path.dirname(header))],
         library_dirs=[libdir],
         libraries=["dnnl"],  # NEEDED libdnnl.so.3; loaded at run time from onednn-cpu-gomp (jaxcam/_native)
+        # found without the ctypes preload too (a plain `import jaxcam._native._conv_dnnl`): the installed
+        # onednn-cpu-gomp puts it in <prefix>/lib, four levels above <prefix>/lib/pythonX.Y/site-packages/
+        # jaxcam/_native; the build-time folder serves in-place builds
+        runtime_library_dirs=["$ORIGIN/../../../..", libdir],
         language="c++",
         extra_compile_args=["-std=c++17", "-O2", "-fvisibility=hidden", "-w"],
         optional=True,

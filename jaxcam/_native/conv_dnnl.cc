@@ -5,6 +5,11 @@
 // are reordered between HWIO and the primitive's preferred blocked layout. Primitives are created
 // once per shape and cached. Execution is serialized by one mutex: each primitive already uses
 // every OpenMP thread, and the cached primitives share their scratch buffers.
+//
+// The library is loaded with ctypes (jaxcam/_native/__init__.py); it also defines an empty Python
+// module so that importing `jaxcam._native._conv_dnnl` (as package walkers do) works.
+#include <Python.h>  // first, as Python's headers require
+
 #include <cstdint>
 #include <cstring>
 #include <map>
@@ -216,3 +221,9 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcamConvFwd, ConvFwdImpl, CONV_BINDING(x, w));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcamConvBwdData, ConvBwdDataImpl, CONV_BINDING(g, w));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcamConvBwdWeights, ConvBwdWeightsImpl, CONV_BINDING(x, g));
 #pragma GCC visibility pop
+
+static struct PyModuleDef conv_dnnl_module = {PyModuleDef_HEAD_INIT, "_conv_dnnl",
+                                              "oneDNN convolutions as XLA FFI handlers (loaded via ctypes).",
+                                              -1, nullptr};
+
+PyMODINIT_FUNC PyInit__conv_dnnl(void) { return PyModule_Create(&conv_dnnl_module); }
