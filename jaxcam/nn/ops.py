@@ -69,19 +69,17 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
             == lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC))
     simple = (nhwc and feature_group_count == 1 and batch_group_count == 1
               and all(d == 1 for d in (lhs_dilation or (1, 1))) and all(d == 1 for d in (rhs_dilation or (1, 1)))
-              and preferred_element_type is None and lhs.ndim == 4)
-    if is_plain() or not simple:
-        return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
-                                        dimension_numbers, feature_group_count, batch_group_count,
-                                        precision, preferred_element_type)
-    if isinstance(padding, str):
-        padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
-    pads = tuple((int(a), int(b)) for a, b in padding)
-    if not (native_for_layers() and native_usable(lhs, rhs, pads)):  # XLA's own convolution (and its autodiff) is the fast XLA path
-        return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
-                                        dimension_numbers, feature_group_count, batch_group_count,
-                                        precision, preferred_element_type)
-    return _conv2d_native(lhs, rhs, tuple(int(s) for s in window_strides), pads)
+              and preferred_element_type is None)
+    if simple and not is_plain() and native_for_layers():
+        if isinstance(padding, str):
+            padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
+        pads = tuple((int(a), int(b)) for a, b in padding)
+        if native_usable(lhs, rhs, pads):
+            return _conv2d_native(lhs, rhs, tuple(int(s) for s in window_strides), pads)
+    # XLA's own convolution (and its autodiff) is the fast XLA path
+    return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                                    dimension_numbers, feature_group_count, batch_group_count,
+                                    precision, preferred_element_type)
 
 
 def _conv(x, w, strides, pads, precision=None):
