@@ -177,7 +177,14 @@ def main():
     p.add_argument("--xla", action="store_true", help="also time jaxcam without its native oneDNN convolutions")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     p.add_argument("--json", action="store_true", help="print one JSON object per row")
+    p.add_argument("--malloc", choices=("reuse", "default"), default="reuse",
+                   help="reuse: jaxcam.train.reuse_host_memory() first, as jaxcam's training commands do "
+                        "(glibc keeps freed blocks; both sides run under it); default: glibc's own settings")
     args = p.parse_args()
+    if args.malloc == "reuse":
+        from jaxcam.train import reuse_host_memory
+        if not reuse_host_memory():
+            print("note: reuse_host_memory() did not apply (not glibc, or JAXCAM_REUSE_MEMORY=0)", file=sys.stderr)
 
     import torch
     if args.threads:
@@ -187,7 +194,7 @@ def main():
     results = []
     if not args.json:
         print(f"train step img/s, {os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-              f"best of {args.rounds} alternating rounds; load {load_before:.2f} at start\n")
+              f"best of {args.rounds} alternating rounds, malloc {args.malloc}; load {load_before:.2f} at start\n")
         print("| model | px | batch | jaxcam | torch NCHW | torch channels_last | vs NCHW | vs channels_last |")
         print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name in names:
@@ -195,6 +202,7 @@ def main():
         size, batch = args.image_size or size, args.batch_size or batch
         steps = args.steps or max(2, int(round(3 * {"resnet20": 300, "resnet18": 40, "efficientnet_lite0": 30}.get(name, 20) / batch)))
         row = measure_row(name, size, batch, steps, args.rounds, args.plain, args.xla)
+        row["malloc"] = args.malloc
         row["load_start"] = round(load_before, 2)
         row["load_end"] = round(os.getloadavg()[0], 2)
         results.append(row)

@@ -24,6 +24,7 @@ import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxcam._src.compile import jit as tuned_jit
+from jaxcam._src.hostmem import reuse_host_memory  # noqa: F401  (re-exported)
 from jaxcam.model import Model
 from jaxcam.models import loading
 from jaxcam.models.loading import CheckpointMismatchError, load_checkpoint  # noqa: F401  (re-exported)
