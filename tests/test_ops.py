@@ -181,3 +181,65 @@ def test_native_missing_warns_once_and_falls_back(monkeypatch):
         assert not _native.available()
     assert len([r for r in record if "native oneDNN" in str(r.message)]) == 1
     _close(out, lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")))
+
+
+def _needs_native():
+    from jaxcam import _native
+
+    if not _native.available():
+        pytest.skip(f"native extension not loaded: {_native.error()}")
+
+
+def test_batch_norm_native_is_used_and_per_instance_under_vmap():
+    """Training-mode BatchNorm runs oneDNN's primitives (forward with the batch statistics, backward);
+    under vmap each instance keeps its own statistics (the XLA formulation), as the plain form."""
+    _needs_native()
+    x, sc, b = _rand((3, 2, 5, 4, 6), 0) * 2 + 1, _rand((6,), 1) + 1, _rand((6,), 2)
+    c = _rand(x.shape[1:], 3)
+
+    def loss(x, sc, b):
+        y, mean, var = ops.batch_norm_train(x, sc, b, 1e-5)
+        return jnp.sum(jnp.sin(y) * c) + jnp.sum(mean) + jnp.sum(var)  # statistics carry no gradient
+
+    with jnn.native(True):
+        text = jax.jit(jax.grad(loss, (0, 1, 2))).lower(x[0], sc, b).as_text()
+        got = [jax.grad(loss, (0, 1, 2))(x[0], sc, b), jax.vmap(jax.grad(loss, (0, 1, 2)), (0, None, None))(x, sc, b),
+               jax.vmap(loss, (0, None, None))(x, sc, b)]
+    assert "jaxcam_bn_fwd" in text and "jaxcam_bn_bwd" in text
+    with jnn.plain():
+        want = [jax.grad(loss, (0, 1, 2))(x[0], sc, b), jax.vmap(jax.grad(loss, (0, 1, 2)), (0, None, None))(x, sc, b),
+                jax.vmap(loss, (0, None, None))(x, sc, b)]
+    jax.tree_util.tree_map(_close, got, want)
+
+
+@pytest.mark.parametrize("shape,window,strides,pads,relu", [
+    ((2, 9, 10, 5), (3, 3), (2, 2), ((1, 1), (1, 1)), False),
+    ((3, 8, 8, 4), (3, 3), (2, 2), ((1, 1), (1, 1)), True),   # ReLU zeros: ties go to the first maximum
+    ((2, 7, 6, 3), (2, 2), (2, 2), ((0, 0), (0, 0)), True),
+    ((2, 7, 7, 3), (3, 2), (1, 2), ((1, 0), (0, 1)), False),
+])
+def test_max_pool_matches_flax(shape, window, strides, pads, relu):
+    """jaxcam.nn.max_pool (oneDNN's pooling in training) equals flax's max_pool: values, gradients
+    (the first maximum of a window takes the cotangent, as XLA's) and under vmap."""
+    _needs_native()
+    x = _rand(shape, 0)
+    x = jax.nn.relu(x) if relu else x
+
+    def ref(x):
+        return nn.max_pool(x, window, strides, padding=pads)
+
+    def mine(x):
+        return jnn.max_pool(x, window, strides, pads, training=True)
+
+    c = _rand(ref(x).shape, 1)
+    text = jax.jit(jax.grad(lambda x: jnp.sum(mine(x) * c))).lower(x).as_text()
+    assert "jaxcam_pool_fwd" in text and "jaxcam_pool_bwd" in text
+    assert "jaxcam_pool" not in jax.jit(lambda x: jnn.max_pool(x, window, strides, pads)).lower(x).as_text()
+    _close(mine(x), ref(x), 0)
+    _close(jax.vjp(mine, x)[1](c)[0], jax.vjp(ref, x)[1](c)[0])
+    xs, cs = jnp.stack([x, 2 * x - 1]), jnp.stack([c, -c])
+    _close(jax.vmap(mine)(xs), jax.vmap(ref)(xs), 0)
+    for in_axes in ((0, 0), (0, None)):
+        got = jax.vmap(lambda x, c: jax.vjp(mine, x)[1](c)[0], in_axes)(xs, cs if in_axes[1] == 0 else c)
+        want = jax.vmap(lambda x, c: jax.vjp(ref, x)[1](c)[0], in_axes)(xs, cs if in_axes[1] == 0 else c)
+        _close(got, want)

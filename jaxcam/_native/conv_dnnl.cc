@@ -1,5 +1,7 @@
-// 2-D convolution (NHWC activations, HWIO kernels, float32) through oneDNN primitives, as XLA FFI
-// handlers: forward, input gradient (backward data) and kernel gradient (backward weights).
+// 2-D convolution (NHWC activations, HWIO kernels, float32), training-mode batch normalization
+// and max pooling through oneDNN primitives, as XLA FFI handlers: convolution forward, input gradient
+// (backward data) and kernel gradient (backward weights); batch normalization forward (with the batch
+// statistics) and backward; max pooling forward (with its workspace) and backward.
 //
 // Activations stay in the caller's NHWC buffers (oneDNN's native channels-last layout); kernels
 // are reordered between HWIO and the primitive's preferred blocked layout. Primitives are created
@@ -15,6 +17,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <stdexcept>
 #include <tuple>
 #include <vector>
 
@@ -202,6 +205,156 @@ ffi::Error ConvBwdWeightsImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> g_,
   });
 }
 
+// ---------------------------------------------------------------- batch normalization (training)
+//
+// Over N, H, W of an NHWC tensor: mean, biased variance (as flax), y = (x - mean) / sqrt(var + eps) *
+// scale + shift; the backward gives the input, scale and shift gradients. oneDNN's primitives in the
+// nhwc layout, created once per (shape, eps) and cached like the convolutions'.
+
+struct BnEntry {
+  dnnl::batch_normalization_forward fwd;
+  dnnl::batch_normalization_backward bwd;
+  memory::desc data, vec;
+};
+
+using BnKey = std::tuple<int64_t, int64_t, int64_t, int64_t, float>;
+
+BnEntry* bn_get(int64_t n, int64_t h, int64_t w, int64_t c, float eps) {
+  static std::map<BnKey, std::unique_ptr<BnEntry>> cache;
+  BnKey key{n, h, w, c, eps};
+  auto it = cache.find(key);
+  if (it != cache.end()) return it->second.get();
+  auto e = std::make_unique<BnEntry>();
+  e->data = memory::desc({n, c, h, w}, dt::f32, tag::nhwc);
+  e->vec = memory::desc({c}, dt::f32, tag::x);
+  auto flags = dnnl::normalization_flags::use_scale | dnnl::normalization_flags::use_shift;
+  auto fwd_pd = dnnl::batch_normalization_forward::primitive_desc(
+      engine(), dnnl::prop_kind::forward_training, e->data, e->data, eps, flags);
+  auto bwd_pd = dnnl::batch_normalization_backward::primitive_desc(
+      engine(), dnnl::prop_kind::backward, e->data, e->data, e->data, eps, flags, fwd_pd);
+  e->fwd = dnnl::batch_normalization_forward(fwd_pd);
+  e->bwd = dnnl::batch_normalization_backward(bwd_pd);
+  BnEntry* out = e.get();
+  cache.emplace(key, std::move(e));
+  return out;
+}
+
+// x: (N, H, W, C); scale, shift: (C,) -> y: (N, H, W, C), mean, var: (C,).
+ffi::Error BnFwdImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> scale, ffi::Buffer<ffi::F32> shift,
+                     ffi::ResultBuffer<ffi::F32> y, ffi::ResultBuffer<ffi::F32> mean, ffi::ResultBuffer<ffi::F32> var,
+                     float eps) {
+  return guarded([&] {
+    auto d = x.dimensions();
+    BnEntry* e = bn_get(d[0], d[1], d[2], d[3], eps);
+    auto m = [&](const memory::desc& md, void* p) { return memory(md, engine(), p); };
+    e->fwd.execute(stream(), {{DNNL_ARG_SRC, m(e->data, x.typed_data())},
+                              {DNNL_ARG_DST, m(e->data, y->typed_data())},
+                              {DNNL_ARG_SCALE, m(e->vec, scale.typed_data())},
+                              {DNNL_ARG_SHIFT, m(e->vec, shift.typed_data())},
+                              {DNNL_ARG_MEAN, m(e->vec, mean->typed_data())},
+                              {DNNL_ARG_VARIANCE, m(e->vec, var->typed_data())}});
+    stream().wait();
+  });
+}
+
+// x, g: (N, H, W, C); mean, var, scale: (C,) -> dx: (N, H, W, C), dscale, dshift: (C,).
+ffi::Error BnBwdImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> g, ffi::Buffer<ffi::F32> mean,
+                     ffi::Buffer<ffi::F32> var, ffi::Buffer<ffi::F32> scale, ffi::ResultBuffer<ffi::F32> dx,
+                     ffi::ResultBuffer<ffi::F32> dscale, ffi::ResultBuffer<ffi::F32> dshift, float eps) {
+  return guarded([&] {
+    auto d = x.dimensions();
+    BnEntry* e = bn_get(d[0], d[1], d[2], d[3], eps);
+    auto m = [&](const memory::desc& md, void* p) { return memory(md, engine(), p); };
+    e->bwd.execute(stream(), {{DNNL_ARG_SRC, m(e->data, x.typed_data())},
+                              {DNNL_ARG_DIFF_DST, m(e->data, g.typed_data())},
+                              {DNNL_ARG_MEAN, m(e->vec, mean.typed_data())},
+                              {DNNL_ARG_VARIANCE, m(e->vec, var.typed_data())},
+                              {DNNL_ARG_SCALE, m(e->vec, scale.typed_data())},
+                              {DNNL_ARG_DIFF_SRC, m(e->data, dx->typed_data())},
+                              {DNNL_ARG_DIFF_SCALE, m(e->vec, dscale->typed_data())},
+                              {DNNL_ARG_DIFF_SHIFT, m(e->vec, dshift->typed_data())}});
+    stream().wait();
+  });
+}
+
+// ---------------------------------------------------------------- max pooling (training)
+//
+// Max over k x k windows of an NHWC tensor (padding never wins, as -inf padding); the forward keeps
+// oneDNN's workspace (which window position won: the first maximum in row-major window order, as
+// XLA's select_and_scatter and torch pick it) for the backward, which routes each output cotangent
+// to that position.
+
+struct PoolEntry {
+  dnnl::pooling_forward fwd;
+  dnnl::pooling_backward bwd;
+  memory::desc src, dst, ws;
+};
+
+using PoolKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                           int64_t, int64_t, int64_t, int64_t, int64_t>;
+
+PoolEntry* pool_get(const int64_t* x, const int64_t* y, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
+                    int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
+  static std::map<PoolKey, std::unique_ptr<PoolEntry>> cache;
+  PoolKey key{x[0], x[1], x[2], x[3], y[1], y[2], kh, kw, sh, sw, pt, pb, pl, pr};
+  auto it = cache.find(key);
+  if (it != cache.end()) return it->second.get();
+  auto e = std::make_unique<PoolEntry>();
+  e->src = memory::desc({x[0], x[3], x[1], x[2]}, dt::f32, tag::nhwc);
+  e->dst = memory::desc({y[0], y[3], y[1], y[2]}, dt::f32, tag::nhwc);
+  auto fwd_pd = dnnl::pooling_forward::primitive_desc(
+      engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::pooling_max, e->src, e->dst, {sh, sw},
+      {kh, kw}, {0, 0}, {pt, pl}, {pb, pr});
+  auto bwd_pd = dnnl::pooling_backward::primitive_desc(
+      engine(), dnnl::algorithm::pooling_max, e->src, e->dst, {sh, sw}, {kh, kw}, {0, 0}, {pt, pl}, {pb, pr},
+      fwd_pd);
+  e->ws = fwd_pd.workspace_desc();
+  e->fwd = dnnl::pooling_forward(fwd_pd);
+  e->bwd = dnnl::pooling_backward(bwd_pd);
+  PoolEntry* out = e.get();
+  cache.emplace(key, std::move(e));
+  return out;
+}
+
+// x: (N, H, W, C) -> y: (N, OH, OW, C), ws: uint8 (the workspace's bytes, sized by the caller).
+ffi::Error PoolFwdImpl(ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F32> y, ffi::ResultBuffer<ffi::U8> ws,
+                       int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl,
+                       int64_t pr) {
+  return guarded([&] {
+    PoolEntry* e = pool_get(x.dimensions().begin(), y->dimensions().begin(), kh, kw, sh, sw, pt, pb, pl, pr);
+    if (e->ws.get_size() > ws->size_bytes()) throw std::runtime_error("max pool: workspace buffer too small");
+    e->fwd.execute(stream(), {{DNNL_ARG_SRC, memory(e->src, engine(), x.typed_data())},
+                              {DNNL_ARG_DST, memory(e->dst, engine(), y->typed_data())},
+                              {DNNL_ARG_WORKSPACE, memory(e->ws, engine(), ws->untyped_data())}});
+    stream().wait();
+  });
+}
+
+// g: (N, OH, OW, C), ws: the forward's workspace -> dx: (N, H, W, C).
+ffi::Error PoolBwdImpl(ffi::Buffer<ffi::F32> g, ffi::Buffer<ffi::U8> ws, ffi::ResultBuffer<ffi::F32> dx, int64_t kh,
+                       int64_t kw, int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
+  return guarded([&] {
+    PoolEntry* e = pool_get(dx->dimensions().begin(), g.dimensions().begin(), kh, kw, sh, sw, pt, pb, pl, pr);
+    if (e->ws.get_size() > ws.size_bytes()) throw std::runtime_error("max pool: workspace buffer too small");
+    e->bwd.execute(stream(), {{DNNL_ARG_DIFF_DST, memory(e->dst, engine(), g.typed_data())},
+                              {DNNL_ARG_WORKSPACE, memory(e->ws, engine(), ws.untyped_data())},
+                              {DNNL_ARG_DIFF_SRC, memory(e->src, engine(), dx->typed_data())}});
+    stream().wait();
+  });
+}
+
+// The workspace size in bytes for a geometry (asked once per shape at trace time, through ctypes).
+extern "C" __attribute__((visibility("default"))) int64_t JaxcamPoolWorkspaceBytes(
+    const int64_t* x, const int64_t* y, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t pt, int64_t pb,
+    int64_t pl, int64_t pr) {
+  try {
+    std::lock_guard<std::mutex> guard(lock());
+    return static_cast<int64_t>(pool_get(x, y, kh, kw, sh, sw, pt, pb, pl, pr)->ws.get_size());
+  } catch (...) {
+    return -1;
+  }
+}
+
 }  // namespace
 
 #define CONV_BINDING(ARG0, ARG1)                                                                          \
@@ -220,6 +373,41 @@ ffi::Error ConvBwdWeightsImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> g_,
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcamConvFwd, ConvFwdImpl, CONV_BINDING(x, w));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcamConvBwdData, ConvBwdDataImpl, CONV_BINDING(g, w));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcamConvBwdWeights, ConvBwdWeightsImpl, CONV_BINDING(x, g));
+#define POOL_ATTRS                                                                                        \
+  .Attr<int64_t>("kh")                                                                                   \
+      .Attr<int64_t>("kw")                                                                               \
+      .Attr<int64_t>("sh")                                                                               \
+      .Attr<int64_t>("sw")                                                                               \
+      .Attr<int64_t>("pt")                                                                               \
+      .Attr<int64_t>("pb")                                                                               \
+      .Attr<int64_t>("pl")                                                                               \
+      .Attr<int64_t>("pr")
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcamPoolFwd, PoolFwdImpl,
+                              ffi::Ffi::Bind().Arg<ffi::Buffer<ffi::F32>>().Ret<ffi::Buffer<ffi::F32>>().Ret<ffi::Buffer<ffi::U8>>()
+                                  POOL_ATTRS);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcamPoolBwd, PoolBwdImpl,
+                              ffi::Ffi::Bind().Arg<ffi::Buffer<ffi::F32>>().Arg<ffi::Buffer<ffi::U8>>().Ret<ffi::Buffer<ffi::F32>>()
+                                  POOL_ATTRS);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcamBnFwd, BnFwdImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<float>("eps"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcamBnBwd, BnBwdImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<float>("eps"));
 #pragma GCC visibility pop
 
 static struct PyModuleDef conv_dnnl_module = {PyModuleDef_HEAD_INIT, "_conv_dnnl",

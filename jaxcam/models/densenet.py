@@ -15,6 +15,7 @@ from typing import Optional, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxcam import nn as jnn
 from jaxcam.models.resnet import batch_norm
 
 
@@ -73,7 +74,7 @@ class Features(nn.Module):
     def __call__(self, x, train: bool = False):
         x = nn.Conv(self.num_init_features, (7, 7), (2, 2), padding=((3, 3), (3, 3)), use_bias=False, name="conv0")(x)
         x = nn.relu(batch_norm(train, "norm0")(x))
-        x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+        x = jnn.max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1)), training=self.is_mutable_collection("batch_stats"))
         channels = self.num_init_features
         for i, layers in enumerate(self.block_config):
             x = DenseBlock(layers, self.growth_rate, self.bn_size, name=f"denseblock{i + 1}")(x, train)

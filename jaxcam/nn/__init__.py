@@ -10,6 +10,6 @@ The switches are read when a function is traced (jit caches what it traced).
 """
 from jaxcam.nn._switch import is_plain, native, plain
 from jaxcam.nn import ops
-from jaxcam.nn.layers import BatchNorm, Conv, DepthwiseConv
+from jaxcam.nn.layers import BatchNorm, Conv, DepthwiseConv, max_pool
 
-__all__ = ["BatchNorm", "Conv", "DepthwiseConv", "is_plain", "native", "ops", "plain"]
+__all__ = ["BatchNorm", "Conv", "DepthwiseConv", "is_plain", "max_pool", "native", "ops", "plain"]

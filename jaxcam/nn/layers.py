@@ -1,5 +1,5 @@
 """Flax modules over `jaxcam.nn.ops`, variable names and shapes as flax's own (checkpoints and
-torch conversions are unchanged): `Conv`, `BatchNorm`, `DepthwiseConv`."""
+torch conversions are unchanged): `Conv`, `BatchNorm`, `DepthwiseConv`; and `max_pool`."""
 from __future__ import annotations
 
 from typing import Any
@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxcam.nn import ops
+from jaxcam.nn import _switch
 from jaxcam.nn._switch import training
 
 
@@ -40,7 +41,8 @@ class BatchNorm(nn.Module):
         bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
         if self.use_running_average:
             return ops._bn_apply(x, ra_mean.value, ra_var.value, scale, bias, self.epsilon)
-        y, mean, var = ops.batch_norm_train(x, scale, bias, self.epsilon)
+        with training(self.is_mutable_collection("batch_stats")):
+            y, mean, var = ops.batch_norm_train(x, scale, bias, self.epsilon)
         if not self.is_initializing():
             ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
             ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
@@ -64,6 +66,14 @@ class DepthwiseConv(nn.Module):
         kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, 1, x.shape[-1]), jnp.float32)
         pads = self.pads or tuple(same_pads(n, k, s) for n in x.shape[1:3])
         return ops.depthwise_conv(x, kernel[:, :, 0].astype(x.dtype), s, pads)
+
+
+def max_pool(x, window, strides, padding=((0, 0), (0, 0)), *, training: bool = False):
+    """`flax.linen.max_pool(x, window, strides, padding)` (explicit padding pairs) over `ops.max_pool`:
+    with `training` (pass `self.is_mutable_collection("batch_stats")`) float32 pooling runs oneDNN's
+    kernels (`jaxcam._native`), elsewhere XLA's reduce_window."""
+    with _switch.training(training):
+        return ops.max_pool(x, window, strides, padding)
 
 
 def same_pads(size: int, kernel: int, stride: int):

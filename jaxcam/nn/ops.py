@@ -249,6 +249,67 @@ def _bn_train_bwd_body(epsilon, res, g):
 _bn_train.defvjp(_bn_train_fwd, _bn_train_bwd)
 
 
+# ---- native (oneDNN through jax.ffi): forward with the batch statistics, backward
+
+
+def _bn_native_usable(x, scale, bias) -> bool:
+    return (x.ndim == 4 and all(a.dtype == jnp.float32 for a in (x, scale, bias)) and x.size > 0
+            and not is_plain() and native_for_layers() and native_enabled() and _native.available())
+
+
+def _bn_ffi_fwd(x, scale, bias, epsilon):
+    @jax.custom_batching.custom_vmap
+    def f(x, scale, bias):
+        c = jax.ShapeDtypeStruct((x.shape[-1],), jnp.float32)
+        return tuple(jax.ffi.ffi_call("jaxcam_bn_fwd", (jax.ShapeDtypeStruct(x.shape, x.dtype), c, c))(
+            x, scale, bias, eps=np.float32(epsilon)))
+
+    @f.def_vmap
+    def _(axis_size, in_batched, x, scale, bias):  # statistics per vmapped instance: the XLA formulation
+        def one(x, scale, bias):
+            mean, var = _stats(x)
+            return _bn_apply(x, mean, var, scale, bias, epsilon), mean, var
+        out = jax.vmap(one, in_axes=tuple(0 if b else None for b in in_batched))(x, scale, bias)
+        return out, (True, True, True)
+
+    return f(x, scale, bias)
+
+
+def _bn_ffi_bwd(x, g, mean, var, scale, epsilon):
+    @jax.custom_batching.custom_vmap
+    def f(x, g, mean, var, scale):
+        c = jax.ShapeDtypeStruct((x.shape[-1],), jnp.float32)
+        return tuple(jax.ffi.ffi_call("jaxcam_bn_bwd", (jax.ShapeDtypeStruct(x.shape, x.dtype), c, c))(
+            x, g, mean, var, scale, eps=np.float32(epsilon)))
+
+    @f.def_vmap
+    def _(axis_size, in_batched, x, g, mean, var, scale):
+        def one(x, g, mean, var, scale):
+            return _bn_train_bwd_body(epsilon, (x, mean, var, scale, scale), g)
+        out = jax.vmap(one, in_axes=tuple(0 if b else None for b in in_batched))(x, g, mean, var, scale)
+        return out, (True, True, True)
+
+    return f(x, g, mean, var, scale)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _bn_native(x, scale, bias, epsilon):
+    return _bn_ffi_fwd(x, scale, bias, epsilon)
+
+
+def _bn_native_fwd(x, scale, bias, epsilon):
+    y, mean, var = _bn_ffi_fwd(x, scale, bias, epsilon)
+    return (y, mean, var), (x, mean, var, scale)
+
+
+def _bn_native_bwd(epsilon, res, cts):
+    x, mean, var, scale = res
+    return _bn_ffi_bwd(x, cts[0], mean, var, scale, epsilon)  # statistics' cotangents ignored (stop_gradient)
+
+
+_bn_native.defvjp(_bn_native_fwd, _bn_native_bwd)
+
+
 def batch_norm_train(x, scale, bias, epsilon: float) -> Tuple[jax.Array, jax.Array, jax.Array]:
     """Training-mode BatchNorm over all axes but the last: (y, batch mean, batch variance).
 
@@ -263,7 +324,10 @@ def batch_norm_train(x, scale, bias, epsilon: float) -> Tuple[jax.Array, jax.Arr
         var = jnp.maximum(0.0, jnp.square(x32).mean(axes) - jnp.square(mean))
         y = _bn_apply(x, mean, var, scale, bias, epsilon)
         return y, lax.stop_gradient(mean), lax.stop_gradient(var)
-    y, mean, var = _bn_train(x, scale, bias, float(epsilon))
+    if _bn_native_usable(x, scale, bias):
+        y, mean, var = _bn_native(x, scale, bias, float(epsilon))
+    else:
+        y, mean, var = _bn_train(x, scale, bias, float(epsilon))
     return y, lax.stop_gradient(mean), lax.stop_gradient(var)
 
 
@@ -342,3 +406,83 @@ def depthwise_conv(x, kernel, stride: int, pads: Sequence[Tuple[int, int]]):
     if is_plain():
         return _dw_plain(x, kernel, stride, pads)
     return _dw(x, kernel, int(stride), pads)
+
+
+# ------------------------------------------------------------------ max pooling
+
+
+def _max_pool_plain(x, window, strides, pads):
+    return lax.reduce_window(x, -jnp.inf, lax.max, (1, *window, 1), (1, *strides, 1), ((0, 0), *pads, (0, 0)))
+
+
+def _pool_attrs(window, strides, pads):
+    (pt, pb), (pl, pr) = pads
+    return {k: np.int64(v) for k, v in zip(("kh", "kw", "sh", "sw", "pt", "pb", "pl", "pr"),
+                                           (*window, *strides, pt, pb, pl, pr))}
+
+
+def _pool_ffi_fwd(x, window, strides, pads):
+    y_shape = (x.shape[0],) + tuple((x.shape[1 + a] + pads[a][0] + pads[a][1] - window[a]) // strides[a] + 1
+                                    for a in range(2)) + (x.shape[3],)
+
+    @jax.custom_batching.custom_vmap
+    def f(x):
+        nbytes = _native.pool_workspace_bytes(x.shape, (x.shape[0],) + y_shape[1:], window, strides, pads)
+        return tuple(jax.ffi.ffi_call("jaxcam_pool_fwd", (jax.ShapeDtypeStruct((x.shape[0],) + y_shape[1:], x.dtype),
+                                                          jax.ShapeDtypeStruct((nbytes,), jnp.uint8)))(
+            x, **_pool_attrs(window, strides, pads)))
+
+    @f.def_vmap
+    def _(axis_size, in_batched, x):  # fold the vmapped axis into N; the workspace keeps it in front
+        y, ws = f(x.reshape((-1,) + x.shape[2:]))
+        return (y.reshape(x.shape[:2] + y.shape[1:]), ws.reshape(axis_size, -1)), (True, True)
+
+    return f(x)
+
+
+def _pool_ffi_bwd(g, ws, x_shape, window, strides, pads):
+    @jax.custom_batching.custom_vmap
+    def f(g, ws):
+        return jax.ffi.ffi_call("jaxcam_pool_bwd", jax.ShapeDtypeStruct((g.shape[0],) + tuple(x_shape[1:]), g.dtype))(
+            g, ws, **_pool_attrs(window, strides, pads))
+
+    @f.def_vmap
+    def _(axis_size, in_batched, g, ws):
+        g = g if in_batched[0] else jnp.broadcast_to(g, (axis_size,) + g.shape)
+        ws = ws if in_batched[1] else jnp.broadcast_to(ws, (axis_size,) + ws.shape)
+        dx = f(g.reshape((-1,) + g.shape[2:]), ws.reshape(-1))
+        return dx.reshape(g.shape[:2] + dx.shape[1:]), True
+
+    return f(g, ws)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def _max_pool_native(x, window, strides, pads):
+    return _pool_ffi_fwd(x, window, strides, pads)[0]
+
+
+def _max_pool_native_fwd(x, window, strides, pads):
+    y, ws = _pool_ffi_fwd(x, window, strides, pads)
+    return y, (ws, x.shape)
+
+
+def _max_pool_native_bwd(window, strides, pads, res, g):
+    ws, x_shape = res
+    return (_pool_ffi_bwd(g, ws, x_shape, window, strides, pads),)
+
+
+_max_pool_native.defvjp(_max_pool_native_fwd, _max_pool_native_bwd)
+
+
+def max_pool(x, window: Sequence[int], strides: Sequence[int], padding: Sequence[Tuple[int, int]] = ((0, 0), (0, 0))):
+    """Max pooling of x (N, H, W, C) over `window` with `strides` and explicit (-inf) `padding`, as
+    `flax.linen.max_pool(x, window, strides, padding)`; the gradient goes to the first maximum of each
+    window (row-major), as XLA's. float32 in training steps (see `jaxcam.nn.native`): oneDNN's pooling
+    (`jaxcam._native`); otherwise XLA's reduce_window, whose gradient XLA:CPU runs ~20x slower."""
+    window, strides = tuple(int(v) for v in window), tuple(int(v) for v in strides)
+    pads = tuple((int(a), int(b)) for a, b in padding)
+    if (x.ndim == 4 and x.dtype == jnp.float32 and x.size > 0 and len(window) == 2 and not is_plain()
+            and native_for_layers() and native_enabled() and _native.available()
+            and all(p < k for p, k in zip((pads[0][0], pads[1][0]), window))):
+        return _max_pool_native(x, window, strides, pads)
+    return _max_pool_plain(x, window, strides, pads)
