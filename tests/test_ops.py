@@ -24,20 +24,37 @@ def _rand(shape, seed):
 
 @pytest.mark.parametrize("k,stride,pads", [(3, 1, ((1, 1), (1, 1))), (3, 2, ((0, 1), (0, 1))),
                                            (5, 2, ((1, 2), (1, 2))), (5, 1, ((2, 2), (2, 2))), (3, 2, ((1, 1), (1, 1)))])
-def test_depthwise_matches_grouped_lax_conv(k, stride, pads):
+@pytest.mark.parametrize("native", [False, True])
+def test_depthwise_matches_grouped_lax_conv(k, stride, pads, native):
+    """Both formulations (shifted multiply-adds; oneDNN's depthwise convolution, used in training steps)
+    equal lax's grouped convolution: values, both gradients, and under vmap."""
+    from jaxcam import _native
+
+    if native and not _native.available():
+        pytest.skip(f"native extension not loaded: {_native.error()}")
     x, kernel, c = _rand((2, 9, 8, 6), 0), _rand((k, k, 6), 1), None
-    out = ops.depthwise_conv(x, kernel, stride, pads)
+
+    def mine(a, b):
+        return ops.depthwise_conv(a, b, stride, pads)
 
     def ref(x, kernel):
         return lax.conv_general_dilated(x, kernel[:, :, None], (stride, stride), pads,
                                         dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=6)
 
+    with jnn.native(native):
+        out = mine(x, kernel)
+        c = _rand(out.shape, 2)
+        got = jax.vjp(mine, x, kernel)[1](c)
+        text = jax.jit(lambda a, b: jax.vjp(mine, a, b)[1](c)).lower(x, kernel).as_text()
+        xs = jnp.stack([x, 1 - x])
+        vgot = jax.vmap(lambda a: jax.vjp(mine, a, kernel)[1](c))(xs)
+    assert ("jaxcam_conv_bwd_weights" in text) == native
     _close(out, ref(x, kernel))
-    c = _rand(out.shape, 2)
-    got = jax.vjp(lambda a, b: ops.depthwise_conv(a, b, stride, pads), x, kernel)[1](c)
     want = jax.vjp(ref, x, kernel)[1](c)
     for g, w in zip(got, want):
         _close(g, w)
+    vwant = jax.vmap(lambda a: jax.vjp(ref, a, kernel)[1](c))(xs)
+    jax.tree_util.tree_map(_close, vgot, vwant)
 
 
 def test_batch_norm_matches_flax():

@@ -36,7 +36,8 @@ struct Geometry {
   int64_t kh, kw, o;    // kernel / output channels
   int64_t oh, ow;       // output
   int64_t sh, sw, pt, pb, pl, pr;
-  auto key() const { return std::make_tuple(n, h, w, c, kh, kw, o, oh, ow, sh, sw, pt, pb, pl, pr); }
+  int64_t g;            // feature groups (C for a depthwise convolution)
+  auto key() const { return std::make_tuple(n, h, w, c, kh, kw, o, oh, ow, sh, sw, pt, pb, pl, pr, g); }
 };
 
 dnnl::engine& engine() {
@@ -64,8 +65,13 @@ Descs make_descs(const Geometry& g) {
   Descs d;
   d.src = memory::desc({g.n, g.c, g.h, g.w}, dt::f32, tag::nhwc);
   d.dst = memory::desc({g.n, g.o, g.oh, g.ow}, dt::f32, tag::nhwc);
-  d.wei_any = memory::desc({g.o, g.c, g.kh, g.kw}, dt::f32, tag::any);
-  d.wei_user = memory::desc({g.o, g.c, g.kh, g.kw}, dt::f32, tag::hwio);
+  if (g.g == 1) {
+    d.wei_any = memory::desc({g.o, g.c, g.kh, g.kw}, dt::f32, tag::any);
+    d.wei_user = memory::desc({g.o, g.c, g.kh, g.kw}, dt::f32, tag::hwio);
+  } else {  // XLA's grouped HWIO kernel (kh, kw, c/g, o), output channels group-major: oneDNN's hwigo
+    d.wei_any = memory::desc({g.g, g.o / g.g, g.c / g.g, g.kh, g.kw}, dt::f32, tag::any);
+    d.wei_user = memory::desc({g.g, g.o / g.g, g.c / g.g, g.kh, g.kw}, dt::f32, tag::hwigo);
+  }
   d.strides = {g.sh, g.sw};
   d.pad_l = {g.pt, g.pl};
   d.pad_r = {g.pb, g.pr};
@@ -85,7 +91,7 @@ struct Entry {
 };
 
 using Key = std::tuple<int, std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-                                       int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>>;
+                                       int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>>;
 
 std::map<Key, std::unique_ptr<Entry>>& cache() {
   static std::map<Key, std::unique_ptr<Entry>> c;
@@ -134,8 +140,8 @@ Entry* get(Op op, const Geometry& g) {
 }
 
 Geometry geometry(ffi::Span<const int64_t> x, ffi::Span<const int64_t> w, ffi::Span<const int64_t> y,
-                  int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
-  return Geometry{x[0], x[1], x[2], x[3], w[0], w[1], w[3], y[1], y[2], sh, sw, pt, pb, pl, pr};
+                  int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t groups) {
+  return Geometry{x[0], x[1], x[2], x[3], w[0], w[1], w[3], y[1], y[2], sh, sw, pt, pb, pl, pr, groups};
 }
 
 template <typename F>
@@ -152,9 +158,9 @@ ffi::Error guarded(F&& f) {
 }
 
 ffi::Error ConvFwdImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w, ffi::ResultBuffer<ffi::F32> y, int64_t sh,
-                       int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
+                       int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t groups) {
   return guarded([&] {
-    Geometry g = geometry(x.dimensions(), w.dimensions(), y->dimensions(), sh, sw, pt, pb, pl, pr);
+    Geometry g = geometry(x.dimensions(), w.dimensions(), y->dimensions(), sh, sw, pt, pb, pl, pr, groups);
     Entry* e = get(kFwd, g);
     Entry& d = *e;
     memory src(d.src, engine(), x.typed_data());
@@ -171,9 +177,9 @@ ffi::Error ConvFwdImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w, ffi::Re
 
 // g: (N, OH, OW, O) cotangent; w: HWIO; dx: (N, H, W, C).
 ffi::Error ConvBwdDataImpl(ffi::Buffer<ffi::F32> g_, ffi::Buffer<ffi::F32> w, ffi::ResultBuffer<ffi::F32> dx,
-                           int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
+                           int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t groups) {
   return guarded([&] {
-    Geometry g = geometry(dx->dimensions(), w.dimensions(), g_.dimensions(), sh, sw, pt, pb, pl, pr);
+    Geometry g = geometry(dx->dimensions(), w.dimensions(), g_.dimensions(), sh, sw, pt, pb, pl, pr, groups);
     Entry* e = get(kBwdData, g);
     Entry& d = *e;
     memory diff_dst(d.dst, engine(), g_.typed_data());
@@ -190,9 +196,9 @@ ffi::Error ConvBwdDataImpl(ffi::Buffer<ffi::F32> g_, ffi::Buffer<ffi::F32> w, ff
 
 // x: (N, H, W, C); g: (N, OH, OW, O); dw: HWIO.
 ffi::Error ConvBwdWeightsImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> g_, ffi::ResultBuffer<ffi::F32> dw,
-                              int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
+                              int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t groups) {
   return guarded([&] {
-    Geometry g = geometry(x.dimensions(), dw->dimensions(), g_.dimensions(), sh, sw, pt, pb, pl, pr);
+    Geometry g = geometry(x.dimensions(), dw->dimensions(), g_.dimensions(), sh, sw, pt, pb, pl, pr, groups);
     Entry* e = get(kBwdWeights, g);
     Entry& d = *e;
     memory src(d.src, engine(), x.typed_data());
@@ -367,7 +373,8 @@ extern "C" __attribute__((visibility("default"))) int64_t JaxcamPoolWorkspaceByt
       .Attr<int64_t>("pt")                                                                               \
       .Attr<int64_t>("pb")                                                                               \
       .Attr<int64_t>("pl")                                                                               \
-      .Attr<int64_t>("pr")
+      .Attr<int64_t>("pr")                                                                               \
+      .Attr<int64_t>("groups")
 
 #pragma GCC visibility push(default)
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcamConvFwd, ConvFwdImpl, CONV_BINDING(x, w));

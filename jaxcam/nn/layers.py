@@ -65,7 +65,8 @@ class DepthwiseConv(nn.Module):
         k, s = self.kernel_size, self.stride
         kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, 1, x.shape[-1]), jnp.float32)
         pads = self.pads or tuple(same_pads(n, k, s) for n in x.shape[1:3])
-        return ops.depthwise_conv(x, kernel[:, :, 0].astype(x.dtype), s, pads)
+        with training(self.is_mutable_collection("batch_stats")):
+            return ops.depthwise_conv(x, kernel[:, :, 0].astype(x.dtype), s, pads)
 
 
 def max_pool(x, window, strides, padding=((0, 0), (0, 0)), *, training: bool = False):

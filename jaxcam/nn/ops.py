@@ -12,8 +12,10 @@ the training step fast (each one is tested against the plain form: tests/test_op
   rows), several times faster on XLA:CPU than one reduction over (N, H, W).
 - `batch_norm_train`: training-mode BatchNorm (flax's statistics: mean and E[x^2] - mean^2) with a
   custom VJP whose reductions are `channel_sums`.
-- `depthwise_conv`: depthwise convolution as k*k shifted multiply-adds with a custom VJP (input
-  gradient as shifted multiply-adds of the padded cotangent, kernel gradient as k*k `channel_sums`).
+- `depthwise_conv`: in training steps oneDNN's grouped (depthwise) convolution; elsewhere k*k shifted
+  multiply-adds with a custom VJP (input gradient as shifted multiply-adds of the padded cotangent,
+  kernel gradient as k*k `channel_sums`).
+- `batch_norm_train`, `max_pool`: in training steps oneDNN's primitives (`jaxcam._native`).
 
 Every function takes the plain path inside `jaxcam.nn.plain()`.
 """
@@ -82,8 +84,9 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
                                     precision, preferred_element_type)
 
 
-def _conv(x, w, strides, pads, precision=None):
-    return lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=_NHWC, precision=precision)
+def _conv(x, w, strides, pads, precision=None, groups=1):
+    return lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=_NHWC, precision=precision,
+                                    feature_group_count=groups)
 
 
 def conv2d(x, w, strides, pads, precision=None):
@@ -107,9 +110,10 @@ def native_usable(x, w, pads) -> bool:
 # ---- native (oneDNN through jax.ffi): forward, input gradient, kernel gradient
 
 
-def _attrs(strides, pads):
+def _attrs(strides, pads, groups):
     (pt, pb), (pl, pr) = pads
-    return {k: np.int64(v) for k, v in zip(("sh", "sw", "pt", "pb", "pl", "pr"), (*strides, pt, pb, pl, pr))}
+    return {k: np.int64(v) for k, v in zip(("sh", "sw", "pt", "pb", "pl", "pr", "groups"),
+                                           (*strides, pt, pb, pl, pr, groups))}
 
 
 def _out_shape(x_shape, w_shape, strides, pads):
@@ -127,28 +131,29 @@ def _fold(fn, a, b, a_batched, b_batched, fallback):
     return out.reshape(lead + out.shape[1:]), True
 
 
-def _native_fwd(x, w, strides, pads):
+def _native_fwd(x, w, strides, pads, groups=1):
     @jax.custom_batching.custom_vmap
     def f(x, w):
         return jax.ffi.ffi_call("jaxcam_conv_fwd", jax.ShapeDtypeStruct(_out_shape(x.shape, w.shape, strides, pads), x.dtype))(
-            x, w, **_attrs(strides, pads))
+            x, w, **_attrs(strides, pads, groups))
 
     @f.def_vmap
     def _(axis_size, in_batched, x, w):
-        return _fold(f, x, w, *in_batched, lambda x, w: _conv(x, w, strides, pads))
+        return _fold(f, x, w, *in_batched, lambda x, w: _conv(x, w, strides, pads, groups=groups))
 
     return f(x, w)
 
 
-def _native_bwd_data(g, w, x_shape, strides, pads):
+def _native_bwd_data(g, w, x_shape, strides, pads, groups=1):
     @jax.custom_batching.custom_vmap
     def f(g, w):
         shape = (g.shape[0],) + tuple(x_shape[1:])
-        return jax.ffi.ffi_call("jaxcam_conv_bwd_data", jax.ShapeDtypeStruct(shape, g.dtype))(g, w, **_attrs(strides, pads))
+        return jax.ffi.ffi_call("jaxcam_conv_bwd_data", jax.ShapeDtypeStruct(shape, g.dtype))(
+            g, w, **_attrs(strides, pads, groups))
 
     def plain_dx(g, w):
         x = jnp.zeros((g.shape[0],) + tuple(x_shape[1:]), g.dtype)
-        return jax.vjp(lambda x: _conv(x, w, strides, pads), x)[1](g)[0]
+        return jax.vjp(lambda x: _conv(x, w, strides, pads, groups=groups), x)[1](g)[0]
 
     @f.def_vmap
     def _(axis_size, in_batched, g, w):
@@ -157,33 +162,34 @@ def _native_bwd_data(g, w, x_shape, strides, pads):
     return f(g, w)
 
 
-def _native_bwd_weights(x, g, w_shape, strides, pads):
+def _native_bwd_weights(x, g, w_shape, strides, pads, groups=1):
     @jax.custom_batching.custom_vmap
     def f(x, g):
         return jax.ffi.ffi_call("jaxcam_conv_bwd_weights", jax.ShapeDtypeStruct(tuple(w_shape), x.dtype))(
-            x, g, **_attrs(strides, pads))
+            x, g, **_attrs(strides, pads, groups))
 
     @f.def_vmap
     def _(axis_size, in_batched, x, g):  # per-example kernel gradients: lax's
         def plain_dw(x, g):
-            return jax.vjp(lambda w: _conv(x, w, strides, pads), jnp.zeros(w_shape, x.dtype))[1](g)[0]
+            return jax.vjp(lambda w: _conv(x, w, strides, pads, groups=groups), jnp.zeros(w_shape, x.dtype))[1](g)[0]
         return jax.vmap(plain_dw, in_axes=tuple(0 if b else None for b in in_batched))(x, g), True
 
     return f(x, g)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _conv2d_native(x, w, strides, pads):
-    return _native_fwd(x, w, strides, pads)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _conv2d_native(x, w, strides, pads, groups=1):
+    return _native_fwd(x, w, strides, pads, groups)
 
 
-def _conv2d_native_fwd(x, w, strides, pads):
-    return _native_fwd(x, w, strides, pads), (x, w)
+def _conv2d_native_fwd(x, w, strides, pads, groups=1):
+    return _native_fwd(x, w, strides, pads, groups), (x, w)
 
 
-def _conv2d_native_bwd(strides, pads, res, g):
+def _conv2d_native_bwd(strides, pads, groups, res, g):
     x, w = res
-    return _native_bwd_data(g, w, x.shape, strides, pads), _native_bwd_weights(x, g, w.shape, strides, pads)
+    return (_native_bwd_data(g, w, x.shape, strides, pads, groups),
+            _native_bwd_weights(x, g, w.shape, strides, pads, groups))
 
 
 _conv2d_native.defvjp(_conv2d_native_fwd, _conv2d_native_bwd)
@@ -405,6 +411,8 @@ def depthwise_conv(x, kernel, stride: int, pads: Sequence[Tuple[int, int]]):
     pads = tuple((int(a), int(b)) for a, b in pads)
     if is_plain():
         return _dw_plain(x, kernel, stride, pads)
+    if x.ndim == 4 and kernel.dtype == jnp.float32 and native_for_layers() and native_usable(x, kernel, pads):
+        return _conv2d_native(x, kernel[:, :, None, :], (int(stride), int(stride)), pads, x.shape[-1])
     return _dw(x, kernel, int(stride), pads)
 
 
