@@ -5,7 +5,8 @@ backward pass needs: ~200 MB for a CIFAR ResNet-20 step at batch 128) and frees 
 ends. glibc serves an allocation that large from a fresh `mmap` (always, from the worker threads'
 arenas) and returns it with `munmap`, so every step the kernel maps and zero-fills ~50,000 new
 pages: about a fifth of the step's CPU time on this project's 2-core machine
-(benchmarks/train_step.py --malloc default shows it).
+(benchmarks/train_step.py --malloc default shows it; measured on a CIFAR ResNet-20 step at batch 128:
+49,600 minor page faults and 0.107 s of kernel time per step by default, 0 and 0.004 s reused).
 
 `reuse_host_memory()` asks glibc for one arena, no `mmap` for large blocks and no trimming below
 2 GiB, so the buffer freed by one step is reused by the next. It changes the whole process's

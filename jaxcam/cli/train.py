@@ -281,6 +281,9 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "train", defaults: Op
     from jaxcam.data.sources import DataNotFoundError
     from jaxcam.train import CheckpointMismatchError
 
+    from jaxcam._src.hostmem import reuse_host_memory
+
+    reuse_host_memory(warn=False)  # before JAX runs: keep XLA's per-step buffers mapped (JAXCAM_REUSE_MEMORY=0: off)
     options = _options(defaults)
     args = C.parser(prog, options, description=description).parse_args(argv)
     try:
