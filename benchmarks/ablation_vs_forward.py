@@ -4,7 +4,8 @@
     python benchmarks/ablation_vs_forward.py --archs resnet18 --batches 1 --json
 
 Rows, per architecture and batch (same process, both sides compiled first, median of repeats):
-- layer4: `jaxcam.ablation_cam` (public call) / one jitted forward. Target <= 1.5.
+- layer4: `jaxcam.ablation_cam` (public call) / one jitted jaxcam forward (`jaxcam._src.compile.jit`, the
+  CPU options jaxcam compiles its methods with; a bare `jax.jit` forward runs ~2x slower here). Target <= 1.5.
 - layer3: `jaxcam.ablation_cam(layer="layer3")` / the same work with plain copies: the features
   once, then the head run on as many unmasked activation copies as there are channels, chunked as
   Ablation-CAM chunks them, compiled with the same jaxcam CPU options. Target <= 1.2 (the masking
@@ -32,17 +33,6 @@ import jaxcam
 from jaxcam._src import compile as compile_lib
 from jaxcam._src.split import Split, parse_layer
 from jaxcam.methods.ablation import auto_chunk_size
-
-
-def median_seconds(fn, repeats, warmups=2):
-    for _ in range(warmups):  # the first compiles
-        jax.block_until_ready(fn())
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def plain_copies(model, layer, x):
@@ -87,10 +77,15 @@ def main():
     p.add_argument("--archs", default="resnet18,resnet50")
     p.add_argument("--batches", default="1,8")
     p.add_argument("--size", type=int, default=224)
-    p.add_argument("--repeats", type=int, default=5, help="timed calls of the layer4 rows (layer3 rows: half, >= 1)")
+    p.add_argument("--repeats", type=int, default=9, help="timed calls of the layer4 rows, in turns (layer3 rows: a fifth, >= 1)")
     p.add_argument("--rows", default="layer4,layer3", help="which rows: layer4, layer3 or both")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--malloc", choices=("reuse", "default"), default="reuse",
+                   help="reuse: jaxcam.train.reuse_host_memory() first, as jaxcam's commands do; default: glibc's own")
     args = p.parse_args()
+    if args.malloc == "reuse":
+        from jaxcam.train import reuse_host_memory
+        reuse_host_memory()
     rows_wanted = set(args.rows.split(","))
     rows = []
     if not args.json:
@@ -100,25 +95,25 @@ def main():
     nan = float("nan")
     for arch in args.archs.split(","):
         model = getattr(jaxcam.models, arch)()
-        forward = jax.jit(lambda m, x: m(x))
+        forward = compile_lib.jit(lambda m, x: m(x))  # one jaxcam forward: the same CPU options as its methods
         for batch in (int(b) for b in args.batches.split(",")):
             load = os.getloadavg()[0]
             x = jax.random.normal(jax.random.key(0), (batch, args.size, args.size, 3))
             t_fwd = t_l4 = t_l3 = t_plain = nan
             if "layer4" in rows_wanted:
-                t_fwd = median_seconds(lambda: forward(model, x), args.repeats)
-                t_l4 = median_seconds(lambda: jaxcam.ablation_cam(model, x, layer="layer4"), args.repeats)
+                t_fwd, t_l4 = interleaved([lambda: forward(model, x), lambda: jaxcam.ablation_cam(model, x, layer="layer4")],
+                                          args.repeats, warmups=2)
             if "layer3" in rows_wanted:
                 split = Split(model, parse_layer("layer3"))
                 offsets = jnp.zeros((jax.eval_shape(split.features, x).shape[-1],), jnp.float32)  # made outside the jit
                 copies = plain_copies(model, "layer3", x)
                 check_head_in_loop(copies, x, offsets)
                 t_plain, t_l3 = interleaved([lambda: copies(x, offsets), lambda: jaxcam.ablation_cam(model, x, layer="layer3")],
-                                            max(1, args.repeats // 2))
+                                            max(1, args.repeats // 5))
             row = {"model": arch, "batch": batch, "size": args.size, "forward_ms": round(t_fwd * 1e3, 2),
                    "ablation_layer4_ms": round(t_l4 * 1e3, 2), "layer4_x_forward": round(t_l4 / t_fwd, 3),
                    "ablation_layer3_ms": round(t_l3 * 1e3, 2), "layer3_plain_copies_ms": round(t_plain * 1e3, 2),
-                   "layer3_masked_over_plain": round(t_l3 / t_plain, 3),
+                   "layer3_masked_over_plain": round(t_l3 / t_plain, 3), "malloc": args.malloc,
                    "load_start": round(load, 2), "load_end": round(os.getloadavg()[0], 2)}
             row["provisional"] = max(row["load_start"], row["load_end"]) >= 1.5
             rows.append(row)

@@ -75,7 +75,8 @@ def main():
     header = (f"Regenerated {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC by "
               f"`python benchmarks/run_all.py`; {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
               f"jax {jax.__version__}, torch {torch.__version__}; load {load:.2f} at start. Rows at load >= {QUIET} "
-              "are PROVISIONAL (other processes on the machine).")
+              "are PROVISIONAL (other processes on the machine). Each script calls `jaxcam.train.reuse_host_memory()` "
+              "first, as jaxcam's commands do (glibc keeps freed blocks; in train_step.py torch runs under it too).")
     text = render(train_rows, ablation_rows, header)
     print(text)
     if args.out:

@@ -25,7 +25,13 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def run(main: Callable[[list], int], argv: Optional[Sequence[str]]) -> int:
-    """Call ``main(argv)``; a UsageError becomes one stderr line and status 2, SystemExit passes through."""
+    """Call ``main(argv)``; a UsageError becomes one stderr line and status 2, SystemExit passes through.
+
+    First (before JAX runs) glibc is asked to keep freed blocks for reuse (`jaxcam.train.reuse_host_memory`;
+    `JAXCAM_REUSE_MEMORY=0` turns it off): XLA:CPU's per-call buffers are then not zero-filled anew."""
+    from jaxcam._src.hostmem import reuse_host_memory
+
+    reuse_host_memory(warn=False)
     try:
         return int(main(list(sys.argv[1:] if argv is None else argv)) or 0)
     except UsageError as err:
