@@ -4,8 +4,8 @@
     python benchmarks/run_all.py --force         # runs anyway; every row is marked PROVISIONAL
     python benchmarks/run_all.py --out ''        # print only
 
-Runs benchmarks/train_step.py (three rows) and benchmarks/ablation_vs_forward.py as subprocesses
-with --json, and writes their tables between the markers
+Runs benchmarks/train_step.py (one process per model) and benchmarks/ablation_vs_forward.py (one per
+architecture) as subprocesses with --json, each after the 1-minute load has settled below 1.5, and writes their tables between the markers
 ``<!-- run_all:begin -->`` / ``<!-- run_all:end -->`` of BENCHMARKS.md (appended when absent), with
 the date, the machine, the versions and the load before and after each script.
 """
@@ -18,28 +18,52 @@ import os
 import platform
 import subprocess
 import sys
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BEGIN, END = "<!-- run_all:begin -->", "<!-- run_all:end -->"
 QUIET = 1.5
+TRAIN_MODELS = ("resnet20", "resnet18", "efficientnet_lite0")
+
+
+def settle(limit: float = 240.0) -> float:
+    """Wait (up to `limit` s) for the 1-minute load to fall below QUIET; returns the load then.
+
+    A benchmark's own two busy threads lift the 1-minute average towards 2, so a reading taken right
+    after a row says little about other processes: each row starts, and the run ends, on a settled
+    reading (a row whose settled reading before or after is >= QUIET shares the machine)."""
+    start = time.time()
+    while os.getloadavg()[0] >= QUIET and time.time() - start < limit:
+        time.sleep(10)
+    return os.getloadavg()[0]
 
 
 def run_json(script: str, *args: str) -> list:
+    """One row per call: settle, run the script with --json, settle again; the rows get the settled
+    loads as load_before / load_after."""
+    before = settle()
     out = subprocess.run([sys.executable, os.path.join(HERE, script), "--json", *args], check=True,
                          capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=os.path.dirname(HERE)))
-    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    after = settle()
+    for row in rows:
+        row["load_before"], row["load_after"] = round(before, 2), round(after, 2)
+    return rows
 
 
 def mark(row) -> str:
-    load = max(row["load_start"], row["load_end"])
-    return f"{row['load_start']:.2f}-{row['load_end']:.2f}" + ("" if load < QUIET else " PROVISIONAL")
+    """Settled load before / after the row's process (and, in brackets, the readings at the row's own
+    start and end, which include the benchmark's threads)."""
+    load = max(row["load_before"], row["load_after"])
+    return (f"{row['load_before']:.2f} / {row['load_after']:.2f} ({row['load_start']:.2f}-{row['load_end']:.2f})"
+            + ("" if load < QUIET else " PROVISIONAL"))
 
 
 def render(train_rows, ablation_rows, header: str) -> str:
     lines = [BEGIN, header, "",
              "### Train step (forward + backward + SGD update, uint8 batch in), img/s, one process",
              "`python benchmarks/train_step.py`", "",
-             "| model | px | batch | jaxcam | torch NCHW | torch channels_last | vs NCHW | vs channels_last | load |",
+             "| model | px | batch | jaxcam | torch NCHW | torch channels_last | vs NCHW | vs channels_last | load before / after (during) |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in train_rows:
         lines.append(f"| {r['model']} | {r['image_size']} | {r['batch_size']} | {r['jaxcam_img_s']:.1f} | "
@@ -48,7 +72,7 @@ def render(train_rows, ablation_rows, header: str) -> str:
     lines += ["", "### Ablation-CAM (all channels) vs one jitted forward, 224 px",
               "`python benchmarks/ablation_vs_forward.py`", "",
               "| model | batch | forward ms | Ablation-CAM layer4 ms | x forward (<= 1.5) | layer3 Ablation-CAM ms | "
-              "layer3 head on plain copies ms | masked / plain (<= 1.2) | load |",
+              "layer3 head on plain copies ms | masked / plain (<= 1.2) | load before / after (during) |",
               "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in ablation_rows:
         lines.append(f"| {r['model']} | {r['batch']} | {r['forward_ms']:.1f} | {r['ablation_layer4_ms']:.1f} | "
@@ -70,8 +94,8 @@ def main():
         return 2
     import jax
     import torch
-    train_rows = run_json("train_step.py")
-    ablation_rows = run_json("ablation_vs_forward.py")
+    train_rows = [r for model in TRAIN_MODELS for r in run_json("train_step.py", "--model", model)]
+    ablation_rows = [r for arch in ("resnet18", "resnet50") for r in run_json("ablation_vs_forward.py", "--archs", arch)]
     header = (f"Regenerated {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC by "
               f"`python benchmarks/run_all.py`; {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
               f"jax {jax.__version__}, torch {torch.__version__}; load {load:.2f} at start. Rows at load >= {QUIET} "
