@@ -15,7 +15,9 @@ the training step fast (each one is tested against the plain form: tests/test_op
 - `depthwise_conv`: in training steps oneDNN's grouped (depthwise) convolution; elsewhere k*k shifted
   multiply-adds with a custom VJP (input gradient as shifted multiply-adds of the padded cotangent,
   kernel gradient as k*k `channel_sums`).
-- `batch_norm_train`, `max_pool`: in training steps oneDNN's primitives (`jaxcam._native`).
+- `batch_norm_train` (in training steps: oneDNN's primitive) and `max_pool` (in training steps:
+  oneDNN's pooling with its workspace; elsewhere XLA's reduce_window, whose gradient XLA:CPU runs as
+  a scatter over index planes, ~20x slower).
 
 Every function takes the plain path inside `jaxcam.nn.plain()`.
 """
@@ -319,9 +321,10 @@ _bn_native.defvjp(_bn_native_fwd, _bn_native_bwd)
 def batch_norm_train(x, scale, bias, epsilon: float) -> Tuple[jax.Array, jax.Array, jax.Array]:
     """Training-mode BatchNorm over all axes but the last: (y, batch mean, batch variance).
 
-    Statistics as flax's BatchNorm (mean, max(0, E[x^2] - mean^2), float32); y = (x - mean) *
-    rsqrt(var + eps) * scale + bias. The returned statistics are for the running averages and carry
-    no gradient (stop_gradient); y's gradient is exact.
+    Statistics as flax's BatchNorm (mean and the biased variance, float32; the XLA formulation as
+    max(0, E[x^2] - mean^2) like flax, oneDNN's in training steps as E[(x - mean)^2], which loses
+    less to cancellation); y = (x - mean) * rsqrt(var + eps) * scale + bias. The returned statistics
+    are for the running averages and carry no gradient (stop_gradient); y's gradient is exact.
     """
     if is_plain():
         x32 = x.astype(jnp.float32)
