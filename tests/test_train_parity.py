@@ -58,7 +58,7 @@ def test_resnet18_sgd_step_matches_torch(plain):
 
 
 
-@pytest.mark.parametrize("plain", [False, True])
+@pytest.mark.parametrize("plain", [False])  # the plain path's step: test_resnet18_sgd_step_matches_torch
 def test_lite0_sgd_step_matches_torch(plain):
     """EfficientNet-Lite0 (depthwise convolutions, BatchNorm, ReLU6; oneDNN's kernels on the fast path)
     against the reference torch code on identical weights: the loss, and every parameter after one step
