@@ -23,7 +23,8 @@ How each side is timed:
     loops over images). A row whose batch-1 time times the batch size exceeds `--max-seconds` is
     not run at the larger batch: it is shown as batch size x the batch-1 time and marked "est."
     (its map check is then done on the batch-1 image, which is image 0 of the larger batch).
-  * "x fwd": jaxcam's time as a multiple of one jitted jaxcam forward pass at the same batch.
+  * "x fwd": jaxcam's time as a multiple of one jitted jaxcam forward pass at the same batch (compiled
+    with jaxcam's CPU options, as its methods are).
   * Threads: this process is pinned to `--threads` cores (sched_setaffinity, before jax or torch
     start their thread pools) and torch uses ``set_num_threads(threads)``.
 
@@ -199,7 +200,10 @@ class Bench:
 
         import jaxcam
 
+        from jaxcam._src import compile as compile_lib
+
         self.args, self.jax, self.jnp, self.np, self.torch, self.jaxcam = args, jax, jnp, np, torch, jaxcam
+        self.jit = compile_lib.jit  # jaxcam's own CPU options (a bare jax.jit forward runs ~2x slower here)
         torch.set_num_threads(args.threads)
         torch.manual_seed(0)
         self.tv_model = getattr(torchvision.models, args.arch)().eval()
@@ -221,7 +225,7 @@ class Bench:
     def forward_time(self, batch: int) -> float:
         if batch not in self.fwd:
             x = self.x_all[:batch]
-            compiled = self.jax.jit(lambda m, x: m(x)).lower(self.model, x).compile()
+            compiled = self.jit(lambda m, x: m(x)).lower(self.model, x).compile()
             self.fwd[batch] = median_time(
                 lambda: compiled(self.model, x).block_until_ready(), self.args.repeats, self.args.max_seconds
             )[0]
@@ -262,7 +266,7 @@ class Bench:
         classes = self.jnp.asarray(self.classes_all[:batch])
         if fn_name in JAX_AOT:
             t = time.perf_counter()
-            compiled = self.jax.jit(lambda m, x, t: fn(m, x, layer="layer4", targets=t)).lower(
+            compiled = self.jit(lambda m, x, t: fn(m, x, layer="layer4", targets=t)).lower(
                 self.model, x, classes).compile()
             compile_s = time.perf_counter() - t
             seconds, maps, calls = median_time(
@@ -368,6 +372,9 @@ def machine_info(args, bench) -> str:
 def main(argv=None):
     args = parse_args(argv)
     pin_threads(args.threads)
+    from jaxcam._src.hostmem import reuse_host_memory
+
+    reuse_host_memory()  # as jaxcam's commands do, before JAX runs (glibc keeps freed blocks; both sides)
     from tqdm import tqdm
 
     load_start = os.getloadavg()
