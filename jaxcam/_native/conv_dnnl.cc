@@ -55,6 +55,14 @@ std::mutex& lock() {
   return m;
 }
 
+// The cached value for `key`, made by `make()` (a std::unique_ptr) the first time it is asked for.
+template <typename K, typename V, typename F>
+V* cached(std::map<K, std::unique_ptr<V>>& cache, const K& key, F&& make) {
+  auto it = cache.find(key);
+  if (it != cache.end()) return it->second.get();
+  return cache.emplace(key, make()).first->second.get();
+}
+
 struct Descs {
   memory::desc src, wei_any, wei_user, dst;
   memory::dims strides, pad_l, pad_r;
@@ -227,22 +235,19 @@ using BnKey = std::tuple<int64_t, int64_t, int64_t, int64_t, float>;
 
 BnEntry* bn_get(int64_t n, int64_t h, int64_t w, int64_t c, float eps) {
   static std::map<BnKey, std::unique_ptr<BnEntry>> cache;
-  BnKey key{n, h, w, c, eps};
-  auto it = cache.find(key);
-  if (it != cache.end()) return it->second.get();
-  auto e = std::make_unique<BnEntry>();
-  e->data = memory::desc({n, c, h, w}, dt::f32, tag::nhwc);
-  e->vec = memory::desc({c}, dt::f32, tag::x);
-  auto flags = dnnl::normalization_flags::use_scale | dnnl::normalization_flags::use_shift;
-  auto fwd_pd = dnnl::batch_normalization_forward::primitive_desc(
-      engine(), dnnl::prop_kind::forward_training, e->data, e->data, eps, flags);
-  auto bwd_pd = dnnl::batch_normalization_backward::primitive_desc(
-      engine(), dnnl::prop_kind::backward, e->data, e->data, e->data, eps, flags, fwd_pd);
-  e->fwd = dnnl::batch_normalization_forward(fwd_pd);
-  e->bwd = dnnl::batch_normalization_backward(bwd_pd);
-  BnEntry* out = e.get();
-  cache.emplace(key, std::move(e));
-  return out;
+  return cached(cache, BnKey{n, h, w, c, eps}, [&] {
+    auto e = std::make_unique<BnEntry>();
+    e->data = memory::desc({n, c, h, w}, dt::f32, tag::nhwc);
+    e->vec = memory::desc({c}, dt::f32, tag::x);
+    auto flags = dnnl::normalization_flags::use_scale | dnnl::normalization_flags::use_shift;
+    auto fwd_pd = dnnl::batch_normalization_forward::primitive_desc(
+        engine(), dnnl::prop_kind::forward_training, e->data, e->data, eps, flags);
+    auto bwd_pd = dnnl::batch_normalization_backward::primitive_desc(
+        engine(), dnnl::prop_kind::backward, e->data, e->data, e->data, eps, flags, fwd_pd);
+    e->fwd = dnnl::batch_normalization_forward(fwd_pd);
+    e->bwd = dnnl::batch_normalization_backward(bwd_pd);
+    return e;
+  });
 }
 
 // x: (N, H, W, C); scale, shift: (C,) -> y: (N, H, W, C), mean, var: (C,).
@@ -303,23 +308,21 @@ PoolEntry* pool_get(const int64_t* x, const int64_t* y, int64_t kh, int64_t kw, 
                     int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
   static std::map<PoolKey, std::unique_ptr<PoolEntry>> cache;
   PoolKey key{x[0], x[1], x[2], x[3], y[1], y[2], kh, kw, sh, sw, pt, pb, pl, pr};
-  auto it = cache.find(key);
-  if (it != cache.end()) return it->second.get();
-  auto e = std::make_unique<PoolEntry>();
-  e->src = memory::desc({x[0], x[3], x[1], x[2]}, dt::f32, tag::nhwc);
-  e->dst = memory::desc({y[0], y[3], y[1], y[2]}, dt::f32, tag::nhwc);
-  auto fwd_pd = dnnl::pooling_forward::primitive_desc(
-      engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::pooling_max, e->src, e->dst, {sh, sw},
-      {kh, kw}, {0, 0}, {pt, pl}, {pb, pr});
-  auto bwd_pd = dnnl::pooling_backward::primitive_desc(
-      engine(), dnnl::algorithm::pooling_max, e->src, e->dst, {sh, sw}, {kh, kw}, {0, 0}, {pt, pl}, {pb, pr},
-      fwd_pd);
-  e->ws = fwd_pd.workspace_desc();
-  e->fwd = dnnl::pooling_forward(fwd_pd);
-  e->bwd = dnnl::pooling_backward(bwd_pd);
-  PoolEntry* out = e.get();
-  cache.emplace(key, std::move(e));
-  return out;
+  return cached(cache, key, [&] {
+    auto e = std::make_unique<PoolEntry>();
+    e->src = memory::desc({x[0], x[3], x[1], x[2]}, dt::f32, tag::nhwc);
+    e->dst = memory::desc({y[0], y[3], y[1], y[2]}, dt::f32, tag::nhwc);
+    auto fwd_pd = dnnl::pooling_forward::primitive_desc(
+        engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::pooling_max, e->src, e->dst, {sh, sw},
+        {kh, kw}, {0, 0}, {pt, pl}, {pb, pr});
+    auto bwd_pd = dnnl::pooling_backward::primitive_desc(
+        engine(), dnnl::algorithm::pooling_max, e->src, e->dst, {sh, sw}, {kh, kw}, {0, 0}, {pt, pl}, {pb, pr},
+        fwd_pd);
+    e->ws = fwd_pd.workspace_desc();
+    e->fwd = dnnl::pooling_forward(fwd_pd);
+    e->bwd = dnnl::pooling_backward(bwd_pd);
+    return e;
+  });
 }
 
 // x: (N, H, W, C) -> y: (N, OH, OW, C), ws: uint8 (the workspace's bytes, sized by the caller).
@@ -395,25 +398,12 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcamPoolFwd, PoolFwdImpl,
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcamPoolBwd, PoolBwdImpl,
                               ffi::Ffi::Bind().Arg<ffi::Buffer<ffi::F32>>().Arg<ffi::Buffer<ffi::U8>>().Ret<ffi::Buffer<ffi::F32>>()
                                   POOL_ATTRS);
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcamBnFwd, BnFwdImpl,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<float>("eps"));
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcamBnBwd, BnBwdImpl,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
+#define F32_IN .Arg<ffi::Buffer<ffi::F32>>()
+#define F32_OUT .Ret<ffi::Buffer<ffi::F32>>()
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcamBnFwd, BnFwdImpl,  // x, scale, shift -> y, mean, var
+                              ffi::Ffi::Bind() F32_IN F32_IN F32_IN F32_OUT F32_OUT F32_OUT.Attr<float>("eps"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcamBnBwd, BnBwdImpl,  // x, g, mean, var, scale -> dx, dscale, dshift
+                              ffi::Ffi::Bind() F32_IN F32_IN F32_IN F32_IN F32_IN F32_OUT F32_OUT F32_OUT
                                   .Attr<float>("eps"));
 #pragma GCC visibility pop
 
