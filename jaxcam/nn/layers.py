@@ -9,7 +9,6 @@ import jax.numpy as jnp
 
 from jaxcam.nn import ops
 from jaxcam.nn import _switch
-from jaxcam.nn._switch import training
 
 
 class Conv(nn.Conv):
@@ -20,7 +19,7 @@ class Conv(nn.Conv):
     conv_general_dilated: Any = ops.conv_general_dilated
 
     def __call__(self, inputs):
-        with training(self.is_mutable_collection("batch_stats")):
+        with _switch.training(self.is_mutable_collection("batch_stats")):
             return super().__call__(inputs)
 
 
@@ -41,7 +40,7 @@ class BatchNorm(nn.Module):
         bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
         if self.use_running_average:
             return ops._bn_apply(x, ra_mean.value, ra_var.value, scale, bias, self.epsilon)
-        with training(self.is_mutable_collection("batch_stats")):
+        with _switch.training(self.is_mutable_collection("batch_stats")):
             y, mean, var = ops.batch_norm_train(x, scale, bias, self.epsilon)
         if not self.is_initializing():
             ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
@@ -65,7 +64,7 @@ class DepthwiseConv(nn.Module):
         k, s = self.kernel_size, self.stride
         kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, 1, x.shape[-1]), jnp.float32)
         pads = self.pads or tuple(same_pads(n, k, s) for n in x.shape[1:3])
-        with training(self.is_mutable_collection("batch_stats")):
+        with _switch.training(self.is_mutable_collection("batch_stats")):
             return ops.depthwise_conv(x, kernel[:, :, 0].astype(x.dtype), s, pads)
 
 

@@ -105,8 +105,18 @@ def conv2d(x, w, strides, pads, precision=None):
 def native_usable(x, w, pads) -> bool:
     """Whether `conv2d` runs oneDNN's kernels for these operands (float32, pads >= 0, library loaded,
     not switched off by `jaxcam.nn.native(False)` / `plain()`)."""
-    return (x.dtype == jnp.float32 and w.dtype == jnp.float32 and all(p >= 0 for pair in pads for p in pair)
-            and not is_plain() and native_enabled() and _native.available())
+    return all(p >= 0 for pair in pads for p in pair) and _native_ready(x, w)
+
+
+def _native_ready(*arrays) -> bool:
+    """float32 operands, the library loaded, not switched off (`native(False)` / `plain()`)."""
+    return (all(a.dtype == jnp.float32 for a in arrays) and not is_plain() and native_enabled()
+            and _native.available())
+
+
+def _native_layer(x, *others) -> bool:
+    """`_native_ready` for a layer's NHWC input inside a training step (`native_for_layers`)."""
+    return x.ndim == 4 and x.size > 0 and native_for_layers() and _native_ready(x, *others)
 
 
 # ---- native (oneDNN through jax.ffi): forward, input gradient, kernel gradient
@@ -118,9 +128,13 @@ def _attrs(strides, pads, groups):
                                            (*strides, pt, pb, pl, pr, groups))}
 
 
+def _out_hw(x_shape, window, strides, pads):
+    """Output (height, width) of a window of `window` cells moved by `strides` over padded NHWC x."""
+    return tuple((x_shape[1 + a] + pads[a][0] + pads[a][1] - window[a]) // strides[a] + 1 for a in range(2))
+
+
 def _out_shape(x_shape, w_shape, strides, pads):
-    return tuple([x_shape[0]] + [(x_shape[1 + a] + pads[a][0] + pads[a][1] - w_shape[a]) // strides[a] + 1
-                                 for a in range(2)] + [w_shape[3]])
+    return (x_shape[0],) + _out_hw(x_shape, w_shape[:2], strides, pads) + (w_shape[3],)
 
 
 def _fold(fn, a, b, a_batched, b_batched, fallback):
@@ -260,11 +274,6 @@ _bn_train.defvjp(_bn_train_fwd, _bn_train_bwd)
 # ---- native (oneDNN through jax.ffi): forward with the batch statistics, backward
 
 
-def _bn_native_usable(x, scale, bias) -> bool:
-    return (x.ndim == 4 and all(a.dtype == jnp.float32 for a in (x, scale, bias)) and x.size > 0
-            and not is_plain() and native_for_layers() and native_enabled() and _native.available())
-
-
 def _bn_ffi_fwd(x, scale, bias, epsilon):
     @jax.custom_batching.custom_vmap
     def f(x, scale, bias):
@@ -293,7 +302,7 @@ def _bn_ffi_bwd(x, g, mean, var, scale, epsilon):
     @f.def_vmap
     def _(axis_size, in_batched, x, g, mean, var, scale):
         def one(x, g, mean, var, scale):
-            return _bn_train_bwd_body(epsilon, (x, mean, var, scale, scale), g)
+            return _bn_train_bwd_body(epsilon, (x, mean, var, scale, scale), g)  # bias: only its dtype is read
         out = jax.vmap(one, in_axes=tuple(0 if b else None for b in in_batched))(x, g, mean, var, scale)
         return out, (True, True, True)
 
@@ -333,7 +342,7 @@ def batch_norm_train(x, scale, bias, epsilon: float) -> Tuple[jax.Array, jax.Arr
         var = jnp.maximum(0.0, jnp.square(x32).mean(axes) - jnp.square(mean))
         y = _bn_apply(x, mean, var, scale, bias, epsilon)
         return y, lax.stop_gradient(mean), lax.stop_gradient(var)
-    if _bn_native_usable(x, scale, bias):
+    if _native_layer(x, scale, bias):
         y, mean, var = _bn_native(x, scale, bias, float(epsilon))
     else:
         y, mean, var = _bn_train(x, scale, bias, float(epsilon))
@@ -359,15 +368,11 @@ def _dw_plain(x, kernel, stride, pads):
                                     dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=x.shape[-1])
 
 
-def _out_hw(x_shape, k, stride, pads):
-    return tuple((x_shape[1 + a] + pads[a][0] + pads[a][1] - k) // stride + 1 for a in range(2))
-
-
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _dw(x, kernel, stride, pads):
     k = kernel.shape[0]
     xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
-    return _shift_sum(xp, kernel, k, stride, _out_hw(x.shape, k, stride, pads))
+    return _shift_sum(xp, kernel, k, stride, _out_hw(x.shape, (k, k), (stride, stride), pads))
 
 
 def _dw_fwd(x, kernel, stride, pads):
@@ -414,7 +419,7 @@ def depthwise_conv(x, kernel, stride: int, pads: Sequence[Tuple[int, int]]):
     pads = tuple((int(a), int(b)) for a, b in pads)
     if is_plain():
         return _dw_plain(x, kernel, stride, pads)
-    if x.ndim == 4 and kernel.dtype == jnp.float32 and native_for_layers() and native_usable(x, kernel, pads):
+    if _native_layer(x) and native_usable(x, kernel, pads):
         return _conv2d_native(x, kernel[:, :, None, :], (int(stride), int(stride)), pads, x.shape[-1])
     return _dw(x, kernel, int(stride), pads)
 
@@ -433,13 +438,11 @@ def _pool_attrs(window, strides, pads):
 
 
 def _pool_ffi_fwd(x, window, strides, pads):
-    y_shape = (x.shape[0],) + tuple((x.shape[1 + a] + pads[a][0] + pads[a][1] - window[a]) // strides[a] + 1
-                                    for a in range(2)) + (x.shape[3],)
-
     @jax.custom_batching.custom_vmap
     def f(x):
-        nbytes = _native.pool_workspace_bytes(x.shape, (x.shape[0],) + y_shape[1:], window, strides, pads)
-        return tuple(jax.ffi.ffi_call("jaxcam_pool_fwd", (jax.ShapeDtypeStruct((x.shape[0],) + y_shape[1:], x.dtype),
+        y_shape = (x.shape[0],) + _out_hw(x.shape, window, strides, pads) + (x.shape[3],)
+        nbytes = _native.pool_workspace_bytes(x.shape, y_shape, window, strides, pads)
+        return tuple(jax.ffi.ffi_call("jaxcam_pool_fwd", (jax.ShapeDtypeStruct(y_shape, x.dtype),
                                                           jax.ShapeDtypeStruct((nbytes,), jnp.uint8)))(
             x, **_pool_attrs(window, strides, pads)))
 
@@ -492,8 +495,6 @@ def max_pool(x, window: Sequence[int], strides: Sequence[int], padding: Sequence
     (`jaxcam._native`); otherwise XLA's reduce_window, whose gradient XLA:CPU runs ~20x slower."""
     window, strides = tuple(int(v) for v in window), tuple(int(v) for v in strides)
     pads = tuple((int(a), int(b)) for a, b in padding)
-    if (x.ndim == 4 and x.dtype == jnp.float32 and x.size > 0 and len(window) == 2 and not is_plain()
-            and native_for_layers() and native_enabled() and _native.available()
-            and all(p < k for p, k in zip((pads[0][0], pads[1][0]), window))):
+    if len(window) == 2 and all(p < k for p, k in zip((pads[0][0], pads[1][0]), window)) and _native_layer(x):
         return _max_pool_native(x, window, strides, pads)
     return _max_pool_plain(x, window, strides, pads)
