@@ -366,40 +366,23 @@ extern "C" __attribute__((visibility("default"))) int64_t JaxcamPoolWorkspaceByt
 
 }  // namespace
 
-#define CONV_BINDING(ARG0, ARG1)                                                                          \
-  ffi::Ffi::Bind()                                                                                       \
-      .Arg<ffi::Buffer<ffi::F32>>()                                                                      \
-      .Arg<ffi::Buffer<ffi::F32>>()                                                                      \
-      .Ret<ffi::Buffer<ffi::F32>>()                                                                      \
-      .Attr<int64_t>("sh")                                                                               \
-      .Attr<int64_t>("sw")                                                                               \
-      .Attr<int64_t>("pt")                                                                               \
-      .Attr<int64_t>("pb")                                                                               \
-      .Attr<int64_t>("pl")                                                                               \
-      .Attr<int64_t>("pr")                                                                               \
-      .Attr<int64_t>("groups")
-
-#pragma GCC visibility push(default)
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcamConvFwd, ConvFwdImpl, CONV_BINDING(x, w));
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcamConvBwdData, ConvBwdDataImpl, CONV_BINDING(g, w));
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcamConvBwdWeights, ConvBwdWeightsImpl, CONV_BINDING(x, g));
-#define POOL_ATTRS                                                                                        \
-  .Attr<int64_t>("kh")                                                                                   \
-      .Attr<int64_t>("kw")                                                                               \
-      .Attr<int64_t>("sh")                                                                               \
-      .Attr<int64_t>("sw")                                                                               \
-      .Attr<int64_t>("pt")                                                                               \
-      .Attr<int64_t>("pb")                                                                               \
-      .Attr<int64_t>("pl")                                                                               \
-      .Attr<int64_t>("pr")
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcamPoolFwd, PoolFwdImpl,
-                              ffi::Ffi::Bind().Arg<ffi::Buffer<ffi::F32>>().Ret<ffi::Buffer<ffi::F32>>().Ret<ffi::Buffer<ffi::U8>>()
-                                  POOL_ATTRS);
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcamPoolBwd, PoolBwdImpl,
-                              ffi::Ffi::Bind().Arg<ffi::Buffer<ffi::F32>>().Arg<ffi::Buffer<ffi::U8>>().Ret<ffi::Buffer<ffi::F32>>()
-                                  POOL_ATTRS);
+// Window geometry shared by the convolution and pooling handlers: strides, then pads (top, bottom, left, right).
+#define I64(NAME) .Attr<int64_t>(NAME)
+#define STRIDES_PADS I64("sh") I64("sw") I64("pt") I64("pb") I64("pl") I64("pr")
 #define F32_IN .Arg<ffi::Buffer<ffi::F32>>()
 #define F32_OUT .Ret<ffi::Buffer<ffi::F32>>()
+#define CONV_BINDING ffi::Ffi::Bind() F32_IN F32_IN F32_OUT STRIDES_PADS I64("groups")
+
+#pragma GCC visibility push(default)
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcamConvFwd, ConvFwdImpl, CONV_BINDING);             // x, w -> y
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcamConvBwdData, ConvBwdDataImpl, CONV_BINDING);     // g, w -> dx
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcamConvBwdWeights, ConvBwdWeightsImpl, CONV_BINDING);  // x, g -> dw
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcamPoolFwd, PoolFwdImpl,  // x -> y, workspace
+                              ffi::Ffi::Bind() F32_IN F32_OUT.Ret<ffi::Buffer<ffi::U8>>() I64("kh") I64("kw")
+                                  STRIDES_PADS);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcamPoolBwd, PoolBwdImpl,  // g, workspace -> dx
+                              ffi::Ffi::Bind() F32_IN.Arg<ffi::Buffer<ffi::U8>>() F32_OUT I64("kh") I64("kw")
+                                  STRIDES_PADS);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcamBnFwd, BnFwdImpl,  // x, scale, shift -> y, mean, var
                               ffi::Ffi::Bind() F32_IN F32_IN F32_IN F32_OUT F32_OUT F32_OUT.Attr<float>("eps"));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcamBnBwd, BnBwdImpl,  // x, g, mean, var, scale -> dx, dscale, dshift
