@@ -10,6 +10,9 @@ The switches are read when a function is traced (jit caches what it traced).
 """
 from jaxcam.nn._switch import is_plain, native, plain
 from jaxcam.nn import ops
-from jaxcam.nn.layers import BatchNorm, Conv, DepthwiseConv, max_pool
+from jaxcam.nn.layers import BatchNorm, Conv, DepthwiseConv, materialize, max_pool, same_pads
 
-__all__ = ["BatchNorm", "Conv", "DepthwiseConv", "is_plain", "max_pool", "native", "ops", "plain"]
+# What models and methods may use: the layers, `materialize`, and the switches. `ops` and `jaxcam._native`
+# are this package's own business.
+__all__ = ["BatchNorm", "Conv", "DepthwiseConv", "is_plain", "materialize", "max_pool", "native", "ops", "plain",
+           "same_pads"]

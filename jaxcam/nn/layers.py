@@ -68,12 +68,20 @@ class DepthwiseConv(nn.Module):
             return ops.depthwise_conv(x, kernel[:, :, 0].astype(x.dtype), s, pads)
 
 
-def max_pool(x, window, strides, padding=((0, 0), (0, 0)), *, training: bool = False):
-    """`flax.linen.max_pool(x, window, strides, padding)` (explicit padding pairs) over `ops.max_pool`:
-    with `training` (pass `self.is_mutable_collection("batch_stats")`) float32 pooling runs oneDNN's
-    kernels (`jaxcam._native`), elsewhere XLA's reduce_window."""
+def max_pool(x, window, strides, padding=((0, 0), (0, 0)), *, training: bool = None):
+    """`flax.linen.max_pool(x, window, strides, padding)` (explicit padding pairs) over `ops.max_pool`.
+    The kernel (oneDNN or XLA's reduce_window) is chosen by `jaxcam.nn`, not by the caller; `training`
+    is accepted for old callers and ignored when None."""
+    if training is None:
+        return ops.max_pool(x, window, strides, padding)
     with _switch.training(training):
         return ops.max_pool(x, window, strides, padding)
+
+
+def materialize(x):
+    """`x`, computed once into its own buffer (an XLA:CPU fusion boundary): consumers read the buffer
+    instead of recomputing x's producers inside each of their fusions. Same value, same gradient."""
+    return ops.isolated(lambda t: t + 0.0, x)
 
 
 def same_pads(size: int, kernel: int, stride: int):
