@@ -250,8 +250,12 @@ def test_max_pool_matches_flax(shape, window, strides, pads, relu):
 
     c = _rand(ref(x).shape, 1)
     text = jax.jit(jax.grad(lambda x: jnp.sum(mine(x) * c))).lower(x).as_text()
-    assert "jaxcam_pool_fwd" in text and "jaxcam_pool_bwd" in text
+    assert "jaxcam_pool_bwd_from_input" in text  # the gradient on oneDNN, the value XLA's reduce_window
     assert "jaxcam_pool" not in jax.jit(lambda x: jnn.max_pool(x, window, strides, pads)).lower(x).as_text()
+    t = _rand(shape, 3)  # forward mode, and forward over reverse (a Hessian-vector product)
+    _close(jax.jvp(mine, (x,), (t,))[1], jax.jvp(ref, (x,), (t,))[1])
+    hvp = [jax.jvp(jax.grad(lambda x: jnp.sum(jnp.sin(f(x)) ** 2)), (x,), (t,))[1] for f in (mine, ref)]
+    _close(*hvp)
     _close(mine(x), ref(x), 0)
     _close(jax.vjp(mine, x)[1](c)[0], jax.vjp(ref, x)[1](c)[0])
     xs, cs = jnp.stack([x, 2 * x - 1]), jnp.stack([c, -c])
@@ -260,3 +264,30 @@ def test_max_pool_matches_flax(shape, window, strides, pads, relu):
         got = jax.vmap(lambda x, c: jax.vjp(mine, x)[1](c)[0], in_axes)(xs, cs if in_axes[1] == 0 else c)
         want = jax.vmap(lambda x, c: jax.vjp(ref, x)[1](c)[0], in_axes)(xs, cs if in_axes[1] == 0 else c)
         _close(got, want)
+
+
+@pytest.mark.parametrize("k,stride,pads,groups", [(3, 1, ((1, 1), (1, 1)), 1), (3, 2, ((0, 1), (0, 1)), 1),
+                                                  (1, 2, ((0, 0), (0, 0)), 1), (3, 2, ((1, 1), (1, 1)), 4)])
+def test_native_conv_under_every_transformation(k, stride, pads, groups):
+    """The oneDNN convolution primitives against lax's convolution under grad, jvp, forward over reverse
+    (ShapleyCAM's Hessian-vector products), reverse over reverse and vmap (batched images, batched
+    kernels: an ensemble, or both), grouped (depthwise) too; explaining and training take this path."""
+    _needs_native()
+    x = _rand((2, 9, 10, 4), 0)
+    w = _rand((k, k, 4 // groups, 8 if groups == 1 else 4), 1)
+
+    def make(conv):
+        return lambda x, w: jnp.sum(jnp.sin(conv(x, w, (stride, stride), pads, groups)))
+
+    mine, ref = make(lambda *a: ops.conv(*a)), make(ops._onednn.lax_conv)
+    assert "jaxcam_conv_fwd" in jax.jit(mine).lower(x, w).as_text()
+    tx, tw = _rand(x.shape, 2), _rand(w.shape, 3)
+    for f in (lambda f: f(x, w), lambda f: jax.grad(f, (0, 1))(x, w),
+              lambda f: jax.jvp(f, (x, w), (tx, tw))[1],
+              lambda f: jax.jvp(jax.grad(f, (0, 1)), (x, w), (tx, tw))[1],
+              lambda f: jax.grad(lambda x, w: jnp.sum(jax.grad(f)(x, w) ** 2), (0, 1))(x, w)):
+        jax.tree_util.tree_map(_close, f(mine), f(ref))
+    xs, ws = jnp.stack([x, 1 - x, 2 * x]), jnp.stack([w, -w, 0.5 * w])
+    for axes, args in (((0, None), (xs, w)), ((0, 0), (xs, ws)), ((None, 0), (x, ws))):
+        jax.tree_util.tree_map(_close, jax.vmap(jax.value_and_grad(mine, (0, 1)), axes)(*args),
+                               jax.vmap(jax.value_and_grad(ref, (0, 1)), axes)(*args))

@@ -1,7 +1,7 @@
 """Native kernels called through `jax.ffi` (built at install time from conv_dnnl.cc).
 
 `conv_dnnl.cc` runs 2-D convolutions (NHWC x HWIO, float32, grouped too: forward, input gradient,
-kernel gradient), training-mode batch normalization and max pooling (forward and backward) through
+kernel gradient), training-mode batch normalization and the max-pooling gradient through
 oneDNN primitives, the library torch's CPU kernels use. The compiled handler library
 (`_conv_dnnl*.so`, built by setup.py) needs oneDNN's `libdnnl.so.3` from the `onednn-cpu-gomp`
 package (a runtime dependency; GNU OpenMP threading).
@@ -27,8 +27,7 @@ TARGETS = {
     "jaxcam_conv_bwd_weights": "JaxcamConvBwdWeights",
     "jaxcam_bn_fwd": "JaxcamBnFwd",
     "jaxcam_bn_bwd": "JaxcamBnBwd",
-    "jaxcam_pool_fwd": "JaxcamPoolFwd",
-    "jaxcam_pool_bwd": "JaxcamPoolBwd",
+    "jaxcam_pool_bwd_from_input": "JaxcamPoolBwdFromInput",
 }
 
 
@@ -64,10 +63,6 @@ def _load():
     lib = ctypes.CDLL(_extension_path())
     for target, symbol in TARGETS.items():
         jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu")
-    fn = lib.JaxcamPoolWorkspaceBytes
-    fn.restype = ctypes.c_int64
-    fn.argtypes = [ctypes.POINTER(ctypes.c_int64)] * 2 + [ctypes.c_int64] * 8
-    _state["pool_workspace"] = fn
 
 
 def available() -> bool:
@@ -87,16 +82,6 @@ def available() -> bool:
                     warnings.warn(f"jaxcam: native oneDNN convolutions unavailable ({_state['error']}); "
                                   "using the XLA formulation (slower training on CPU)", RuntimeWarning, stacklevel=2)
     return _state["loaded"]
-
-
-def pool_workspace_bytes(x_shape, y_shape, window, strides, pads) -> int:
-    """Bytes of oneDNN's max-pooling workspace for NHWC shapes x -> y (the library must be loaded)."""
-    dims = [(ctypes.c_int64 * 4)(*map(int, shape)) for shape in (x_shape, y_shape)]
-    (pt, pb), (pl, pr) = pads
-    n = _state["pool_workspace"](*dims, *map(int, (*window, *strides, pt, pb, pl, pr)))
-    if n < 0:
-        raise RuntimeError(f"oneDNN has no max pooling for {tuple(x_shape)} -> {tuple(y_shape)}")
-    return n
 
 
 def error() -> str | None:

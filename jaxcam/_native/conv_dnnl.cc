@@ -1,7 +1,11 @@
 // 2-D convolution (NHWC activations, HWIO kernels, float32), training-mode batch normalization
-// and max pooling through oneDNN primitives, as XLA FFI handlers: convolution forward, input gradient
-// (backward data) and kernel gradient (backward weights); batch normalization forward (with the batch
-// statistics) and backward; max pooling forward (with its workspace) and backward.
+// and the max-pooling gradient through oneDNN primitives, as XLA FFI handlers: convolution forward,
+// input gradient (backward data) and kernel gradient (backward weights); batch normalization forward
+// (with the batch statistics) and backward; max pooling's backward from its input.
+//
+// Every primitive has its own scratchpad (user-managed): with oneDNN's default, library-managed
+// scratchpad, a primitive created on one of XLA's threads and run on another overflowed the running
+// thread's smaller scratchpad (a crash in gemm_convolution_bwd_weights' im2col on AVX2 machines).
 //
 // Activations stay in the caller's NHWC buffers (oneDNN's native channels-last layout); kernels
 // are reordered between HWIO and the primitive's preferred blocked layout. Primitives are created
@@ -45,6 +49,17 @@ dnnl::engine& engine() {
   return eng;
 }
 
+dnnl::primitive_attr& attr() {
+  static dnnl::primitive_attr a = [] {
+    dnnl::primitive_attr x;
+    x.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    return x;
+  }();
+  return a;
+}
+
+memory scratchpad(const memory::desc& md) { return memory(md, engine()); }
+
 dnnl::stream& stream() {
   static dnnl::stream s(engine());
   return s;
@@ -85,7 +100,7 @@ Descs make_descs(const Geometry& g) {
   d.pad_r = {g.pb, g.pr};
   d.fwd = dnnl::convolution_forward::primitive_desc(
       engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, d.src, d.wei_any,
-      d.dst, d.strides, d.pad_l, d.pad_r);
+      d.dst, d.strides, d.pad_l, d.pad_r, attr());
   return d;
 }
 
@@ -95,6 +110,7 @@ struct Entry {
   bool reorder_wei = false;
   dnnl::reorder wei_reorder;
   memory wei_mem;  // kernel in the primitive's layout (when it differs from HWIO)
+  memory scratch;
   memory::desc src, dst, wei_user;
 };
 
@@ -122,16 +138,21 @@ Entry* get(Op op, const Geometry& g) {
   if (op == kFwd) {
     e->prim = dnnl::convolution_forward(d.fwd);
     wei_prim = d.fwd.weights_desc();
+    e->scratch = scratchpad(d.fwd.scratchpad_desc());
   } else if (op == kBwdData) {
     auto pd = dnnl::convolution_backward_data::primitive_desc(
-        engine(), dnnl::algorithm::convolution_direct, d.src, d.wei_any, d.dst, d.strides, d.pad_l, d.pad_r, d.fwd);
+        engine(), dnnl::algorithm::convolution_direct, d.src, d.wei_any, d.dst, d.strides, d.pad_l, d.pad_r, d.fwd,
+        attr());
     e->prim = dnnl::convolution_backward_data(pd);
     wei_prim = pd.weights_desc();
+    e->scratch = scratchpad(pd.scratchpad_desc());
   } else {
     auto pd = dnnl::convolution_backward_weights::primitive_desc(
-        engine(), dnnl::algorithm::convolution_direct, d.src, d.wei_any, d.dst, d.strides, d.pad_l, d.pad_r, d.fwd);
+        engine(), dnnl::algorithm::convolution_direct, d.src, d.wei_any, d.dst, d.strides, d.pad_l, d.pad_r, d.fwd,
+        attr());
     e->prim = dnnl::convolution_backward_weights(pd);
     wei_prim = pd.diff_weights_desc();
+    e->scratch = scratchpad(pd.scratchpad_desc());
   }
   if (wei_prim != d.wei_user) {
     e->reorder_wei = true;
@@ -178,7 +199,7 @@ ffi::Error ConvFwdImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w, ffi::Re
       e->wei_reorder.execute(stream(), wei, e->wei_mem);
       wei = e->wei_mem;
     }
-    e->prim.execute(stream(), {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}});
+    e->prim.execute(stream(), {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}, {DNNL_ARG_SCRATCHPAD, e->scratch}});
     stream().wait();
   });
 }
@@ -197,7 +218,8 @@ ffi::Error ConvBwdDataImpl(ffi::Buffer<ffi::F32> g_, ffi::Buffer<ffi::F32> w, ff
       e->wei_reorder.execute(stream(), wei, e->wei_mem);
       wei = e->wei_mem;
     }
-    e->prim.execute(stream(), {{DNNL_ARG_DIFF_DST, diff_dst}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DIFF_SRC, diff_src}});
+    e->prim.execute(stream(), {{DNNL_ARG_DIFF_DST, diff_dst}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DIFF_SRC, diff_src},
+                            {DNNL_ARG_SCRATCHPAD, e->scratch}});
     stream().wait();
   });
 }
@@ -213,7 +235,8 @@ ffi::Error ConvBwdWeightsImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> g_,
     memory diff_dst(d.dst, engine(), g_.typed_data());
     memory diff_wei_user(d.wei_user, engine(), dw->typed_data());
     memory diff_wei = e->reorder_wei ? e->wei_mem : diff_wei_user;
-    e->prim.execute(stream(), {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, diff_dst}, {DNNL_ARG_DIFF_WEIGHTS, diff_wei}});
+    e->prim.execute(stream(), {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, diff_dst}, {DNNL_ARG_DIFF_WEIGHTS, diff_wei},
+                            {DNNL_ARG_SCRATCHPAD, e->scratch}});
     if (e->reorder_wei) e->wei_reorder.execute(stream(), diff_wei, diff_wei_user);
     stream().wait();
   });
@@ -229,6 +252,7 @@ struct BnEntry {
   dnnl::batch_normalization_forward fwd;
   dnnl::batch_normalization_backward bwd;
   memory::desc data, vec;
+  memory fwd_scratch, bwd_scratch;
 };
 
 using BnKey = std::tuple<int64_t, int64_t, int64_t, int64_t, float>;
@@ -241,9 +265,11 @@ BnEntry* bn_get(int64_t n, int64_t h, int64_t w, int64_t c, float eps) {
     e->vec = memory::desc({c}, dt::f32, tag::x);
     auto flags = dnnl::normalization_flags::use_scale | dnnl::normalization_flags::use_shift;
     auto fwd_pd = dnnl::batch_normalization_forward::primitive_desc(
-        engine(), dnnl::prop_kind::forward_training, e->data, e->data, eps, flags);
+        engine(), dnnl::prop_kind::forward_training, e->data, e->data, eps, flags, attr());
     auto bwd_pd = dnnl::batch_normalization_backward::primitive_desc(
-        engine(), dnnl::prop_kind::backward, e->data, e->data, e->data, eps, flags, fwd_pd);
+        engine(), dnnl::prop_kind::backward, e->data, e->data, e->data, eps, flags, fwd_pd, attr());
+    e->fwd_scratch = scratchpad(fwd_pd.scratchpad_desc());
+    e->bwd_scratch = scratchpad(bwd_pd.scratchpad_desc());
     e->fwd = dnnl::batch_normalization_forward(fwd_pd);
     e->bwd = dnnl::batch_normalization_backward(bwd_pd);
     return e;
@@ -263,7 +289,8 @@ ffi::Error BnFwdImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> scale, ffi::
                               {DNNL_ARG_SCALE, m(e->vec, scale.typed_data())},
                               {DNNL_ARG_SHIFT, m(e->vec, shift.typed_data())},
                               {DNNL_ARG_MEAN, m(e->vec, mean->typed_data())},
-                              {DNNL_ARG_VARIANCE, m(e->vec, var->typed_data())}});
+                              {DNNL_ARG_VARIANCE, m(e->vec, var->typed_data())},
+                              {DNNL_ARG_SCRATCHPAD, e->fwd_scratch}});
     stream().wait();
   });
 }
@@ -283,22 +310,24 @@ ffi::Error BnBwdImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> g, ffi::Buff
                               {DNNL_ARG_SCALE, m(e->vec, scale.typed_data())},
                               {DNNL_ARG_DIFF_SRC, m(e->data, dx->typed_data())},
                               {DNNL_ARG_DIFF_SCALE, m(e->vec, dscale->typed_data())},
-                              {DNNL_ARG_DIFF_SHIFT, m(e->vec, dshift->typed_data())}});
+                              {DNNL_ARG_DIFF_SHIFT, m(e->vec, dshift->typed_data())},
+                              {DNNL_ARG_SCRATCHPAD, e->bwd_scratch}});
     stream().wait();
   });
 }
 
-// ---------------------------------------------------------------- max pooling (training)
+// ---------------------------------------------------------------- max pooling (gradient)
 //
-// Max over k x k windows of an NHWC tensor (padding never wins, as -inf padding); the forward keeps
-// oneDNN's workspace (which window position won: the first maximum in row-major window order, as
-// XLA's select_and_scatter and torch pick it) for the backward, which routes each output cotangent
-// to that position.
+// The gradient of max over k x k windows of an NHWC tensor (padding never wins, as -inf padding): the
+// pooling forward is re-run into scratch buffers for its workspace (which window position won: the
+// first maximum in row-major window order, as XLA's select_and_scatter and torch pick it), then the
+// backward routes each output cotangent to that position. The value itself is XLA's reduce_window.
 
 struct PoolEntry {
   dnnl::pooling_forward fwd;
   dnnl::pooling_backward bwd;
-  memory::desc src, dst, ws;
+  memory::desc src, dst;
+  memory ws, dst_scratch, fwd_scratch, bwd_scratch;
 };
 
 using PoolKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
@@ -314,54 +343,36 @@ PoolEntry* pool_get(const int64_t* x, const int64_t* y, int64_t kh, int64_t kw, 
     e->dst = memory::desc({y[0], y[3], y[1], y[2]}, dt::f32, tag::nhwc);
     auto fwd_pd = dnnl::pooling_forward::primitive_desc(
         engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::pooling_max, e->src, e->dst, {sh, sw},
-        {kh, kw}, {0, 0}, {pt, pl}, {pb, pr});
+        {kh, kw}, {0, 0}, {pt, pl}, {pb, pr}, attr());
     auto bwd_pd = dnnl::pooling_backward::primitive_desc(
         engine(), dnnl::algorithm::pooling_max, e->src, e->dst, {sh, sw}, {kh, kw}, {0, 0}, {pt, pl}, {pb, pr},
-        fwd_pd);
-    e->ws = fwd_pd.workspace_desc();
+        fwd_pd, attr());
     e->fwd = dnnl::pooling_forward(fwd_pd);
     e->bwd = dnnl::pooling_backward(bwd_pd);
+    e->ws = memory(fwd_pd.workspace_desc(), engine());
+    e->dst_scratch = memory(e->dst, engine());
+    e->fwd_scratch = scratchpad(fwd_pd.scratchpad_desc());
+    e->bwd_scratch = scratchpad(bwd_pd.scratchpad_desc());
     return e;
   });
 }
 
-// x: (N, H, W, C) -> y: (N, OH, OW, C), ws: uint8 (the workspace's bytes, sized by the caller).
-ffi::Error PoolFwdImpl(ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F32> y, ffi::ResultBuffer<ffi::U8> ws,
-                       int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl,
-                       int64_t pr) {
+// g: (N, OH, OW, C), x: the forward's input -> dx: (N, H, W, C).
+ffi::Error PoolBwdFromInputImpl(ffi::Buffer<ffi::F32> g, ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F32> dx,
+                                int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl,
+                                int64_t pr) {
   return guarded([&] {
-    PoolEntry* e = pool_get(x.dimensions().begin(), y->dimensions().begin(), kh, kw, sh, sw, pt, pb, pl, pr);
-    if (e->ws.get_size() > ws->size_bytes()) throw std::runtime_error("max pool: workspace buffer too small");
+    PoolEntry* e = pool_get(x.dimensions().begin(), g.dimensions().begin(), kh, kw, sh, sw, pt, pb, pl, pr);
     e->fwd.execute(stream(), {{DNNL_ARG_SRC, memory(e->src, engine(), x.typed_data())},
-                              {DNNL_ARG_DST, memory(e->dst, engine(), y->typed_data())},
-                              {DNNL_ARG_WORKSPACE, memory(e->ws, engine(), ws->untyped_data())}});
-    stream().wait();
-  });
-}
-
-// g: (N, OH, OW, C), ws: the forward's workspace -> dx: (N, H, W, C).
-ffi::Error PoolBwdImpl(ffi::Buffer<ffi::F32> g, ffi::Buffer<ffi::U8> ws, ffi::ResultBuffer<ffi::F32> dx, int64_t kh,
-                       int64_t kw, int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
-  return guarded([&] {
-    PoolEntry* e = pool_get(dx->dimensions().begin(), g.dimensions().begin(), kh, kw, sh, sw, pt, pb, pl, pr);
-    if (e->ws.get_size() > ws.size_bytes()) throw std::runtime_error("max pool: workspace buffer too small");
+                              {DNNL_ARG_DST, e->dst_scratch},
+                              {DNNL_ARG_WORKSPACE, e->ws},
+                              {DNNL_ARG_SCRATCHPAD, e->fwd_scratch}});
     e->bwd.execute(stream(), {{DNNL_ARG_DIFF_DST, memory(e->dst, engine(), g.typed_data())},
-                              {DNNL_ARG_WORKSPACE, memory(e->ws, engine(), ws.untyped_data())},
-                              {DNNL_ARG_DIFF_SRC, memory(e->src, engine(), dx->typed_data())}});
+                              {DNNL_ARG_WORKSPACE, e->ws},
+                              {DNNL_ARG_DIFF_SRC, memory(e->src, engine(), dx->typed_data())},
+                              {DNNL_ARG_SCRATCHPAD, e->bwd_scratch}});
     stream().wait();
   });
-}
-
-// The workspace size in bytes for a geometry (asked once per shape at trace time, through ctypes).
-extern "C" __attribute__((visibility("default"))) int64_t JaxcamPoolWorkspaceBytes(
-    const int64_t* x, const int64_t* y, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t pt, int64_t pb,
-    int64_t pl, int64_t pr) {
-  try {
-    std::lock_guard<std::mutex> guard(lock());
-    return static_cast<int64_t>(pool_get(x, y, kh, kw, sh, sw, pt, pb, pl, pr)->ws.get_size());
-  } catch (...) {
-    return -1;
-  }
 }
 
 }  // namespace
@@ -377,12 +388,8 @@ extern "C" __attribute__((visibility("default"))) int64_t JaxcamPoolWorkspaceByt
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcamConvFwd, ConvFwdImpl, CONV_BINDING);             // x, w -> y
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcamConvBwdData, ConvBwdDataImpl, CONV_BINDING);     // g, w -> dx
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcamConvBwdWeights, ConvBwdWeightsImpl, CONV_BINDING);  // x, g -> dw
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcamPoolFwd, PoolFwdImpl,  // x -> y, workspace
-                              ffi::Ffi::Bind() F32_IN F32_OUT.Ret<ffi::Buffer<ffi::U8>>() I64("kh") I64("kw")
-                                  STRIDES_PADS);
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcamPoolBwd, PoolBwdImpl,  // g, workspace -> dx
-                              ffi::Ffi::Bind() F32_IN.Arg<ffi::Buffer<ffi::U8>>() F32_OUT I64("kh") I64("kw")
-                                  STRIDES_PADS);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcamPoolBwdFromInput, PoolBwdFromInputImpl,  // g, x -> dx
+                              ffi::Ffi::Bind() F32_IN F32_IN F32_OUT I64("kh") I64("kw") STRIDES_PADS);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcamBnFwd, BnFwdImpl,  // x, scale, shift -> y, mean, var
                               ffi::Ffi::Bind() F32_IN F32_IN F32_IN F32_OUT F32_OUT F32_OUT.Attr<float>("eps"));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcamBnBwd, BnBwdImpl,  // x, g, mean, var, scale -> dx, dscale, dshift

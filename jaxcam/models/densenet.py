@@ -21,7 +21,7 @@ from jaxcam.models.resnet import batch_norm
 
 def conv(features: int, kernel: int, name: str) -> nn.Conv:
     pad = kernel // 2
-    return nn.Conv(features, (kernel, kernel), padding=((pad, pad), (pad, pad)), use_bias=False, name=name)
+    return jnn.Conv(features, (kernel, kernel), padding=((pad, pad), (pad, pad)), use_bias=False, name=name)
 
 
 class DenseLayer(nn.Module):
@@ -72,9 +72,9 @@ class Features(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        x = nn.Conv(self.num_init_features, (7, 7), (2, 2), padding=((3, 3), (3, 3)), use_bias=False, name="conv0")(x)
+        x = jnn.Conv(self.num_init_features, (7, 7), (2, 2), padding=((3, 3), (3, 3)), use_bias=False, name="conv0")(x)
         x = nn.relu(batch_norm(train, "norm0")(x))
-        x = jnn.max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1)), training=self.is_mutable_collection("batch_stats"))
+        x = jnn.max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1)))
         channels = self.num_init_features
         for i, layers in enumerate(self.block_config):
             x = DenseBlock(layers, self.growth_rate, self.bn_size, name=f"denseblock{i + 1}")(x, train)

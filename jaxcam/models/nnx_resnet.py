@@ -11,11 +11,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxcam import nn as jnn
+
 
 def _conv(cin, cout, kernel, stride, rngs):
     pad = kernel // 2
     return nnx.Conv(cin, cout, (kernel, kernel), (stride, stride), padding=((pad, pad), (pad, pad)),
-                    use_bias=False, rngs=rngs)
+                    use_bias=False, conv_general_dilated=jnn.conv_general_dilated, rngs=rngs)
 
 
 def _bn(n, rngs):
@@ -77,7 +79,8 @@ class Stage(nnx.Module):
 
 class ResNet(nnx.Module):
     def __init__(self, block, stage_sizes, num_classes=1000, *, rngs: nnx.Rngs):
-        self.conv1 = nnx.Conv(3, 64, (7, 7), (2, 2), padding=((3, 3), (3, 3)), use_bias=False, rngs=rngs)
+        self.conv1 = nnx.Conv(3, 64, (7, 7), (2, 2), padding=((3, 3), (3, 3)), use_bias=False,
+                                conv_general_dilated=jnn.conv_general_dilated, rngs=rngs)
         self.bn1 = _bn(64, rngs)
         cin = 64
         for i, n in enumerate(stage_sizes):
@@ -92,7 +95,7 @@ class ResNet(nnx.Module):
 
     def __call__(self, x):
         x = nnx.relu(self.bn1(self.conv1(x)))
-        x = flax.linen.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+        x = jnn.max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1)))
         for i in range(self.num_stages):
             x = getattr(self, f"layer{i + 1}")(x)
         return self.fc(jnp.mean(x, axis=(1, 2)))

@@ -97,7 +97,7 @@ class ResNet(nn.Module):
     def __call__(self, x, train: bool = False):
         x = jnn.Conv(64, (7, 7), (2, 2), padding=((3, 3), (3, 3)), use_bias=False, name="conv1")(x)
         x = nn.relu(batch_norm(train, "bn1")(x))
-        x = jnn.max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1)), training=self.is_mutable_collection("batch_stats"))
+        x = jnn.max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1)))
         in_planes = 64
         for i, blocks in enumerate(self.stage_sizes):
             planes = 64 * 2**i

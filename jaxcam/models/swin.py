@@ -19,6 +19,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcam import nn as jnn
+
 from jaxcam.models.vit import MLP, attention
 
 LayerNorm = partial(nn.LayerNorm, epsilon=1e-5, use_fast_variance=False)
@@ -138,7 +140,7 @@ class PatchEmbed(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        x = nn.Conv(self.dim, tuple(self.patch), strides=tuple(self.patch), padding="VALID", name="0")(x)
+        x = jnn.Conv(self.dim, tuple(self.patch), strides=tuple(self.patch), padding="VALID", name="0")(x)
         return LayerNorm(name="2")(x)
 
 

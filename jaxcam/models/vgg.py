@@ -15,6 +15,7 @@ from typing import Sequence, Union
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxcam import nn as jnn
 from jaxcam.models.resnet import batch_norm
 
 VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
@@ -33,7 +34,7 @@ class MaxPool2(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        return nn.max_pool(x, (2, 2), (2, 2))
+        return jnn.max_pool(x, (2, 2), (2, 2))
 
 
 def adaptive_avg_pool(x: jnp.ndarray, size: int) -> jnp.ndarray:
@@ -63,7 +64,7 @@ class Features(nn.Module):
             if v == "M":
                 x, i = MaxPool2(name=str(i))(x), i + 1
                 continue
-            x, i = nn.Conv(v, (3, 3), padding=((1, 1), (1, 1)), name=str(i))(x), i + 1
+            x, i = jnn.Conv(v, (3, 3), padding=((1, 1), (1, 1)), name=str(i))(x), i + 1
             if self.batch_norm:
                 x, i = batch_norm(train, str(i))(x), i + 1
             x, i = ReLU(name=str(i))(x), i + 1

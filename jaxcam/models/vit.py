@@ -18,6 +18,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxcam import nn as jnn
+
 LayerNorm = partial(nn.LayerNorm, epsilon=1e-6, use_fast_variance=False)
 
 
@@ -129,7 +131,7 @@ class VisionTransformer(nn.Module):
             raise ValueError(f"this ViT takes {self.image_size}x{self.image_size} inputs (its position embedding is "
                              f"fixed), got {x.shape[1]}x{x.shape[2]}: resize the images to {self.image_size} px")
         p, d = self.patch_size, self.hidden_dim
-        x = nn.Conv(d, (p, p), strides=(p, p), padding="VALID", name="conv_proj")(x)  # (N, h, w, D)
+        x = jnn.Conv(d, (p, p), strides=(p, p), padding="VALID", name="conv_proj")(x)  # (N, h, w, D)
         n = x.shape[0]
         x = x.reshape(n, -1, d)  # row-major patches, as torch's (N, D, h*w) permuted
         cls = self.param("class_token", nn.initializers.zeros, (1, 1, d))

@@ -10,9 +10,10 @@ The switches are read when a function is traced (jit caches what it traced).
 """
 from jaxcam.nn._switch import is_plain, native, plain
 from jaxcam.nn import ops
+from jaxcam.nn.ops import conv_general_dilated
 from jaxcam.nn.layers import BatchNorm, Conv, DepthwiseConv, materialize, max_pool, same_pads
 
 # What models and methods may use: the layers, `materialize`, and the switches. `ops` and `jaxcam._native`
 # are this package's own business.
-__all__ = ["BatchNorm", "Conv", "DepthwiseConv", "is_plain", "materialize", "max_pool", "native", "ops", "plain",
+__all__ = ["BatchNorm", "Conv", "DepthwiseConv", "conv_general_dilated", "is_plain", "materialize", "max_pool", "native", "ops", "plain",
            "same_pads"]

@@ -32,6 +32,7 @@ import numpy as np
 from jax import lax
 
 from jaxcam import _native
+from jaxcam.nn import _onednn
 
 from jaxcam.nn._switch import is_plain, native_enabled, native_for_layers
 
@@ -74,12 +75,12 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     simple = (nhwc and feature_group_count == 1 and batch_group_count == 1
               and all(d == 1 for d in (lhs_dilation or (1, 1))) and all(d == 1 for d in (rhs_dilation or (1, 1)))
               and preferred_element_type is None)
-    if simple and not is_plain() and native_for_layers():
+    if simple and not is_plain():
         if isinstance(padding, str):
             padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
         pads = tuple((int(a), int(b)) for a, b in padding)
         if native_usable(lhs, rhs, pads):
-            return _conv2d_native(lhs, rhs, tuple(int(s) for s in window_strides), pads)
+            return _onednn.conv(lhs, rhs, tuple(int(s) for s in window_strides), pads)
     # XLA's own convolution (and its autodiff) is the fast XLA path
     return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                                     dimension_numbers, feature_group_count, batch_group_count,
@@ -98,117 +99,34 @@ def conv2d(x, w, strides, pads, precision=None):
     the native library loads; otherwise lax's.
     """
     if native_usable(x, w, pads):
-        return _conv2d_native(x, w, strides, pads)
+        return _onednn.conv(x, w, tuple(int(s) for s in strides), pads)
     return _conv(x, w, strides, pads, precision)
 
 
+def conv(x, w, strides, pads, groups: int = 1):
+    """NHWC x HWIO convolution with explicit pads and feature groups: oneDNN's when `native_usable`,
+    else lax's. Differentiable in both modes, to any order, and batchable (`jaxcam.nn._onednn`)."""
+    strides, pads = tuple(int(s) for s in strides), tuple((int(a), int(b)) for a, b in pads)
+    if native_usable(x, w, pads):
+        return _onednn.conv(x, w, strides, pads, groups)
+    return _onednn.lax_conv(x, w, strides, pads, groups)
+
+
 def native_usable(x, w, pads) -> bool:
-    """Whether `conv2d` runs oneDNN's kernels for these operands (float32, pads >= 0, library loaded,
-    not switched off by `jaxcam.nn.native(False)` / `plain()`)."""
-    return all(p >= 0 for pair in pads for p in pair) and _native_ready(x, w)
+    """Whether `conv2d` runs oneDNN's kernels for these operands (NHWC float32, pads >= 0, library
+    loaded, on the CPU, not switched off by `jaxcam.nn.native(False)` / `plain()`)."""
+    return x.ndim == 4 and x.size > 0 and all(p >= 0 for pair in pads for p in pair) and _native_ready(x, w)
 
 
 def _native_ready(*arrays) -> bool:
     """float32 operands, the library loaded, not switched off (`native(False)` / `plain()`)."""
     return (all(a.dtype == jnp.float32 for a in arrays) and not is_plain() and native_enabled()
-            and _native.available())
+            and jax.default_backend() == "cpu" and _native.available())
 
 
 def _native_layer(x, *others) -> bool:
     """`_native_ready` for a layer's NHWC input inside a training step (`native_for_layers`)."""
     return x.ndim == 4 and x.size > 0 and native_for_layers() and _native_ready(x, *others)
-
-
-# ---- native (oneDNN through jax.ffi): forward, input gradient, kernel gradient
-
-
-def _attrs(strides, pads, groups):
-    (pt, pb), (pl, pr) = pads
-    return {k: np.int64(v) for k, v in zip(("sh", "sw", "pt", "pb", "pl", "pr", "groups"),
-                                           (*strides, pt, pb, pl, pr, groups))}
-
-
-def _out_hw(x_shape, window, strides, pads):
-    """Output (height, width) of a window of `window` cells moved by `strides` over padded NHWC x."""
-    return tuple((x_shape[1 + a] + pads[a][0] + pads[a][1] - window[a]) // strides[a] + 1 for a in range(2))
-
-
-def _out_shape(x_shape, w_shape, strides, pads):
-    return (x_shape[0],) + _out_hw(x_shape, w_shape[:2], strides, pads) + (w_shape[3],)
-
-
-def _fold(fn, a, b, a_batched, b_batched, fallback):
-    """vmap rule for a native op whose first operand carries the batch: fold the vmapped axis into N
-    (one native call); a batched second operand (per-example kernels / cotangents) takes `fallback`."""
-    if b_batched:
-        return jax.vmap(fallback, in_axes=(0 if a_batched else None, 0))(a, b), True
-    lead = a.shape[:2]
-    out = fn(a.reshape((-1,) + a.shape[2:]), b)
-    return out.reshape(lead + out.shape[1:]), True
-
-
-def _native_fwd(x, w, strides, pads, groups=1):
-    @jax.custom_batching.custom_vmap
-    def f(x, w):
-        return jax.ffi.ffi_call("jaxcam_conv_fwd", jax.ShapeDtypeStruct(_out_shape(x.shape, w.shape, strides, pads), x.dtype))(
-            x, w, **_attrs(strides, pads, groups))
-
-    @f.def_vmap
-    def _(axis_size, in_batched, x, w):
-        return _fold(f, x, w, *in_batched, lambda x, w: _conv(x, w, strides, pads, groups=groups))
-
-    return f(x, w)
-
-
-def _native_bwd_data(g, w, x_shape, strides, pads, groups=1):
-    @jax.custom_batching.custom_vmap
-    def f(g, w):
-        shape = (g.shape[0],) + tuple(x_shape[1:])
-        return jax.ffi.ffi_call("jaxcam_conv_bwd_data", jax.ShapeDtypeStruct(shape, g.dtype))(
-            g, w, **_attrs(strides, pads, groups))
-
-    def plain_dx(g, w):
-        x = jnp.zeros((g.shape[0],) + tuple(x_shape[1:]), g.dtype)
-        return jax.vjp(lambda x: _conv(x, w, strides, pads, groups=groups), x)[1](g)[0]
-
-    @f.def_vmap
-    def _(axis_size, in_batched, g, w):
-        return _fold(f, g, w, *in_batched, plain_dx)
-
-    return f(g, w)
-
-
-def _native_bwd_weights(x, g, w_shape, strides, pads, groups=1):
-    @jax.custom_batching.custom_vmap
-    def f(x, g):
-        return jax.ffi.ffi_call("jaxcam_conv_bwd_weights", jax.ShapeDtypeStruct(tuple(w_shape), x.dtype))(
-            x, g, **_attrs(strides, pads, groups))
-
-    @f.def_vmap
-    def _(axis_size, in_batched, x, g):  # per-example kernel gradients: lax's
-        def plain_dw(x, g):
-            return jax.vjp(lambda w: _conv(x, w, strides, pads, groups=groups), jnp.zeros(w_shape, x.dtype))[1](g)[0]
-        return jax.vmap(plain_dw, in_axes=tuple(0 if b else None for b in in_batched))(x, g), True
-
-    return f(x, g)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _conv2d_native(x, w, strides, pads, groups=1):
-    return _native_fwd(x, w, strides, pads, groups)
-
-
-def _conv2d_native_fwd(x, w, strides, pads, groups=1):
-    return _native_fwd(x, w, strides, pads, groups), (x, w)
-
-
-def _conv2d_native_bwd(strides, pads, groups, res, g):
-    x, w = res
-    return (_native_bwd_data(g, w, x.shape, strides, pads, groups),
-            _native_bwd_weights(x, g, w.shape, strides, pads, groups))
-
-
-_conv2d_native.defvjp(_conv2d_native_fwd, _conv2d_native_bwd)
 
 
 # ------------------------------------------------------------------ reductions
@@ -372,7 +290,7 @@ def _dw_plain(x, kernel, stride, pads):
 def _dw(x, kernel, stride, pads):
     k = kernel.shape[0]
     xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
-    return _shift_sum(xp, kernel, k, stride, _out_hw(x.shape, (k, k), (stride, stride), pads))
+    return _shift_sum(xp, kernel, k, stride, _onednn.out_hw(x.shape, (k, k), (stride, stride), pads))
 
 
 def _dw_fwd(x, kernel, stride, pads):
@@ -419,82 +337,22 @@ def depthwise_conv(x, kernel, stride: int, pads: Sequence[Tuple[int, int]]):
     pads = tuple((int(a), int(b)) for a, b in pads)
     if is_plain():
         return _dw_plain(x, kernel, stride, pads)
-    if _native_layer(x) and native_usable(x, kernel, pads):
-        return _conv2d_native(x, kernel[:, :, None, :], (int(stride), int(stride)), pads, x.shape[-1])
+    if native_usable(x, kernel, pads):
+        return _onednn.conv(x, kernel[:, :, None, :], (int(stride), int(stride)), pads, x.shape[-1])
     return _dw(x, kernel, int(stride), pads)
 
 
 # ------------------------------------------------------------------ max pooling
 
 
-def _max_pool_plain(x, window, strides, pads):
-    return lax.reduce_window(x, -jnp.inf, lax.max, (1, *window, 1), (1, *strides, 1), ((0, 0), *pads, (0, 0)))
-
-
-def _pool_attrs(window, strides, pads):
-    (pt, pb), (pl, pr) = pads
-    return {k: np.int64(v) for k, v in zip(("kh", "kw", "sh", "sw", "pt", "pb", "pl", "pr"),
-                                           (*window, *strides, pt, pb, pl, pr))}
-
-
-def _pool_ffi_fwd(x, window, strides, pads):
-    @jax.custom_batching.custom_vmap
-    def f(x):
-        y_shape = (x.shape[0],) + _out_hw(x.shape, window, strides, pads) + (x.shape[3],)
-        nbytes = _native.pool_workspace_bytes(x.shape, y_shape, window, strides, pads)
-        return tuple(jax.ffi.ffi_call("jaxcam_pool_fwd", (jax.ShapeDtypeStruct(y_shape, x.dtype),
-                                                          jax.ShapeDtypeStruct((nbytes,), jnp.uint8)))(
-            x, **_pool_attrs(window, strides, pads)))
-
-    @f.def_vmap
-    def _(axis_size, in_batched, x):  # fold the vmapped axis into N; the workspace keeps it in front
-        y, ws = f(x.reshape((-1,) + x.shape[2:]))
-        return (y.reshape(x.shape[:2] + y.shape[1:]), ws.reshape(axis_size, -1)), (True, True)
-
-    return f(x)
-
-
-def _pool_ffi_bwd(g, ws, x_shape, window, strides, pads):
-    @jax.custom_batching.custom_vmap
-    def f(g, ws):
-        return jax.ffi.ffi_call("jaxcam_pool_bwd", jax.ShapeDtypeStruct((g.shape[0],) + tuple(x_shape[1:]), g.dtype))(
-            g, ws, **_pool_attrs(window, strides, pads))
-
-    @f.def_vmap
-    def _(axis_size, in_batched, g, ws):
-        g = g if in_batched[0] else jnp.broadcast_to(g, (axis_size,) + g.shape)
-        ws = ws if in_batched[1] else jnp.broadcast_to(ws, (axis_size,) + ws.shape)
-        dx = f(g.reshape((-1,) + g.shape[2:]), ws.reshape(-1))
-        return dx.reshape(g.shape[:2] + dx.shape[1:]), True
-
-    return f(g, ws)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
-def _max_pool_native(x, window, strides, pads):
-    return _pool_ffi_fwd(x, window, strides, pads)[0]
-
-
-def _max_pool_native_fwd(x, window, strides, pads):
-    y, ws = _pool_ffi_fwd(x, window, strides, pads)
-    return y, (ws, x.shape)
-
-
-def _max_pool_native_bwd(window, strides, pads, res, g):
-    ws, x_shape = res
-    return (_pool_ffi_bwd(g, ws, x_shape, window, strides, pads),)
-
-
-_max_pool_native.defvjp(_max_pool_native_fwd, _max_pool_native_bwd)
-
-
 def max_pool(x, window: Sequence[int], strides: Sequence[int], padding: Sequence[Tuple[int, int]] = ((0, 0), (0, 0))):
     """Max pooling of x (N, H, W, C) over `window` with `strides` and explicit (-inf) `padding`, as
     `flax.linen.max_pool(x, window, strides, padding)`; the gradient goes to the first maximum of each
-    window (row-major), as XLA's. float32 in training steps (see `jaxcam.nn.native`): oneDNN's pooling
-    (`jaxcam._native`); otherwise XLA's reduce_window, whose gradient XLA:CPU runs ~20x slower."""
+    window (row-major), as XLA's. The value is XLA's reduce_window; for float32 NHWC the gradient is
+    oneDNN's pooling backward (`jaxcam._native`; XLA:CPU runs its own as a scatter, ~20x slower)."""
     window, strides = tuple(int(v) for v in window), tuple(int(v) for v in strides)
     pads = tuple((int(a), int(b)) for a, b in padding)
-    if len(window) == 2 and all(p < k for p, k in zip((pads[0][0], pads[1][0]), window)) and _native_layer(x):
-        return _max_pool_native(x, window, strides, pads)
-    return _max_pool_plain(x, window, strides, pads)
+    if (len(window) == 2 and x.ndim == 4 and x.size > 0 and all(p < k for p, k in zip((pads[0][0], pads[1][0]), window))
+            and _native_ready(x)):
+        return _onednn.max_pool(x, window, strides, pads)
+    return _onednn.lax_max_pool(x, window, strides, pads)

@@ -1,0 +1,287 @@
+"""oneDNN's convolutions and max-pooling backward as JAX primitives (the handlers in `jaxcam._native`).
+
+Each convolution primitive is bilinear in its two operands, so its forward-mode derivative is a sum of
+two calls of the same family and its transpose is another member:
+
+    y  = conv(x, w)                 x^T: conv_input_grad(ct, w)      w^T: conv_kernel_grad(x, ct)
+    dx = conv_input_grad(g, w)      g^T: conv(ct, w)                 w^T: conv_kernel_grad(ct, g)
+    dw = conv_kernel_grad(x, g)     x^T: conv_input_grad(g, ct)      g^T: conv(x, ct)
+
+so `jit`, `grad`, `jvp` (ShapleyCAM's Hessian-vector products), their compositions and `vmap` all stay
+on oneDNN. Under `vmap` a batched image operand is folded into N (one call); a batched kernel (an
+ensemble of parameter sets) or per-example kernel gradients take lax's batched convolution.
+
+Max pooling: the value is XLA's reduce_window (fast); its tangent is XLA's (forward mode), and the
+tangent's transpose -- the gradient, which XLA:CPU runs as a slow scatter -- is oneDNN's pooling
+backward, which re-runs the pooling forward for its workspace.
+"""
+from __future__ import annotations
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.core import ShapedArray
+from jax.extend import core
+from jax.interpreters import ad, batching, mlir
+
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+# ------------------------------------------------------------------ lax references (fallbacks)
+
+
+def lax_conv(x, w, strides, pads, groups=1):
+    """The same convolution as lax computes it (NHWC x HWIO, explicit pads, feature groups)."""
+    return lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=_NHWC, feature_group_count=groups)
+
+
+def _lax_input_grad(g, w, x_shape, strides, pads, groups):
+    x = jnp.zeros(x_shape, g.dtype)
+    return jax.vjp(lambda x: lax_conv(x, w, strides, pads, groups), x)[1](g)[0]
+
+
+def _lax_kernel_grad(x, g, w_shape, strides, pads, groups):
+    w = jnp.zeros(w_shape, x.dtype)
+    return jax.vjp(lambda w: lax_conv(x, w, strides, pads, groups), w)[1](g)[0]
+
+
+def out_hw(x_shape, window, strides, pads):
+    """Output (height, width) of a `window` moved by `strides` over padded NHWC x."""
+    return tuple((x_shape[1 + a] + pads[a][0] + pads[a][1] - window[a]) // strides[a] + 1 for a in range(2))
+
+
+# ------------------------------------------------------------------ convolution primitives
+
+
+conv_p = core.Primitive("jaxcam_conv")
+input_grad_p = core.Primitive("jaxcam_conv_input_grad")
+kernel_grad_p = core.Primitive("jaxcam_conv_kernel_grad")
+
+
+def conv(x, w, strides, pads, groups=1):
+    """NHWC x HWIO convolution on oneDNN (the caller checked `jaxcam.nn.ops.native_usable`)."""
+    return conv_p.bind(x, w, strides=tuple(strides), pads=tuple(map(tuple, pads)), groups=int(groups))
+
+
+def input_grad(g, w, x_shape, strides, pads, groups=1):
+    return input_grad_p.bind(g, w, x_shape=tuple(x_shape), strides=strides, pads=pads, groups=groups)
+
+
+def kernel_grad(x, g, w_shape, strides, pads, groups=1):
+    return kernel_grad_p.bind(x, g, w_shape=tuple(w_shape), strides=strides, pads=pads, groups=groups)
+
+
+def _conv_shape(x, w, *, strides, pads, groups):
+    return ShapedArray((x.shape[0],) + out_hw(x.shape, w.shape[:2], strides, pads) + (w.shape[3],), x.dtype)
+
+
+conv_p.def_abstract_eval(_conv_shape)
+input_grad_p.def_abstract_eval(
+    lambda g, w, *, x_shape, strides, pads, groups: ShapedArray((g.shape[0],) + tuple(x_shape[1:]), g.dtype))
+kernel_grad_p.def_abstract_eval(lambda x, g, *, w_shape, strides, pads, groups: ShapedArray(tuple(w_shape), x.dtype))
+
+# concrete evaluation (outside jit) compiles the one-primitive program
+for _p in (conv_p, input_grad_p, kernel_grad_p):
+    _p.def_impl(lambda *args, _p=_p, **params: jax.jit(lambda *a: _p.bind(*a, **params))(*args))
+
+
+def _attrs(strides, pads, groups):
+    (pt, pb), (pl, pr) = pads
+    return {k: np.int64(v) for k, v in zip(("sh", "sw", "pt", "pb", "pl", "pr", "groups"),
+                                           (*strides, pt, pb, pl, pr, groups))}
+
+
+def _lowering(target):
+    rule = jax.ffi.ffi_lowering(target)
+
+    def lower(ctx, *args, strides, pads, groups, **_shape):
+        return rule(ctx, *args, **_attrs(strides, pads, groups))
+
+    return lower
+
+
+mlir.register_lowering(conv_p, _lowering("jaxcam_conv_fwd"), platform="cpu")
+mlir.register_lowering(input_grad_p, _lowering("jaxcam_conv_bwd_data"), platform="cpu")
+mlir.register_lowering(kernel_grad_p, _lowering("jaxcam_conv_bwd_weights"), platform="cpu")
+
+
+def _shape_of(v):
+    return v.aval.shape  # undefined primals (the transposed operand) and arrays both carry an aval
+
+
+# Transposes (see the module docstring); `ct` may be a symbolic zero.
+def _conv_t_x(ct, x, w, *, strides, pads, groups):
+    return input_grad(ct, w, _shape_of(x), strides, pads, groups)
+
+
+def _conv_t_w(ct, x, w, *, strides, pads, groups):
+    return kernel_grad(x, ct, _shape_of(w), strides, pads, groups)
+
+
+def _input_grad_t_g(ct, g, w, *, x_shape, strides, pads, groups):
+    return conv(ct, w, strides, pads, groups)
+
+
+def _input_grad_t_w(ct, g, w, *, x_shape, strides, pads, groups):
+    return kernel_grad(ct, g, _shape_of(w), strides, pads, groups)
+
+
+def _kernel_grad_t_x(ct, x, g, *, w_shape, strides, pads, groups):
+    return input_grad(g, ct, _shape_of(x), strides, pads, groups)
+
+
+def _kernel_grad_t_g(ct, x, g, *, w_shape, strides, pads, groups):
+    return conv(x, ct, strides, pads, groups)
+
+
+ad.defbilinear(conv_p, _conv_t_x, _conv_t_w)
+ad.defbilinear(input_grad_p, _input_grad_t_g, _input_grad_t_w)
+ad.defbilinear(kernel_grad_p, _kernel_grad_t_x, _kernel_grad_t_g)
+
+
+def _fold(bind, fallback, args, dims, image_arg):
+    """vmap rule: only the image operand (`image_arg`) batched -> fold the vmapped axis into N and make
+    one call; anything else (batched kernels, per-example kernel gradients) -> `fallback` under vmap."""
+    others_batched = any(d is not None for i, d in enumerate(dims) if i != image_arg)
+    if not others_batched:
+        a = jnp.moveaxis(args[image_arg], dims[image_arg], 0)
+        lead = a.shape[:2]
+        folded = list(args)
+        folded[image_arg] = a.reshape((-1,) + a.shape[2:])
+        out = bind(*folded)
+        return out.reshape(lead + out.shape[1:]), 0
+    args = [a if d is None else jnp.moveaxis(a, d, 0) for a, d in zip(args, dims)]
+    axes = tuple(None if d is None else 0 for d in dims)
+    return jax.vmap(fallback, in_axes=axes)(*args), 0
+
+
+def _conv_batch(args, dims, *, strides, pads, groups):
+    return _fold(lambda x, w: conv(x, w, strides, pads, groups),
+                 lambda x, w: lax_conv(x, w, strides, pads, groups), args, dims, 0)
+
+
+def _input_grad_batch(args, dims, *, x_shape, strides, pads, groups):
+    return _fold(lambda g, w: input_grad(g, w, (g.shape[0],) + tuple(x_shape[1:]), strides, pads, groups),
+                 lambda g, w: _lax_input_grad(g, w, x_shape, strides, pads, groups), args, dims, 0)
+
+
+def _kernel_grad_batch(args, dims, *, w_shape, strides, pads, groups):
+    # the kernel gradient sums over N: a batched operand always means one kernel gradient per instance
+    args = [a if d is None else jnp.moveaxis(a, d, 0) for a, d in zip(args, dims)]
+    axes = tuple(None if d is None else 0 for d in dims)
+    return jax.vmap(lambda x, g: _lax_kernel_grad(x, g, w_shape, strides, pads, groups), in_axes=axes)(*args), 0
+
+
+batching.primitive_batchers[conv_p] = _conv_batch
+batching.primitive_batchers[input_grad_p] = _input_grad_batch
+batching.primitive_batchers[kernel_grad_p] = _kernel_grad_batch
+
+
+# ------------------------------------------------------------------ max pooling
+
+
+def lax_max_pool(x, window, strides, pads):
+    return lax.reduce_window(x, -jnp.inf, lax.max, (1, *window, 1), (1, *strides, 1), ((0, 0), *pads, (0, 0)))
+
+
+pool_p = core.Primitive("jaxcam_max_pool")
+pool_tangent_p = core.Primitive("jaxcam_max_pool_tangent")  # linear in its first operand (the tangent)
+pool_grad_p = core.Primitive("jaxcam_max_pool_grad")  # linear in its first operand (the cotangent)
+
+
+def max_pool(x, window, strides, pads):
+    """Max pooling of NHWC x (explicit -inf padding) whose gradient runs on oneDNN."""
+    return pool_p.bind(x, window=tuple(window), strides=tuple(strides), pads=tuple(map(tuple, pads)))
+
+
+def _pool_tangent_lax(t, x, *, window, strides, pads):
+    return jax.jvp(lambda x: lax_max_pool(x, window, strides, pads), (x,), (t,))[1]
+
+
+def _pool_grad_lax(g, x, *, window, strides, pads):
+    return jax.vjp(lambda x: lax_max_pool(x, window, strides, pads), x)[1](g)[0]
+
+
+pool_p.def_abstract_eval(lambda x, *, window, strides, pads: ShapedArray(
+    (x.shape[0],) + out_hw(x.shape, window, strides, pads) + (x.shape[3],), x.dtype))
+pool_tangent_p.def_abstract_eval(lambda t, x, *, window, strides, pads: ShapedArray(
+    (x.shape[0],) + out_hw(x.shape, window, strides, pads) + (x.shape[3],), t.dtype))
+pool_grad_p.def_abstract_eval(lambda g, x, **_: ShapedArray(x.shape, g.dtype))
+
+pool_p.def_impl(lambda x, **p: jax.jit(lambda x: lax_max_pool(x, **p))(x))
+pool_tangent_p.def_impl(lambda t, x, **p: jax.jit(lambda t, x: _pool_tangent_lax(t, x, **p))(t, x))
+pool_grad_p.def_impl(lambda g, x, **p: jax.jit(lambda g, x: pool_grad_p.bind(g, x, **p))(g, x))
+
+mlir.register_lowering(pool_p, mlir.lower_fun(lambda x, **p: [lax_max_pool(x, **p)], multiple_results=True))
+mlir.register_lowering(pool_tangent_p, mlir.lower_fun(lambda t, x, **p: [_pool_tangent_lax(t, x, **p)],
+                                                      multiple_results=True))
+
+
+def _pool_attrs(window, strides, pads):
+    (pt, pb), (pl, pr) = pads
+    return {k: np.int64(v) for k, v in zip(("kh", "kw", "sh", "sw", "pt", "pb", "pl", "pr"),
+                                           (*window, *strides, pt, pb, pl, pr))}
+
+
+def _pool_grad_lowering(ctx, g, x, *, window, strides, pads):
+    return jax.ffi.ffi_lowering("jaxcam_pool_bwd_from_input")(ctx, g, x, **_pool_attrs(window, strides, pads))
+
+
+mlir.register_lowering(pool_grad_p, _pool_grad_lowering, platform="cpu")
+
+
+def _pool_jvp(primals, tangents, **p):
+    (x,), (t,) = primals, tangents
+    y = pool_p.bind(x, **p)
+    if type(t) is ad.Zero:
+        return y, ad.Zero.from_primal_value(y)
+    return y, pool_tangent_p.bind(t, x, **p)
+
+
+ad.primitive_jvps[pool_p] = _pool_jvp
+
+
+def _linear_in_first(prim, transpose_prim):
+    """prim(a, x) is linear in a (x: the pooled input, a constant): its JVP and its transpose."""
+
+    def jvp(primals, tangents, **p):
+        (a, x), (ta, _) = primals, tangents  # piecewise constant in x: no tangent from it
+        y = prim.bind(a, x, **p)
+        if type(ta) is ad.Zero:
+            return y, ad.Zero.from_primal_value(y)
+        return y, prim.bind(ta, x, **p)
+
+    def transpose(ct, a, x, **p):
+        if type(ct) is ad.Zero:
+            return ad.Zero(a.aval), None
+        return transpose_prim.bind(ct, x, **p), None
+
+    ad.primitive_jvps[prim] = jvp
+    ad.primitive_transposes[prim] = transpose
+
+
+_linear_in_first(pool_tangent_p, pool_grad_p)
+_linear_in_first(pool_grad_p, pool_tangent_p)
+
+
+def _pool_batch(args, dims, **p):
+    x = jnp.moveaxis(args[0], dims[0], 0)
+    y = pool_p.bind(x.reshape((-1,) + x.shape[2:]), **p)
+    return y.reshape(x.shape[:2] + y.shape[1:]), 0
+
+
+def _pair_batch(prim):
+    def rule(args, dims, **p):
+        size = next(a.shape[d] for a, d in zip(args, dims) if d is not None)
+        a, x = (jnp.broadcast_to(v, (size,) + v.shape) if d is None else jnp.moveaxis(v, d, 0)
+                for v, d in zip(args, dims))
+        out = prim.bind(a.reshape((-1,) + a.shape[2:]), x.reshape((-1,) + x.shape[2:]), **p)
+        return out.reshape((size,) + (a.shape[1],) + out.shape[1:]), 0
+
+    return rule
+
+
+batching.primitive_batchers[pool_p] = _pool_batch
+batching.primitive_batchers[pool_tangent_p] = _pair_batch(pool_tangent_p)
+batching.primitive_batchers[pool_grad_p] = _pair_batch(pool_grad_p)
