@@ -1,5 +1,8 @@
-"""Peak memory (RSS) against the limit asked for: --max-memory plans on ResNet-50, one fresh process each.
+"""Peak memory (RSS): every method at its defaults, or --max-memory plans on ResNet-50; one fresh process each.
 
+    python benchmarks/memory.py --mode methods                    # every registry method, 1 image, 224 px,
+                                                                  # ResNet-50 and EfficientNet-Lite0, default options
+    python benchmarks/memory.py --mode methods --methods sess,score_cam --models efficientnet_lite0
     python benchmarks/memory.py                                   # ablation_cam, score_cam x 2G, 3G, 4G
     python benchmarks/memory.py --cases score_cam --limits 2G --timeout 300 --out /tmp/mem.json
     python benchmarks/memory.py --mode fixed --cases ablation_cam --chunks 64,2048   # no plan: given chunks
@@ -54,6 +57,24 @@ def child(case: str, batch: int, size: int, limit: str | None, chunk: int | None
             "peak_rss_mib": round(peak_kib / 1024), "jax": jax.__version__}
 
 
+def child_method(name: str, model_name: str, size: int) -> dict:
+    """One registry method at its default options on one random image: the process's peak RSS."""
+    import jax
+    import numpy as np
+
+    import jaxcam
+
+    model = getattr(jaxcam.models, model_name)()
+    x = np.asarray(jax.random.normal(jax.random.key(0), (1, size, size, 3)))
+    jax.block_until_ready(model(x))
+    base_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # Python, jax, the weights, one forward
+    start = time.perf_counter()
+    jax.block_until_ready(jaxcam.registry.get(name)(model, x))
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"seconds": round(time.perf_counter() - start, 1), "peak_rss_mib": round(peak_kib / 1024),
+            "forward_rss_mib": round(base_kib / 1024)}
+
+
 def _vm_hwm_mib(pid: int) -> int:
     """The process's peak RSS so far (VmHWM in /proc), MiB; 0 if unavailable."""
     try:
@@ -102,7 +123,11 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--limits", default="2G,3G,4G", help="comma-separated --max-memory limits to plan for")
-    p.add_argument("--mode", choices=("plan", "fixed"), default="plan", help="fixed: run --chunks without a plan")
+    p.add_argument("--mode", choices=("plan", "fixed", "methods"), default="plan",
+                   help="fixed: run --chunks without a plan; methods: every method at its defaults, batch 1")
+    p.add_argument("--methods", default="", help="--mode methods: comma-separated registry names (default: all)")
+    p.add_argument("--models", default="resnet50,efficientnet_lite0", help="--mode methods: models")
+    p.add_argument("--model", default=None, help=argparse.SUPPRESS)
     p.add_argument("--chunks", default="", help="--mode fixed: comma-separated chunk sizes")
     p.add_argument("--timeout", type=float, default=600.0,
                    help="seconds per case; a longer run is stopped and its peak RSS so far reported (marked)")
@@ -111,9 +136,14 @@ def main(argv=None) -> int:
     p.add_argument("--limit", default=None, help=argparse.SUPPRESS)
     p.add_argument("--chunk", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.child and args.model:
+        print(json.dumps(child_method(args.child, args.model, args.size)))
+        return 0
     if args.child:
         print(json.dumps(child(args.child, args.batch, args.size, args.limit, args.chunk)))
         return 0
+    if args.mode == "methods":
+        return methods_table(args)
 
     settings = ([("limit", l) for l in args.limits.split(",") if l] if args.mode == "plan"
                 else [("chunk", int(c)) for c in args.chunks.split(",") if c] or [("chunk", None)])
@@ -147,6 +177,41 @@ def main(argv=None) -> int:
         with open(args.out, "w") as f:
             json.dump(results, f, indent=2)
     return 0 if results else 1
+
+
+def methods_table(args) -> int:
+    """--mode methods: one row per method, one column pair per model; 2 GiB is the bar."""
+    if args.methods:
+        names = [m.strip() for m in args.methods.split(",") if m.strip()]
+    else:
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        from jaxcam.methods import registry
+
+        names = registry.names()
+    models = [m for m in args.models.split(",") if m]
+    print(f"peak RSS (MiB) of one {args.size} px image at default options; forward only = the process after one forward")
+    print("| method | " + " | ".join(f"{m} peak | {m} s" for m in models) + " |")
+    print("|---|" + "---:|---:|" * len(models))
+    results, over = [], []
+    for name in names:
+        cells = []
+        for model in models:
+            cmd = [sys.executable, os.path.abspath(__file__), "--child", name, "--model", model, "--size", str(args.size)]
+            row = run_case(cmd, args.timeout)
+            if row is None:
+                cells.append("failed | -")
+                continue
+            results.append({"method": name, "model": model, **row})
+            if row["peak_rss_mib"] > 2048:
+                over.append(f"{name}/{model}")
+            stopped = " (stopped)" if row.get("timed_out") else ""
+            cells.append(f"{row['peak_rss_mib']}{stopped} | {row['seconds']:.0f}")
+        print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+    print(f"over 2 GiB: {', '.join(over) or 'none'}")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(results, f, indent=2)
+    return 0
 
 
 if __name__ == "__main__":

@@ -65,10 +65,26 @@ def scaled_size(height: int, width: int, scale: int):
     return int(scale * height / width), scale
 
 
+def _in_chunks(fn, batch, targets, size: int):
+    """fn(batch, targets) over chunks of `size` rows, concatenated; the last chunk is padded to `size`
+    (one compiled shape for every chunk)."""
+    if len(batch) <= size:
+        return fn(batch, targets)
+    parts = []
+    for i in range(0, len(batch), size):
+        b, t = batch[i:i + size], targets[i:i + size]
+        short = size - len(b)
+        if short:
+            b = jnp.concatenate([b, jnp.repeat(b[-1:], short, axis=0)])
+            t = jnp.concatenate([t, jnp.repeat(t[-1:], short)])
+        parts.append(jax.tree_util.tree_map(lambda v: v[:size - short], fn(b, t)))
+    return jax.tree_util.tree_map(lambda *v: jnp.concatenate(v), *parts)
+
+
 def sess(model, x, layer=None, targets=None, *, base="grad_cam", scales: Optional[Sequence[int]] = None,
          num_scales: int = 12, step_ratio: float = 2.0 / 7.0, window: Optional[int] = None,
          step: Optional[int] = None, theta: float = 0.0, pool: str = "mean", smooth: bool = True,
-         use_softmax: bool = True, **options):
+         use_softmax: bool = True, chunk_size: int = 16, **options):
     """SESS over any base method: windows of rescaled copies, fused back at the image's size.
 
     Args:
@@ -78,6 +94,8 @@ def sess(model, x, layer=None, targets=None, *, base="grad_cam", scales: Optiona
       step: window stride (default: the window); theta: values <= theta are left out of the mean;
       pool: "mean" | "max"; smooth: Gaussian blur of the fused map; use_softmax: weigh patches by the
         target's softmax probability (else its raw score, clipped at 0).
+      chunk_size: patches per call of the model and the base method (bounds memory: the ~130 patches
+        of a 224 px image in one call took 2.4 GB on EfficientNet-Lite0).
       targets: None (argmax of each image) | int | ints (N,).
       **options: passed to the base method (layer is passed too).
 
@@ -109,12 +127,13 @@ def sess(model, x, layer=None, targets=None, *, base="grad_cam", scales: Optiona
                 places.append((y0, x0, sh, sw))
     batch = jnp.stack(patches, axis=1).reshape(-1, window, window, x.shape[-1])  # (N * P, w, w, C)
     repeated = jnp.repeat(classes, len(patches))
-    out = model(batch)
+    out, cams = _in_chunks(lambda b, t: (model(b), method(model, b, layer, t, **options)), batch, repeated,
+                           int(chunk_size))
     out = jax.nn.softmax(out, -1) if use_softmax else out
     scores = jnp.maximum(jnp.take_along_axis(out, repeated[:, None], -1)[:, 0], 0).reshape(n, -1)
     top = scores.max(axis=1, keepdims=True)
     weights = jnp.where(top > 0, scores / jnp.where(top > 0, top, 1.0), 1.0)
-    cams = method(model, batch, layer, repeated, **options).reshape(n, len(patches), window, window)
+    cams = cams.reshape(n, len(patches), window, window)
 
     total = jnp.zeros((n, height, width), jnp.float32)
     counts = jnp.zeros((n, height, width), jnp.float32)
@@ -138,6 +157,7 @@ register(Method("sess", sess, family="composite",
                 options=(Option("base", "grad_cam", "the method run on every window"),
                          Option("num_scales", 12, "number of scales", positive=True),
                          Option("pool", "mean", "fusion of the window maps", choices=("mean", "max")),
-                         Option("smooth", True, "Gaussian blur of the fused map", choices=(True, False))),
+                         Option("smooth", True, "Gaussian blur of the fused map", choices=(True, False)),
+                         Option("chunk_size", 16, "patches per call of the model and the base method", positive=True)),
                 aliases=("saliency_enhancing_scaling_sliding",),
                 paper="Tyagi et al., ECCV 2022 (arXiv:2207.01769)", pgc="SESS"))

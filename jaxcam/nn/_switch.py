@@ -34,20 +34,20 @@ def native_enabled() -> bool:
 
 
 def native_for_layers() -> bool:
-    """Whether `jaxcam.nn.Conv` layers run the native convolutions: inside `native(True)`, or by default
-    while training (the layer's "batch_stats" collection is mutable). The native convolutions have
-    reverse-mode derivatives only, so inference (where methods may take forward-mode derivatives,
-    e.g. ShapleyCAM's Hessian-vector product) keeps lax's."""
+    """Whether training-mode BatchNorm runs oneDNN's primitive: inside `native(True)`, or by default
+    while its batch statistics are being updated (its "batch_stats" collection mutable). Convolutions
+    and pooling do not ask: they run oneDNN whenever `native_enabled()`."""
     explicit = getattr(_state, "native", None)
     return getattr(_state, "training", False) if explicit is None else explicit
 
 
 def native(enabled: bool = True):
-    """Trace with (`native(True)`, also outside training) or without (`native(False)`) jaxcam's native
-    oneDNN convolutions (`jaxcam._native`). Default: on in training steps, off elsewhere."""
+    """Trace with (`native(True)`, the default) or without (`native(False)`: XLA's convolutions and
+    pooling) jaxcam's oneDNN kernels (`jaxcam._native`). `native(True)` also runs training-mode
+    BatchNorm on oneDNN outside training steps."""
     return _setting("native", enabled, None)
 
 
 def training(enabled: bool):
-    """Set by `jaxcam.nn.Conv` around its convolution (enabled = batch statistics are being updated)."""
+    """Set by `jaxcam.nn.BatchNorm` around its statistics (enabled = batch statistics are being updated)."""
     return _setting("training", enabled, False)

@@ -12,15 +12,10 @@ from jaxcam.nn import _switch
 
 
 class Conv(nn.Conv):
-    """flax's Conv (same fields, variables and values) over `ops.conv_general_dilated`: in a training
-    step (the "batch_stats" collection mutable) float32 convolutions run oneDNN's kernels
-    (`jaxcam._native`), elsewhere lax's (see `jaxcam.nn.native`)."""
+    """flax's Conv (same fields, variables and values) over `ops.conv_general_dilated`: float32
+    convolutions run oneDNN's kernels (`jaxcam._native`), others lax's (see `jaxcam.nn.native`)."""
 
     conv_general_dilated: Any = ops.conv_general_dilated
-
-    def __call__(self, inputs):
-        with _switch.training(self.is_mutable_collection("batch_stats")):
-            return super().__call__(inputs)
 
 
 class BatchNorm(nn.Module):
@@ -52,7 +47,8 @@ class DepthwiseConv(nn.Module):
     """Bias-free depthwise conv, explicit `pads` or TensorFlow SAME padding (pads=None).
 
     Kernel (k, k, 1, C) as `nn.Conv(feature_group_count=C)`; computed by `ops.depthwise_conv`
-    (shifted multiply-adds with a custom VJP; the grouped lax convolution under `jaxcam.nn.plain()`).
+    (oneDNN's grouped convolution; without it shifted multiply-adds with a custom VJP; the grouped
+    lax convolution under `jaxcam.nn.plain()`).
     """
 
     kernel_size: int
@@ -64,8 +60,7 @@ class DepthwiseConv(nn.Module):
         k, s = self.kernel_size, self.stride
         kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, 1, x.shape[-1]), jnp.float32)
         pads = self.pads or tuple(same_pads(n, k, s) for n in x.shape[1:3])
-        with _switch.training(self.is_mutable_collection("batch_stats")):
-            return ops.depthwise_conv(x, kernel[:, :, 0].astype(x.dtype), s, pads)
+        return ops.depthwise_conv(x, kernel[:, :, 0].astype(x.dtype), s, pads)
 
 
 def max_pool(x, window, strides, padding=((0, 0), (0, 0)), *, training: bool = None):

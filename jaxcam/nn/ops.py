@@ -1,25 +1,23 @@
-"""Array functions with the same mathematics as their plain lax/jnp forms, written so XLA:CPU runs
-the training step fast (each one is tested against the plain form: tests/test_ops.py).
+"""The kernel boundary: every convolution, BatchNorm and max pooling of jaxcam's models comes here, and
+here alone it is decided whether oneDNN (`jaxcam._native`, through `jaxcam.nn._onednn`) or the plain
+lax formulation computes it -- for explaining and training alike, under jit, vmap, grad and jvp.
 
-- `conv_general_dilated` / `conv2d`: float32 NHWC convolutions through oneDNN (`jaxcam._native`, an
-  XLA FFI handler built at install time): forward, input gradient and kernel gradient. XLA:CPU's own
-  kernel gradient fuses the producers of a convolution's input (BatchNorm, ReLU, the residual adds of
-  every earlier block) into the transposed copy it needs and recomputes them there in a cache-hostile
-  order (56% of a CIFAR ResNet-20 step); a custom call reads one materialized buffer instead. Without
-  the native library: lax's convolution. (Isolating lax's kernel gradient in a `lax.cond` branch is no
-  fix: XLA:CPU then runs that convolution without its fast runtime kernel, ~40x slower.)
-- `channel_sums`: per-channel sums over all leading axes as two reductions (rows, then the W x C
-  rows), several times faster on XLA:CPU than one reduction over (N, H, W).
-- `batch_norm_train`: training-mode BatchNorm (flax's statistics: mean and E[x^2] - mean^2) with a
-  custom VJP whose reductions are `channel_sums`.
-- `depthwise_conv`: in training steps oneDNN's grouped (depthwise) convolution; elsewhere k*k shifted
-  multiply-adds with a custom VJP (input gradient as shifted multiply-adds of the padded cotangent,
-  kernel gradient as k*k `channel_sums`).
-- `batch_norm_train` (in training steps: oneDNN's primitive) and `max_pool` (in training steps:
-  oneDNN's pooling with its workspace; elsewhere XLA's reduce_window, whose gradient XLA:CPU runs as
-  a scatter over index planes, ~20x slower).
+- `conv_general_dilated` (what `jaxcam.nn.Conv` and NNX convolutions call), `conv`, `conv2d`,
+  `depthwise_conv`: float32 NHWC/HWIO convolutions on oneDNN whenever its library loads (forward,
+  input gradient, kernel gradient, and forward-mode derivatives: they are JAX primitives with
+  bilinear rules); otherwise lax's. XLA:CPU's own convolution collapses where the window is larger
+  than the feature map (a 3x3 window on ResNet's 2x2 layer4 at 64 px: 1.2 GFLOP/s instead of ~70),
+  and its kernel gradient recomputes the input's producers in a cache-hostile order.
+- `batch_norm_train`: training-mode BatchNorm (flax's statistics) -- oneDNN's primitive in training
+  steps (the layer's batch statistics mutable), else a custom VJP whose reductions are `channel_sums`.
+  Inference BatchNorm is an affine map XLA fuses into its neighbours.
+- `max_pool`: XLA's reduce_window for the value, oneDNN's pooling backward for the gradient (XLA:CPU
+  runs its own as a scatter over index planes, ~20x slower).
+- `isolated` / `jaxcam.nn.materialize`: an XLA:CPU fusion boundary.
 
-Every function takes the plain path inside `jaxcam.nn.plain()`.
+Every function takes the plain lax path inside `jaxcam.nn.plain()` and keeps XLA's convolutions
+inside `jaxcam.nn.native(False)` (or with ``JAXCAM_NATIVE=0``). Each is tested against the plain form
+(tests/test_ops.py).
 """
 from __future__ import annotations
 
@@ -64,15 +62,14 @@ _NHWC = ("NHWC", "HWIO", "NHWC")
 
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                          dimension_numbers=None, feature_group_count=1, batch_group_count=1,
-                         precision=None, preferred_element_type=None):
-    """`lax.conv_general_dilated`; float32 NHWC/HWIO convolutions without dilation or groups run
-    oneDNN's kernels (`conv2d`) in training steps (`jaxcam.nn.native`) when `jaxcam._native` loads;
-    everything else (and `plain()`) lax's."""
+                         precision=None, preferred_element_type=None, **lax_kwargs):
+    """`lax.conv_general_dilated`; float32 NHWC/HWIO convolutions without dilation run oneDNN's kernels
+    when `jaxcam._native` loads; everything else (and `plain()` / `native(False)`) lax's."""
     # flax passes ConvDimensionNumbers (axis indices), others pass strings: compare the normalized form.
     nhwc = (lhs.ndim == 4 and dimension_numbers is not None
             and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
             == lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC))
-    simple = (nhwc and feature_group_count == 1 and batch_group_count == 1
+    simple = (nhwc and batch_group_count == 1 and lax_kwargs.get("out_sharding") is None
               and all(d == 1 for d in (lhs_dilation or (1, 1))) and all(d == 1 for d in (rhs_dilation or (1, 1)))
               and preferred_element_type is None)
     if simple and not is_plain():
@@ -80,11 +77,11 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
             padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
         pads = tuple((int(a), int(b)) for a, b in padding)
         if native_usable(lhs, rhs, pads):
-            return _onednn.conv(lhs, rhs, tuple(int(s) for s in window_strides), pads)
+            return _onednn.conv(lhs, rhs, tuple(int(s) for s in window_strides), pads, feature_group_count)
     # XLA's own convolution (and its autodiff) is the fast XLA path
     return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                                     dimension_numbers, feature_group_count, batch_group_count,
-                                    precision, preferred_element_type)
+                                    precision, preferred_element_type, **lax_kwargs)
 
 
 def _conv(x, w, strides, pads, precision=None, groups=1):
