@@ -134,7 +134,8 @@ def parse_args(argv=None):
 
     p = common.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="ResNet-18, 128 px, 3 repeats, batch 1 and 4")
-    p.add_argument("--arch", choices=["resnet18", "resnet34", "resnet50"])
+    p.add_argument("--arch", choices=["resnet18", "resnet34", "resnet50", "resnet20"],
+                   help="torchvision ResNets (layer4) or the CIFAR ResNet-20 (layer3; torch code from tests/torch_utils.py)")
     p.add_argument("--size", type=common.positive_int, help="input side in pixels (224; quick: 128)")
     p.add_argument("--batches", type=_batches, help="comma-separated batch sizes (1,8; quick: 1,4)")
     p.add_argument("--repeats", type=common.positive_int, help="timed calls per row, median reported (5; quick: 3)")
@@ -206,8 +207,17 @@ class Bench:
         self.jit = compile_lib.jit  # jaxcam's own CPU options (a bare jax.jit forward runs ~2x slower here)
         torch.set_num_threads(args.threads)
         torch.manual_seed(0)
-        self.tv_model = getattr(torchvision.models, args.arch)().eval()
-        self.model = getattr(jaxcam.models, args.arch)(weights=self.tv_model.state_dict())
+        if args.arch == "resnet20":
+            sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+            from tests.torch_utils import TorchCifarResNet
+
+            self.tv_model = TorchCifarResNet(n=3).eval()
+            self.model = jaxcam.models.load("resnet20", weights=self.tv_model.state_dict())
+            self.layer = "layer3"
+        else:
+            self.tv_model = getattr(torchvision.models, args.arch)().eval()
+            self.model = getattr(jaxcam.models, args.arch)(weights=self.tv_model.state_dict())
+            self.layer = "layer4"
         rng = np.random.default_rng(0)
         images = rng.integers(0, 256, (max(args.batches), args.size, args.size, 3), dtype=np.uint8)
         self.x_all = np.asarray(self.model.preprocess(images))  # NHWC float32
@@ -243,7 +253,7 @@ class Bench:
 
         x = self.to_torch(self.x_all[:batch])
         targets = [ClassifierOutputTarget(int(c)) for c in self.classes_all[:batch]]
-        cam = getattr(pytorch_grad_cam, cls_name)(model=self.tv_model, target_layers=[self.tv_model.layer4[-1]])
+        cam = getattr(pytorch_grad_cam, cls_name)(model=self.tv_model, target_layers=[getattr(self.tv_model, self.layer)[-1]])
 
         def call():
             return cam(input_tensor=x, targets=targets)
@@ -266,7 +276,7 @@ class Bench:
         classes = self.jnp.asarray(self.classes_all[:batch])
         if fn_name in JAX_AOT:
             t = time.perf_counter()
-            compiled = self.jit(lambda m, x, t: fn(m, x, layer="layer4", targets=t)).lower(
+            compiled = self.jit(lambda m, x, t: fn(m, x, layer=self.layer, targets=t)).lower(
                 self.model, x, classes).compile()
             compile_s = time.perf_counter() - t
             seconds, maps, calls = median_time(
@@ -274,10 +284,10 @@ class Bench:
             )
             return seconds, compile_s, self.np.asarray(maps), calls
         t = time.perf_counter()
-        maps = fn(self.model, x, layer="layer4", targets=classes).block_until_ready()
+        maps = fn(self.model, x, layer=self.layer, targets=classes).block_until_ready()
         first = time.perf_counter() - t
         seconds, maps, calls = median_time(
-            lambda: fn(self.model, x, layer="layer4", targets=classes).block_until_ready(),
+            lambda: fn(self.model, x, layer=self.layer, targets=classes).block_until_ready(),
             self.args.repeats, self.args.max_seconds,
         )
         return seconds, max(first - seconds, 0.0), self.np.asarray(maps), calls
@@ -364,7 +374,7 @@ def machine_info(args, bench) -> str:
         f"grad-cam {version('grad-cam')}",
         f"- XLA_FLAGS: `{os.environ.get('XLA_FLAGS', '')}`",
         f"- model: torchvision {args.arch} (random init, seed 0, eval) and the same weights in jaxcam; "
-        f"logits max abs diff {bench.logit_diff:.1e}; input {args.size} px, layer4",
+        f"logits max abs diff {bench.logit_diff:.1e}; input {args.size} px, {bench.layer}",
         f"- repeats: median of up to {args.repeats} calls after one warm-up; row budget {args.max_seconds:g} s",
     ])
 

@@ -291,3 +291,24 @@ def test_native_conv_under_every_transformation(k, stride, pads, groups):
     for axes, args in (((0, None), (xs, w)), ((0, 0), (xs, ws)), ((None, 0), (x, ws))):
         jax.tree_util.tree_map(_close, jax.vmap(jax.value_and_grad(mine, (0, 1)), axes)(*args),
                                jax.vmap(jax.value_and_grad(ref, (0, 1)), axes)(*args))
+
+
+def test_methods_explain_through_onednn():
+    """Explaining runs the oneDNN kernels too (forward, input gradients, ShapleyCAM's forward-over-reverse
+    Hessian-vector products, guided backpropagation through max pooling), with the plain lax path's maps."""
+    _needs_native()
+    import jaxcam
+
+    model = jaxcam.models.resnet18(num_classes=5)
+    x = _rand((2, 64, 64, 3), 0)
+    text = jax.jit(lambda x: model(x)).lower(x).as_text()
+    assert "jaxcam_conv_fwd" in text
+    assert "jaxcam_pool" in jax.jit(jax.grad(lambda x: jnp.sum(model(x)))).lower(x).as_text()
+    calls = [lambda: jaxcam.grad_cam(model, x, layer="layer3"), lambda: jaxcam.shapley_cam(model, x, layer="layer3"),
+             lambda: jaxcam.guided_backprop(model, x), lambda: jaxcam.score_cam(model, x, layer="layer4", chunk_size=64)]
+    got = [call() for call in calls]
+    with jnn.plain():
+        want = [call() for call in calls]
+    for g, w in zip(got, want):
+        assert float(jnp.max(jnp.abs(w))) > 0  # not blank
+        _close(g, w, 1e-4)
