@@ -200,11 +200,13 @@ def test_maps_match_pytorch_grad_cam(tv_resnet18, resnet18, images, name):
 
 
 def test_ablation_cam_costs_at_most_1_5_forward_passes(resnet18):
-    """XLA's own FLOP count: ablating all 512 channels of layer4 re-runs only the head."""
+    """XLA's own FLOP count: ablating all 512 channels of layer4 re-runs only the head. Counted on XLA's
+    convolutions (`native(False)`): XLA's cost analysis does not see inside oneDNN's custom calls."""
     x = jnp.zeros((1, 64, 64, 3))
 
     def flops(fn):
-        return jax.jit(fn).lower(resnet18, x).compile().cost_analysis()["flops"]
+        with jaxcam.nn.native(False):
+            return jax.jit(fn).lower(resnet18, x).compile().cost_analysis()["flops"]
 
     forward = flops(lambda m, x: m(x))
     ablation = flops(lambda m, x: jaxcam.ablation_cam(m, x, layer="layer4", chunk_size=512))
