@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import difflib
 import os
 import sys
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+
+from jaxcam._src.hints import closest, unknown_name  # noqa: F401  (re-exported)
 
 Check = Callable[[Any], Optional[str]]  # returns what is wrong, or None
 
@@ -44,10 +45,28 @@ class Option:
     check: Optional[Check] = None
     choices: Tuple[Any, ...] = ()
     flag_only: bool = False  # e.g. --config itself
+    aliases: Tuple[str, ...] = ()  # old spellings, accepted with a one-line deprecation note
 
     @property
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
+
+
+def flag_of(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+ALIAS = "alias:"  # parsed alias flags are stored as "alias:<old name>" until `settle` maps them
+
+
+def deprecations(where: Dict[str, str], options: Sequence[Option]) -> list:
+    """One line per old spelling used (flags or config keys): ``note: --size is deprecated; use --image-size``."""
+    notes = []
+    for opt in options:
+        for old in opt.aliases:
+            if where.get(opt.name) in (flag_of(old), f"{old}=") or str(where.get(opt.name, "")).endswith(f": {old}"):
+                notes.append(f"note: {where[opt.name]} is deprecated; use {opt.flag} (or '{opt.name}')")
+    return notes
 
 
 # ---------------------------------------------------------------- checks
@@ -69,17 +88,6 @@ def non_negative(v):
 
 def fraction(v):
     return None if v is None or 0.0 <= v <= 1.0 else f"must be in [0, 1], got {v}"
-
-
-def closest(name: str, valid: Sequence[str], n: int = 3) -> str:
-    """`` (did you mean 'a', 'b'?)`` or ``""``."""
-    hits = difflib.get_close_matches(str(name).lower(), [str(v).lower() for v in valid], n=n, cutoff=0.5)
-    lookup = {str(v).lower(): str(v) for v in valid}
-    return f" (did you mean {', '.join(repr(lookup[h]) for h in hits)}?)" if hits else ""
-
-
-def unknown_name(kind: str, name: str, valid: Sequence[str]) -> str:
-    return f"unknown {kind} {name!r}{closest(name, valid)}; choose one of {', '.join(map(str, valid))}"
 
 
 # ---------------------------------------------------------------- command line
@@ -107,6 +115,13 @@ def parser(prog: str, options: Sequence[Option], description: str = "", epilog: 
     p = OneLineParser(prog=prog, description=description, epilog=epilog,
                       formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=argparse.SUPPRESS)
     for opt in options:
+        for old in opt.aliases:  # hidden; `settle` maps them to the option and notes the deprecation
+            kind = str if opt.type in (list, dict) else opt.type
+            if opt.type is bool:
+                p.add_argument(flag_of(old), dest=ALIAS + old, action=argparse.BooleanOptionalAction,
+                               help=argparse.SUPPRESS)
+            else:
+                p.add_argument(flag_of(old), dest=ALIAS + old, type=kind, help=argparse.SUPPRESS)
         default = "" if opt.flag_only or opt.default is None else f" (default: {_show(opt.default)})"
         text = opt.help + default
         if opt.type is bool:
@@ -148,9 +163,11 @@ def load_file(path: str, options: Sequence[Option]) -> Dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: must be a mapping of option: value, got a {type(data).__name__}")
     by_name = {o.name: o for o in options if not o.flag_only}
+    old_names = {old: o.name for o in options for old in o.aliases}
     out = {}
     for key, value in data.items():
         name = str(key).replace("-", "_")
+        name = old_names.get(name, name)
         if name not in by_name:
             raise ConfigError(f"{path}: unknown key {key!r}{closest(name, list(by_name))}")
         try:
@@ -209,29 +226,57 @@ def coerce(opt: Option, value):
 
 def resolve(options: Sequence[Option], args: argparse.Namespace, overrides: Optional[Dict[str, Any]] = None
             ) -> Tuple[Dict[str, Any], Dict[str, str]]:
-    """``(config, where)``: defaults < `overrides` (a preset) < the ``config`` file < flags, checked.
+    """``(config, where)`` from parsed flags: defaults < `overrides` (a preset) < the ``config`` file < flags.
 
     `where[name]` says where each value came from (``--lr``, ``run.yaml: lr``, ``default``) so
     errors name it. Raises `ConfigError` (one line) on the first bad value.
     """
-    flags = vars(args)
+    return settle(options, vars(args), overrides, source=lambda opt: opt.flag)
+
+
+def from_keywords(options: Sequence[Option], values: Dict[str, Any], overrides: Optional[Dict[str, Any]] = None,
+                  owner: str = "fit") -> Tuple[Dict[str, Any], Dict[str, str]]:
+    """`resolve` for Python keywords (``fit(lr=0.1, config="run.yaml")``); errors name ``lr=``."""
+    by_name = {o.name for o in options} | {old for o in options for old in o.aliases}
+    for key in values:
+        if key not in by_name:
+            raise ConfigError(f"{owner}() has no option {key!r}{closest(key, sorted(by_name))}")
+    return settle(options, {k: v for k, v in values.items() if v is not None}, overrides,
+                  source=lambda opt: f"{opt.name}=")
+
+
+def settle(options: Sequence[Option], given: Dict[str, Any], overrides: Optional[Dict[str, Any]] = None,
+           source: Callable[[Option], str] = lambda opt: opt.flag) -> Tuple[Dict[str, Any], Dict[str, str]]:
+    """defaults < `overrides` < ``given["config"]`` (a YAML file) < `given`, coerced and checked;
+    `source(option)` names a given value in errors (its flag, or its keyword)."""
+    old_names = {old: o for o in options for old in o.aliases}
+    renamed = {}
+    for k, v in given.items():
+        old = k[len(ALIAS):] if k.startswith(ALIAS) else (k if k in old_names else None)
+        if old is None:
+            renamed[k] = (v, None)
+        elif old_names[old].name not in given:  # the new spelling wins when both are given
+            renamed[old_names[old].name] = (v, flag_of(old) if k.startswith(ALIAS) else f"{old}=")
+    given = {k: v for k, (v, _) in renamed.items()}
+    spelled = {k: label for k, (_, label) in renamed.items() if label}
     cfg = {o.name: o.default for o in options if not o.flag_only}
     where = {name: "default" for name in cfg}
     for k, v in (overrides or {}).items():
         cfg[k], where[k] = v, "preset"
-    path = flags.get("config")
+    path = given.get("config")
     if path:
         for k, v in load_file(path, options).items():
             cfg[k], where[k] = v, f"{path}: {k}"
     by_name = {o.name: o for o in options}
-    for k, v in flags.items():
+    for k, v in given.items():
         if k == "config" or k not in by_name:
             continue
+        label = spelled.get(k) or source(by_name[k])
         try:
             cfg[k] = coerce(by_name[k], v)
         except (TypeError, ValueError) as e:
-            raise ConfigError(f"{by_name[k].flag}: {e}") from None
-        where[k] = by_name[k].flag
+            raise ConfigError(f"{label}: {e}") from None
+        where[k] = label
     for opt in options:
         if opt.flag_only:
             continue

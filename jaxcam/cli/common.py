@@ -24,6 +24,19 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"error: {self.prog}: {message}\n")
 
 
+def reuse_host_memory() -> None:
+    """Before JAX runs: glibc keeps freed blocks for reuse, so XLA:CPU's per-call buffers are not
+    zero-filled anew (`jaxcam.train.reuse_host_memory`; ``JAXCAM_REUSE_MEMORY=0`` turns it off)."""
+    from jaxcam._src.hostmem import reuse_host_memory as reuse
+
+    reuse(warn=False)
+
+
+def error_line(prog: str, err: BaseException) -> None:
+    """The one error format of every command: ``<prog>: error: <message on one line>`` on stderr."""
+    sys.stderr.write(f"{prog}: error: {' '.join(str(err).split())}\n")
+
+
 def run(main: Callable[[list], int], argv: Optional[Sequence[str]]) -> int:
     """Call ``main(argv)``; a UsageError becomes one stderr line and status 2, SystemExit passes through.
 

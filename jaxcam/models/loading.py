@@ -71,6 +71,11 @@ _ALIASES = {"resnet20_cifar": "resnet20", "resnet32_cifar": "resnet32", "resnet4
             "resnet56_cifar": "resnet56", "efficientnet-lite0": "efficientnet_lite0"}
 
 
+def canonical_name(name: str) -> str:
+    """The registry name of a zoo model name or alias (``resnet20_cifar`` -> ``resnet20``)."""
+    return _ALIASES.get(name, name)
+
+
 def cache_dir() -> str:
     """Where downloaded weights are kept: ``$JAXCAM_CACHE`` or ``~/.cache/jaxcam/weights``."""
     return os.environ.get("JAXCAM_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "jaxcam", "weights")
