@@ -129,7 +129,7 @@ def explain_batches(method: Union[str, Callable], model, images, *, batch_size: 
     """As `explain`, but yields each `Batch` as soon as it is computed (arrays on device)."""
     call = resolve_method(method)
     if isinstance(call, registry.Method):
-        options = call.check(**options)
+        call, options = call.bind(**options), {}  # options checked once here, not per batch
     model = as_model(model)
     mesh = batch_mesh(devices)
     size = round_to_devices(batch_size, mesh.size)
@@ -170,7 +170,7 @@ def resolve_method(method):
     if isinstance(method, (str, registry.Method)):
         return registry.get(method)
     for m in registry.REGISTRY.values():
-        if m.fn is method:
+        if m.fn is method or m.rule is method:
             return m
     if not callable(method):
         raise TypeError(f"method must be a jaxcam method, its name, or a function; got {method!r}")

@@ -18,21 +18,18 @@ import os
 import sys
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
-from jaxcam._src.hints import closest, unknown_name  # noqa: F401  (re-exported)
+from jaxcam._src.hints import ConfigError, closest, unknown_name  # noqa: F401  (re-exported)
 
 Check = Callable[[Any], Optional[str]]  # returns what is wrong, or None
-
-
-class ConfigError(ValueError):
-    """A bad option value, flag or config-file key; the message is one line and says what to do."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Option:
     """One option: config key `name`, flag ``--name-with-dashes``.
 
-    type: int | float | str | bool | list | dict (list: comma-separated on the command line; dict: a
-      YAML mapping, or on the command line a comma-separated list of names meaning defaults).
+    type: int | float | str | bool | list | dict (list: comma-separated on the command line, or words
+      with `nargs`; dict: a YAML mapping, or on the command line a comma-separated list of names
+      meaning defaults), or any converter ``text -> value`` raising ValueError.
     default: value when neither the file nor a flag gives one (None = unset).
     check: optional validator returning an error text; `choices`: the allowed values (names are
       matched case-insensitively, with the closest ones suggested).
@@ -46,6 +43,9 @@ class Option:
     choices: Tuple[Any, ...] = ()
     flag_only: bool = False  # e.g. --config itself
     aliases: Tuple[str, ...] = ()  # old spellings, accepted with a one-line deprecation note
+    nargs: Optional[str] = None  # list options given as separate words ("*", "+") instead of a,b,c
+    item: Optional[Callable[[Any], Any]] = None  # list options: the type of each element
+    positional: bool = False  # a positional argument (e.g. render's input files)
 
     @property
     def flag(self) -> str:
@@ -124,7 +124,11 @@ def parser(prog: str, options: Sequence[Option], description: str = "", epilog: 
                 p.add_argument(flag_of(old), dest=ALIAS + old, type=kind, help=argparse.SUPPRESS)
         default = "" if opt.flag_only or opt.default is None else f" (default: {_show(opt.default)})"
         text = opt.help + default
-        if opt.type is bool:
+        if opt.positional:
+            p.add_argument(opt.name, nargs=opt.nargs, type=opt.item or str, help=text)
+        elif opt.nargs:
+            p.add_argument(opt.flag, dest=opt.name, nargs=opt.nargs, type=opt.item or str, help=text)
+        elif opt.type is bool:
             p.add_argument(opt.flag, dest=opt.name, action=argparse.BooleanOptionalAction, help=text)
         elif opt.type in (list, dict):
             p.add_argument(opt.flag, dest=opt.name, type=str, metavar="A,B,...", help=text)
@@ -206,10 +210,10 @@ def coerce(opt: Option, value):
         return str(value)
     if t is list:
         if isinstance(value, str):
-            return [v.strip() for v in value.split(",") if v.strip()]
-        if isinstance(value, (list, tuple)):
-            return list(value)
-        return [value]
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        elif not isinstance(value, (list, tuple)):
+            value = [value]
+        return [opt.item(v) for v in value] if opt.item else list(value)
     if t is dict:
         if isinstance(value, str):
             return {v.strip(): {} for v in value.split(",") if v.strip() and v.strip().lower() != "none"}
@@ -218,7 +222,7 @@ def coerce(opt: Option, value):
         if isinstance(value, dict):
             return {str(k): ({} if v is None or v is True else v) for k, v in value.items() if v is not False}
         raise ValueError(f"expected a mapping or a list of names, got {value!r}")
-    return t(value)
+    return t(value) if isinstance(value, str) else value  # a converter (e.g. a size "4G"): text only
 
 
 # ---------------------------------------------------------------- resolve + validate

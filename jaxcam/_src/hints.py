@@ -1,8 +1,14 @@
-"""Error hints shared by every check: the closest valid names of a mistyped one."""
+"""Bad input, reported the same way everywhere: `ConfigError` (one line that says what to do) and the
+closest valid names of a mistyped one."""
 from __future__ import annotations
 
 import difflib
 from typing import Sequence
+
+
+class ConfigError(ValueError):
+    """A bad option value, flag, config-file key or command-line input; the message is one line and says
+    what to do. Commands print it as ``<prog>: error: <message>`` and exit with status 2."""
 
 
 def closest(name: str, valid: Sequence[str], n: int = 3) -> str:

@@ -21,8 +21,7 @@ from jaxcam._src.kinds import as_model
 from jaxcam._src.runner import run
 from jaxcam._src.split import kind_of
 from jaxcam.nn.layers import BatchNorm as FastBatchNorm
-from jaxcam.methods.registry import AUG_SMOOTH, NORMALIZE, SCORE, Method, check_options, register
-
+from jaxcam.methods.registry import AUG_SMOOTH, NORMALIZE, SCORE, method
 SCALE_EPS = 1e-7  # pytorch-grad-cam's (and the paper code's) per-channel scaling
 
 
@@ -99,6 +98,17 @@ def fullgrad_map(split, x, targets, score: str = "logit"):
     return total
 
 
+FULLGRAD_OPTIONS = (SCORE, AUG_SMOOTH, NORMALIZE)
+
+
+@method(
+    formula='FullGrad: input-gradient x input plus every bias-gradient x bias, each channel scaled to [0, 1]. (Srinivas & Fleuret, NeurIPS 2019)',
+    family="gradient",
+    options=FULLGRAD_OPTIONS,
+    aliases=("full_grad",),
+    paper="Srinivas & Fleuret, NeurIPS 2019",
+    pgc="FullGrad",
+)
 def fullgrad(model, x, layer=None, targets=None, *, score="logit", aug_smooth=False, normalize=True):
     """FullGrad: input-gradient x input plus every bias-gradient x bias, each channel scaled to [0, 1].
 
@@ -109,16 +119,9 @@ def fullgrad(model, x, layer=None, targets=None, *, score="logit", aug_smooth=Fa
     Returns:
       (N, H, W) float32 maps in [0, 1].
     """
-    check_options(FULLGRAD_OPTIONS, score=score, aug_smooth=aug_smooth)
     model = as_model(model)
     kind = kind_of(model)
     if kind is not None and not hasattr(kind, "bias_outputs"):
         raise ValueError(NO_BIAS_LAYERS.format(kind=type(kind).__name__))
     return run(fullgrad_map, model, x, None, targets, "none", score=score, aug_smooth=aug_smooth,
                normalize=normalize)
-
-
-FULLGRAD_OPTIONS = (SCORE, AUG_SMOOTH, NORMALIZE)
-
-register(Method("fullgrad", fullgrad, family="gradient", options=FULLGRAD_OPTIONS, aliases=("full_grad",),
-                paper="Srinivas & Fleuret, NeurIPS 2019", pgc="FullGrad"))
