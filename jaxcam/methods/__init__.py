@@ -11,6 +11,7 @@ import pkgutil as _pkgutil
 
 from jaxcam.methods import registry
 
+
 _modules = [_importlib.import_module(f"{__name__}.{info.name}") for info in _pkgutil.iter_modules(__path__)
             if info.name != "registry" and not info.name.startswith("_")]
 

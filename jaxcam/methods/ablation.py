@@ -22,10 +22,11 @@ import numpy as np
 from jaxcam._src import targets as targets_lib
 from jaxcam._src.runner import run
 from jaxcam._src.split import Split
-from jaxcam.nn.ops import isolated
+from jaxcam import nn as jnn
 from jaxcam.methods.registry import (
     AUG_SMOOTH, FINAL_ACTIVATION, NORMALIZE, RESHAPE_TRANSFORM, SCORE, method, Option, renamed,
 )
+
 
 _CHUNK_BYTES = 1 << 28  # ablated activation copies per chunk: 256 MiB
 
@@ -36,10 +37,10 @@ def materialized(a):
     Without this XLA:CPU fuses the layer's own producers (the last block's BatchNorm, residual add and
     ReLU at ResNet layer4) into the fusion of every masked copy's head, recomputing them K times: on
     ResNet-50 layer4 location ablation (K = 49) that one fusion took 35 ms of a 57 ms call. A
-    conditional whose two branches are the identity keeps the boundary (`jaxcam.nn.ops.isolated`;
+    conditional whose two branches are the identity keeps the boundary (`jaxcam.nn.materialize`;
     `lax.optimization_barrier` does not survive XLA:CPU's pipeline).
     """
-    return isolated(lambda t: t + 0.0, a)
+    return jnn.materialize(a)
 
 
 def auto_chunk_size(num_ablations: int, activation_shape) -> int:

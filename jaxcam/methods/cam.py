@@ -19,6 +19,7 @@ from jaxcam._src.split import Split, kind_of, parse_layer
 from jaxcam.methods.registry import AUG_SMOOTH, EIGEN_SMOOTH, FINAL_ACTIVATION, method
 from jaxcam._src.kinds import as_model
 
+
 GAP_FC_RTOL = 1e-3
 
 

@@ -31,6 +31,7 @@ from jaxcam.methods.cam import classifier_params
 from jaxcam.methods.registry import method, Option
 from jaxcam._src.kinds import as_model
 
+
 NMF_EPS = 1e-10
 
 

@@ -20,12 +20,14 @@ from jaxcam._src import targets as targets_lib
 from jaxcam._src.kinds import as_model
 from jaxcam._src.runner import run
 from jaxcam._src.split import kind_of
-from jaxcam.nn.layers import BatchNorm as FastBatchNorm
+from jaxcam import nn as jnn
 from jaxcam.methods.registry import AUG_SMOOTH, NORMALIZE, SCORE, method
+
+
 SCALE_EPS = 1e-7  # pytorch-grad-cam's (and the paper code's) per-channel scaling
 
 
-BATCH_NORMS = (nn.BatchNorm, FastBatchNorm)  # flax's and jaxcam.nn's (same variables and epsilon)
+BATCH_NORMS = (nn.BatchNorm, jnn.BatchNorm)  # flax's and jaxcam.nn's (same variables and epsilon)
 
 
 def _biased(module) -> bool:

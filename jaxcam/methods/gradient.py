@@ -25,6 +25,7 @@ from jaxcam.methods.registry import (
     AUG_SMOOTH, EIGEN_SMOOTH, FINAL_ACTIVATION, NORMALIZE, RESHAPE_TRANSFORM, SCORE, method, Option,
 )
 
+
 GRAD_CAM_PP_EPS = 1e-6  # pytorch-grad-cam's
 XGRAD_CAM_EPS = 1e-7  # pytorch-grad-cam's
 

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from jaxcam._src.runner import run
 from jaxcam.methods.registry import AUG_SMOOTH, FINAL_ACTIVATION, NORMALIZE, RESHAPE_TRANSFORM, method, Option
 
+
 KERNELS = ("sigmoid", "rbf", "poly", "linear", "cosine")
 
 

@@ -12,6 +12,8 @@ import jax.numpy as jnp
 
 from jaxcam._src import maps
 from jaxcam.methods.registry import get, method, Option
+
+
 @method(
     formula="RefineCAM: the product of the base method's maps at each layer of `layer`, min-maxed. (pytorch-grad-cam 1.5.7 RefineCAM (arXiv:2605.14641))",
     family="composite",

@@ -29,6 +29,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
+
 FAMILIES = ("gradient", "ablation", "score", "eigen", "cam", "guided", "composite", "random")
 OUTPUTS = ("map", "attribution", "maps")
 _MISSING = object()

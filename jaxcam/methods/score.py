@@ -21,6 +21,7 @@ from jaxcam.methods.registry import (
     AUG_SMOOTH, EIGEN_SMOOTH, FINAL_ACTIVATION, NORMALIZE, RESHAPE_TRANSFORM, SCORE, method, Option, renamed,
 )
 
+
 MASK_EPS = 1e-8  # pytorch-grad-cam's
 
 

@@ -24,6 +24,7 @@ from jaxcam._src.request import check_input
 from jaxcam.methods.registry import get, method, Option
 from jaxcam._src.kinds import as_model
 
+
 BLUR_SIZE, BLUR_SIGMA = 11, 5.0
 
 

@@ -19,6 +19,7 @@ from jaxcam._src.runner import run
 from jaxcam.methods.gradient import activations_and_grads
 from jaxcam.methods.registry import AUG_SMOOTH, EIGEN_SMOOTH, FINAL_ACTIVATION, NORMALIZE, SCORE, method, Option
 
+
 EPS = 1e-8  # torchcam's
 
 

@@ -17,6 +17,7 @@ from jaxcam._src import targets as targets_lib
 from jaxcam._src.runner import run
 from jaxcam.methods.registry import AUG_SMOOTH, EIGEN_SMOOTH, FINAL_ACTIVATION, NORMALIZE, SCORE, method, Option
 
+
 NORM_EPS = 1e-8  # torchcam's
 
 

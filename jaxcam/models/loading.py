@@ -10,6 +10,7 @@ Checkpoints are read by `jaxcam.models.checkpoint` (no torch, no pickled code ru
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import os
 import shutil
@@ -74,6 +75,18 @@ _ALIASES = {"resnet20_cifar": "resnet20", "resnet32_cifar": "resnet32", "resnet4
 def canonical_name(name: str) -> str:
     """The registry name of a zoo model name or alias (``resnet20_cifar`` -> ``resnet20``)."""
     return _ALIASES.get(name, name)
+
+
+@functools.lru_cache(maxsize=16)
+def abstract(name: str, image_size: Optional[int] = None) -> Model:
+    """The zoo model `name` as shapes only (``jax.eval_shape``: no weights read, nothing computed), e.g.
+    to resolve layer names (`jaxcam.list_layers`) before loading anything; `image_size` replaces its
+    own input size."""
+    spec = _spec(name)
+    model = jax.eval_shape(lambda: spec.constructor(num_classes=2, weights=None, class_names=()))
+    if image_size:
+        model = model.replace(info=dataclasses.replace(model.info, input_size=int(image_size)))
+    return model
 
 
 def cache_dir() -> str:

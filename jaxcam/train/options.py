@@ -10,7 +10,6 @@ keys of its YAML configs are all `OPTIONS`. Every default is decided here, once:
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 from typing import Any, Dict, Optional
 
@@ -156,7 +155,7 @@ def validate(cfg: Dict[str, Any], where: Dict[str, str], options=OPTIONS) -> Dic
     layers += [("cam_layers", str(layer)) for layer in cfg["cam_layers"] or ()]
     for option, layer in layers:
         try:  # abstract: no weights, nothing compiled; the model's own input size unless one is asked for
-            model = abstract_model(cfg["model"], cfg["image_size"])
+            model = loading.abstract(cfg["model"], cfg["image_size"])
             check_layer(model, layer)
         except LayerError as e:
             raise err(option, str(e)) from None
@@ -167,16 +166,6 @@ def validate(cfg: Dict[str, Any], where: Dict[str, str], options=OPTIONS) -> Dic
         raise err("batch_size", f"{cfg['batch_size']} does not split over the {n_dev} local devices; "
                                 f"use a multiple of {n_dev}")
     return cfg
-
-
-@functools.lru_cache(maxsize=16)
-def abstract_model(name: str, image_size: Optional[int] = None):
-    """The zoo model `name` as shapes only (``jax.eval_shape``: no weights, nothing compiled)."""
-    spec = loading.REGISTRY[name]
-    model = jax.eval_shape(lambda: spec.constructor(num_classes=2, weights=None, class_names=()))
-    if image_size:
-        model = model.replace(info=dataclasses.replace(model.info, input_size=int(image_size)))
-    return model
 
 
 def validate_with_counts(cfg, where, options, n_val: int, n_train: int):
