@@ -9,7 +9,7 @@ Importing jaxcam has no process-wide side effects: XLA:CPU tuning is passed per 
 Where things are: one method per file in `jaxcam.methods` (listed by `jaxcam.methods.registry`),
 the shared engine in `jaxcam._src` (split, runner, request, compile), batching over many images in
 `jaxcam.batching` (`jaxcam.explain`), the device mesh in `jaxcam.sharding`, colouring in
-`jaxcam.visual`, image files in `jaxcam.images`, resumable jobs in `jaxcam.jobs`, the command line
+`jaxcam.viz.heatmaps`, image files in `jaxcam.images`, resumable jobs in `jaxcam.jobs`, the command line
 in `jaxcam.cli`.
 """
 from jaxcam import images, jobs, metrics, models, sharding, targets
@@ -19,9 +19,9 @@ from jaxcam._src.tokens import tokens_to_grid
 from jaxcam.batching import Explanation, explain, explain_batches
 from jaxcam.methods import *  # noqa: F401,F403  (every registered method, by its name: see jaxcam.methods)
 from jaxcam.methods import registry
-from jaxcam.model import Model, ModelInfo
+from jaxcam._src.model import Model, ModelInfo
 from jaxcam.sharding import batch_mesh, process_share
-from jaxcam.visual import heatmap, overlay
+from jaxcam.viz import heatmap, overlay
 
 __version__ = "0.1.0"
 

@@ -27,7 +27,7 @@ from jaxcam._src import compile as compile_lib
 from jaxcam._src.dtypes import HALF, upcast_half
 from jaxcam.methods import registry
 from jaxcam._src.kinds import as_model
-from jaxcam.model import Model
+from jaxcam._src.model import Model
 from jaxcam.sharding import batch_mesh, batch_sharding, process_share, replicated, round_to_devices
 
 __all__ = ["Batch", "Explanation", "explain", "explain_batches", "batch_mesh", "process_share"]

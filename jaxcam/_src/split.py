@@ -33,7 +33,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxcam.model import Model
+from jaxcam._src.model import Model
 from jaxcam._src.hints import closest
 from jaxcam._src.tokens import from_grid
 

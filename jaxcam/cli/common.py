@@ -13,10 +13,10 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from jaxcam import config as C
 from jaxcam import jobs, models
-from jaxcam._src import hostmem, split
+from jaxcam._src import host_memory, split
 from jaxcam.methods import registry
 from jaxcam.train.checkpoints import load_checkpoint
-from jaxcam.visual import check_colormap
+from jaxcam.viz.heatmaps import check_colormap
 from jaxcam.config import ConfigError
 from jaxcam.models import classes
 
@@ -43,7 +43,7 @@ def parse(prog: str, options, argv, description: str = "", *extras: Callable) ->
 def reuse_host_memory() -> None:
     """Before JAX runs: glibc keeps freed blocks for reuse, so XLA:CPU's per-call buffers are not
     zero-filled anew (`jaxcam.train.reuse_host_memory`; ``JAXCAM_REUSE_MEMORY=0`` turns it off)."""
-    hostmem.reuse_host_memory(warn=False)
+    host_memory.reuse_host_memory(warn=False)
 
 
 def error_line(prog: str, err: BaseException) -> None:

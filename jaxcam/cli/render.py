@@ -30,7 +30,7 @@ import sys
 
 from jaxcam import config as C
 from jaxcam import distributed
-from jaxcam._src import memory
+from jaxcam._src import memory_budget as memory
 from jaxcam.cli import common
 from jaxcam.cli.common import UsageError
 from jaxcam.methods import registry

@@ -19,7 +19,7 @@ import jax.extend.core as jex_core
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcam._src import targets as targets_lib
+from jaxcam._src import scores as targets_lib
 from jaxcam._src.runner import run
 from jaxcam._src.split import Split
 from jaxcam import nn as jnn

@@ -12,7 +12,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxcam._src import targets as targets_lib
+from jaxcam._src import scores as targets_lib
 from jaxcam._src.request import check_input, make_request
 from jaxcam._src.runner import run
 from jaxcam._src.split import Split, kind_of, parse_layer

@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxcam._src import targets as targets_lib
+from jaxcam._src import scores as targets_lib
 from jaxcam._src.kinds import as_model
 from jaxcam._src.runner import run
 from jaxcam._src.split import kind_of

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcam._src import compile as compile_lib
-from jaxcam._src import targets as targets_lib
+from jaxcam._src import scores as targets_lib
 from jaxcam._src.request import check_input
 from jaxcam.methods.gradient import grad_cam
 from jaxcam.methods.registry import SCORE, method

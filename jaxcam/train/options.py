@@ -15,7 +15,7 @@ from typing import Any, Dict, Optional
 
 import jax
 
-from jaxcam import augment
+from jaxcam.data import augment
 from jaxcam import config as C
 from jaxcam._src.split import LayerError, check_layer
 from jaxcam.models import loading

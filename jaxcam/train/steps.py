@@ -24,8 +24,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxcam._src.compile import jit as tuned_jit
 from jaxcam._src.split import Split, check_layer
-from jaxcam._src.hostmem import reuse_host_memory  # noqa: F401  (re-exported)
-from jaxcam.model import Model
+from jaxcam._src.host_memory import reuse_host_memory  # noqa: F401  (re-exported)
+from jaxcam._src.model import Model
 from jaxcam.models import loading
 from jaxcam.sharding import BATCH_AXIS, batch_mesh
 

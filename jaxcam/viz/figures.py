@@ -10,7 +10,7 @@ import numpy as np
 
 from jaxcam import jobs
 from jaxcam.methods.guided import deprocess_gradients
-from jaxcam.visual import heatmap, overlay
+from jaxcam.viz.heatmaps import heatmap, overlay
 
 
 def _pyplot():
