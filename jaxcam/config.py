@@ -190,20 +190,15 @@ def coerce(opt: Option, value):
         if isinstance(value, bool):
             return value
         return _bool(value)
-    if t is int:
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise ValueError(f"expected an integer, got {value!r}")
+    if t in (int, float):
+        what = "an integer" if t is int else "a number"
+        fractional = t is int and isinstance(value, float) and not value.is_integer()
         try:
-            return int(value)
+            if isinstance(value, bool) or fractional:
+                raise ValueError
+            return t(value)
         except (TypeError, ValueError):
-            raise ValueError(f"expected an integer, got {value!r}") from None
-    if t is float:
-        if isinstance(value, bool):
-            raise ValueError(f"expected a number, got {value!r}")
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"expected a number, got {value!r}") from None
+            raise ValueError(f"expected {what}, got {value!r}") from None
     if t is str:
         if isinstance(value, (dict, list)):
             raise ValueError(f"expected a string, got {value!r}")

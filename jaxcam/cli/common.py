@@ -103,21 +103,8 @@ def colormap(text: str) -> str:
 # ------------------------------------------------------------------------------------ methods
 
 def methods(spec: str, option: str = "--method") -> list:
-    """Registry `Method`s from a comma-separated list of names/aliases, or 'all'."""
-    names = [s.strip() for s in str(spec).split(",") if s.strip()]
-    if not names:
-        raise UsageError(f"{option} is empty; valid methods: {', '.join(registry.names())}")
-    if names == ["all"]:
-        return [registry.get(n) for n in registry.names()]
-    chosen = []
-    for name in names:
-        try:
-            m = registry.get(name)
-        except ValueError as err:
-            raise UsageError(f"{option}: {err}") from None
-        if m not in chosen:
-            chosen.append(m)
-    return chosen
+    """Registry `Method`s from a comma-separated list of names/aliases, or 'all' (`registry.parse`)."""
+    return registry.parse(spec, option)
 
 
 def method_options(chosen: list, given: Dict[str, object], notes: Optional[List[str]] = None) -> dict:

@@ -222,15 +222,9 @@ WINDOW_OPTIONS = ABLATION_OPTIONS + (
 )
 
 
-@method(
-    formula='w_k = (y − y^(k)) / y, y^(k) with channel k zeroed; **head only**, chunked',
-    family="ablation",
-    output="map",
-    options=ABLATION_OPTIONS,
-    aliases=("ablation", "channel_ablation"),
-    paper="Desai & Ramaswamy, WACV 2020",
-    pgc="AblationCAM",
-)
+@method(formula='w_k = (y − y^(k)) / y, y^(k) with channel k zeroed; **head only**, chunked', family="ablation",
+        options=ABLATION_OPTIONS, aliases=("ablation", "channel_ablation"), paper="Desai & Ramaswamy, WACV 2020",
+        pgc="AblationCAM")
 def ablation_cam(
     model, x, layer=None, targets=None, *, score="logit", final_activation="relu",
     ablation_value=0.0, chunk_size: Optional[int] = None, batch_size=None, aug_smooth=False, reshape_transform=None, normalize=True,
@@ -267,15 +261,9 @@ def ablation_cam(
     )
 
 
-@method(
-    formula='w_ij = (y − y^(ij)) / y with all channels at (i, j) zeroed; map = w_ij · sum_k A_k,ij',
-    family="ablation",
-    output="map",
-    options=WINDOW_OPTIONS,
-    aliases=("spatial", "spatial_ablation", "location_ablation"),
-    paper="location-wise Ablation-CAM",
-    pgc=None,
-)
+@method(formula='w_ij = (y − y^(ij)) / y with all channels at (i, j) zeroed; map = w_ij · sum_k A_k,ij',
+        family="ablation", options=WINDOW_OPTIONS, aliases=("spatial", "spatial_ablation", "location_ablation"),
+        paper="location-wise Ablation-CAM")
 def spatial_ablation_cam(
     model, x, layer=None, targets=None, *, score="logit", final_activation="relu",
     ablation_value=0.0, window: int = 1, stride: int = 1, chunk_size: Optional[int] = None, batch_size=None,
@@ -294,15 +282,10 @@ def spatial_ablation_cam(
     )
 
 
-@method(
-    formula='map_ij = y − y^(ij), y a softmax probability; `window`, `stride`, `ablation_value`',
-    family="ablation",
-    output="map",
-    options=tuple(dataclasses.replace(o, default="softmax") if o is SCORE else o for o in WINDOW_OPTIONS),
-    aliases=("fast_ablation", "FastAblationCAM"),
-    paper="FastAblationCAM (window ablation, softmax drop)",
-    pgc=None,
-)
+@method(formula='map_ij = y − y^(ij), y a softmax probability; `window`, `stride`, `ablation_value`',
+        family="ablation",
+        options=tuple(dataclasses.replace(o, default="softmax") if o is SCORE else o for o in WINDOW_OPTIONS),
+        aliases=("fast_ablation", "FastAblationCAM"), paper="FastAblationCAM (window ablation, softmax drop)")
 def fast_ablation_cam(
     model, x, layer=None, targets=None, *, score="softmax", final_activation="relu",
     ablation_value=0.0, window: int = 1, stride: int = 1, chunk_size: Optional[int] = None, batch_size=None,

@@ -91,14 +91,8 @@ def check_gap_fc(req) -> None:
 CAM_OPTIONS = (FINAL_ACTIVATION, EIGEN_SMOOTH, AUG_SMOOTH)
 
 
-@method(
-    formula='Zhou et al.: sum_k W_fc[k, c] A_k; clear error unless the head is GAP + FC',
-    family="cam",
-    options=CAM_OPTIONS,
-    aliases=("class_activation_map",),
-    paper="Zhou et al., CVPR 2016",
-    pgc=None,
-)
+@method(formula='Zhou et al.: sum_k W_fc[k, c] A_k; clear error unless the head is GAP + FC', family="cam",
+        options=CAM_OPTIONS, aliases=("class_activation_map",), paper="Zhou et al., CVPR 2016")
 def cam(model, x, layer=None, targets=None, *, final_activation="relu", eigen_smooth=False, aug_smooth=False):
     """CAM (Zhou et al. 2016): map = ReLU(sum_k W[k, c] A_k) with W the classifier's kernel.
 

@@ -106,18 +106,11 @@ def deep_feature_factorization(model, x, layer=None, *, n_components: int = 5, t
     return Factorization(concepts, concept_maps, scores, top)
 
 
-@method(
-    "deep_feature_factorization",
-    formula='DFF\'s per-concept maps as {"concept_k": (N, H, W)} (the registry\'s "maps" output; targets unused). (Collins et al., ECCV 2018 (arXiv:1806.10206))',
-    family="eigen",
-    output="maps",
-    options=(Option("n_components", 5, "number of concepts", positive=True),
-                         Option("iterations", 200, "NMF iterations", positive=True),
-                         Option("seed", 0, "seed of the NMF initialization")),
-    aliases=("dff",),
-    paper="Collins et al., ECCV 2018 (arXiv:1806.10206)",
-    pgc="DeepFeatureFactorization",
-)
+@method("deep_feature_factorization",
+        formula='DFF\'s per-concept maps as {"concept_k": (N, H, W)} (the registry\'s "maps" output; targets unused). (Collins et al., ECCV 2018 (arXiv:1806.10206))',
+        family="eigen", output="maps",
+        options=(Option("n_components", 5, "number of concepts", positive=True), Option("iterations", 200, "NMF iterations", positive=True), Option("seed", 0, "seed of the NMF initialization")),
+        aliases=("dff",), paper="Collins et al., ECCV 2018 (arXiv:1806.10206)", pgc="DeepFeatureFactorization")
 def dff_maps(model, x, layer=None, targets=None, *, n_components: int = 5, iterations: int = 200, seed: int = 0):
     """DFF's per-concept maps as {"concept_k": (N, H, W)} (the registry's "maps" output; targets unused)."""
     f = deep_feature_factorization(model, x, layer, n_components=n_components, iterations=iterations, seed=seed)

@@ -29,14 +29,8 @@ EIGEN_OPTIONS = (FINAL_ACTIVATION, AUG_SMOOTH, RESHAPE_TRANSFORM, NORMALIZE)
 EIGEN_GRAD_OPTIONS = (SCORE,) + EIGEN_OPTIONS
 
 
-@method(
-    formula='first principal component of A, deterministic sign',
-    family="eigen",
-    options=EIGEN_OPTIONS,
-    aliases=("eigen",),
-    paper="Muhammad & Yeasin, IJCNN 2020",
-    pgc="EigenCAM",
-)
+@method(formula='first principal component of A, deterministic sign', family="eigen", options=EIGEN_OPTIONS,
+        aliases=("eigen",), paper="Muhammad & Yeasin, IJCNN 2020", pgc="EigenCAM")
 def eigen_cam(model, x, layer=None, targets=None, *, final_activation="relu", aug_smooth=False,
               reshape_transform=None, normalize=True):
     """Eigen-CAM: the layer's first principal component, ReLU, min-max (no gradients, no class).
@@ -58,14 +52,8 @@ def eigen_cam(model, x, layer=None, targets=None, *, final_activation="relu", au
                reshape_transform=reshape_transform, normalize=normalize)
 
 
-@method(
-    formula='first principal component of G ⊙ A',
-    family="eigen",
-    options=EIGEN_GRAD_OPTIONS,
-    aliases=("eigen_grad",),
-    paper="pytorch-grad-cam's Eigen-Grad-CAM",
-    pgc="EigenGradCAM",
-)
+@method(formula='first principal component of G ⊙ A', family="eigen", options=EIGEN_GRAD_OPTIONS,
+        aliases=("eigen_grad",), paper="pytorch-grad-cam's Eigen-Grad-CAM", pgc="EigenGradCAM")
 def eigen_grad_cam(model, x, layer=None, targets=None, *, score="logit", final_activation="relu",
                    aug_smooth=False, reshape_transform=None, normalize=True):
     """Eigen-Grad-CAM: first principal component of dy/dA * A. Arguments as `jaxcam.hires_cam`.

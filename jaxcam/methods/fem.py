@@ -27,14 +27,9 @@ FEM_OPTIONS = (Option("k", 2.0, "threshold in standard deviations above each cha
                FINAL_ACTIVATION, EIGEN_SMOOTH, AUG_SMOOTH, RESHAPE_TRANSFORM, NORMALIZE)
 
 
-@method(
-    formula="FEM: w_k = fraction of channel k's locations above mean + k std; map = ReLU(sum_k w_k A_k). (Fuad et al., IPTA 2020)",
-    family="eigen",
-    options=FEM_OPTIONS,
-    aliases=("feature_explanation_method",),
-    paper="Fuad et al., IPTA 2020",
-    pgc="FEM",
-)
+@method(formula="FEM: w_k = fraction of channel k's locations above mean + k std; map = ReLU(sum_k w_k A_k). (Fuad et al., IPTA 2020)",
+        family="eigen", options=FEM_OPTIONS, aliases=("feature_explanation_method",), paper="Fuad et al., IPTA 2020",
+        pgc="FEM")
 def fem(model, x, layer=None, targets=None, *, k: float = 2.0, final_activation="relu", eigen_smooth=False,
         aug_smooth=False, reshape_transform=None, normalize=True):
     """FEM: w_k = fraction of channel k's locations above mean + k std; map = ReLU(sum_k w_k A_k).

@@ -46,14 +46,9 @@ FINER_OPTIONS = (Option("alpha", 1.0, "comparison strength"),
                  FINAL_ACTIVATION, EIGEN_SMOOTH, AUG_SMOOTH, RESHAPE_TRANSFORM, NORMALIZE)
 
 
-@method(
-    formula='Finer-CAM: a gradient map of the class minus its most similar classes (weighted by their probability). (Zhang et al., CVPR 2025 (arXiv:2501.11309))',
-    family="gradient",
-    options=FINER_OPTIONS,
-    aliases=("finer",),
-    paper="Zhang et al., CVPR 2025 (arXiv:2501.11309)",
-    pgc="FinerCAM",
-)
+@method(formula='Finer-CAM: a gradient map of the class minus its most similar classes (weighted by their probability). (Zhang et al., CVPR 2025 (arXiv:2501.11309))',
+        family="gradient", options=FINER_OPTIONS, aliases=("finer",),
+        paper="Zhang et al., CVPR 2025 (arXiv:2501.11309)", pgc="FinerCAM")
 def finer_cam(model, x, layer=None, targets=None, *, alpha: float = 1.0, comparisons=(1, 2, 3), base="grad_cam",
               final_activation="relu", eigen_smooth=False, aug_smooth=False, reshape_transform=None, normalize=True):
     """Finer-CAM: a gradient map of the class minus its most similar classes (weighted by their probability).

@@ -103,14 +103,9 @@ def fullgrad_map(split, x, targets, score: str = "logit"):
 FULLGRAD_OPTIONS = (SCORE, AUG_SMOOTH, NORMALIZE)
 
 
-@method(
-    formula='FullGrad: input-gradient x input plus every bias-gradient x bias, each channel scaled to [0, 1]. (Srinivas & Fleuret, NeurIPS 2019)',
-    family="gradient",
-    options=FULLGRAD_OPTIONS,
-    aliases=("full_grad",),
-    paper="Srinivas & Fleuret, NeurIPS 2019",
-    pgc="FullGrad",
-)
+@method(formula='FullGrad: input-gradient x input plus every bias-gradient x bias, each channel scaled to [0, 1]. (Srinivas & Fleuret, NeurIPS 2019)',
+        family="gradient", options=FULLGRAD_OPTIONS, aliases=("full_grad",), paper="Srinivas & Fleuret, NeurIPS 2019",
+        pgc="FullGrad")
 def fullgrad(model, x, layer=None, targets=None, *, score="logit", aug_smooth=False, normalize=True):
     """FullGrad: input-gradient x input plus every bias-gradient x bias, each channel scaled to [0, 1].
 

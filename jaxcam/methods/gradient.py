@@ -146,8 +146,7 @@ grad_cam = _declare(
     Example:
       >>> import jax, jaxcam
       >>> model = jaxcam.models.resnet18(num_classes=10)
-      >>> x = jax.random.normal(jax.random.key(0), (2, 64, 64, 3))
-      >>> jaxcam.grad_cam(model, x, layer="layer4").shape
+      >>> jaxcam.grad_cam(model, jax.numpy.ones((2, 64, 64, 3)), layer="layer4").shape
       (2, 64, 64)
 """, formula='ReLU(sum_k mean_ij(G_k) A_k)',
     aliases=("gradcam",), paper="Selvaraju et al., ICCV 2017", pgc="GradCAM")
@@ -175,15 +174,10 @@ layer_cam = _declare(
     aliases=("layercam",), paper="Jiang et al., IEEE TIP 2021", pgc="LayerCAM")
 
 
-@method(
-    formula='the six gradient maps from one forward + backward',
-    family="gradient",
-    output="maps",
-    options=(Option("methods", tuple(RULES), "which gradient maps to compute from the one backward pass",
-                    cli=False),) + GRADIENT_OPTIONS,
-    aliases=("all_gradient",),
-    paper="grad_cam, hires_cam, grad_cam_elementwise, grad_cam_pp, xgrad_cam, layer_cam",
-)
+@method(formula='the six gradient maps from one forward + backward', family="gradient", output="maps",
+        options=(Option("methods", tuple(RULES), "which gradient maps to compute from the one backward pass", cli=False),) + GRADIENT_OPTIONS,
+        aliases=("all_gradient",),
+        paper="grad_cam, hires_cam, grad_cam_elementwise, grad_cam_pp, xgrad_cam, layer_cam")
 def gradient_cams(model, x, layer=None, targets=None, *, methods=tuple(RULES), score="logit",
                   final_activation="relu", eigen_smooth=False, aug_smooth=False, reshape_transform=None,
                   normalize=True) -> dict:

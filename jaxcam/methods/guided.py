@@ -137,15 +137,9 @@ def _guided_jit(model, x, classes, target_fn, score):
     return grads
 
 
-@method(
-    formula='input gradients through guided ReLUs, batched (N, H, W, C)',
-    family="guided",
-    output="attribution",
-    options=(SCORE,),
-    aliases=("guided", "guided_backpropagation"),
-    paper="Springenberg et al., ICLR-W 2015",
-    pgc="GuidedBackpropReLUModel",
-)
+@method(formula='input gradients through guided ReLUs, batched (N, H, W, C)', family="guided", output="attribution",
+        options=(SCORE,), aliases=("guided", "guided_backpropagation"), paper="Springenberg et al., ICLR-W 2015",
+        pgc="GuidedBackpropReLUModel")
 def guided_backprop(model, x, targets=None, *, score="logit"):
     """Guided backpropagation: d y / d x with guided ReLUs, for a whole batch at once.
 
@@ -174,15 +168,8 @@ def guided_backprop(model, x, targets=None, *, score="logit"):
     return _guided_jit(model, x, None if target_fn else targets, target_fn, targets_lib.check_score(score))
 
 
-@method(
-    formula='guided backprop × Grad-CAM map',
-    family="composite",
-    output="attribution",
-    options=(SCORE,),
-    aliases=("guided_gradcam",),
-    paper="Selvaraju et al., ICCV 2017 (Guided Grad-CAM)",
-    pgc=None,
-)
+@method(formula='guided backprop × Grad-CAM map', family="composite", output="attribution", options=(SCORE,),
+        aliases=("guided_gradcam",), paper="Selvaraju et al., ICCV 2017 (Guided Grad-CAM)")
 def guided_grad_cam(model, x, layer=None, targets=None, *, score="logit"):
     """Guided Grad-CAM: guided backprop times the Grad-CAM map (N, H, W, C), batched.
 

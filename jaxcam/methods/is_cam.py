@@ -49,13 +49,9 @@ IS_OPTIONS = (SCORE, FINAL_ACTIVATION,
               EIGEN_SMOOTH, AUG_SMOOTH, NORMALIZE)
 
 
-@method(
-    formula="IS-CAM: Score-CAM weights averaged over `num_samples` scales of each masked input (torchcam 0.5's form). (Naidu et al., 2020 (arXiv:2010.03023); torchcam 0.5's ISCAM)",
-    family="score",
-    options=IS_OPTIONS,
-    aliases=("iscam", "integrated_score_cam"),
-    paper="Naidu et al., 2020 (arXiv:2010.03023); torchcam 0.5's ISCAM",
-)
+@method(formula="IS-CAM: Score-CAM weights averaged over `num_samples` scales of each masked input (torchcam 0.5's form). (Naidu et al., 2020 (arXiv:2010.03023); torchcam 0.5's ISCAM)",
+        family="score", options=IS_OPTIONS, aliases=("iscam", "integrated_score_cam"),
+        paper="Naidu et al., 2020 (arXiv:2010.03023); torchcam 0.5's ISCAM")
 def is_cam(model, x, layer=None, targets=None, *, num_samples: int = 10, score="logit", final_activation="relu",
            chunk_size: int = 16, eigen_smooth=False, aug_smooth=False, normalize=True):
     """IS-CAM: Score-CAM weights averaged over `num_samples` scales of each masked input (torchcam 0.5's form).

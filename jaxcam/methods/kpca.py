@@ -63,14 +63,9 @@ KPCA_OPTIONS = (Option("kernel", "sigmoid", "kernel of the kernel PCA", choices=
                 FINAL_ACTIVATION, AUG_SMOOTH, RESHAPE_TRANSFORM, NORMALIZE)
 
 
-@method(
-    formula="KPCA-CAM: the layer's first kernel principal component (class-agnostic, no gradients). (Karmani et al., 2024 (arXiv:2410.00267))",
-    family="eigen",
-    options=KPCA_OPTIONS,
-    aliases=("kpca",),
-    paper="Karmani et al., 2024 (arXiv:2410.00267)",
-    pgc="KPCA_CAM",
-)
+@method(formula="KPCA-CAM: the layer's first kernel principal component (class-agnostic, no gradients). (Karmani et al., 2024 (arXiv:2410.00267))",
+        family="eigen", options=KPCA_OPTIONS, aliases=("kpca",), paper="Karmani et al., 2024 (arXiv:2410.00267)",
+        pgc="KPCA_CAM")
 def kpca_cam(model, x, layer=None, targets=None, *, kernel: str = "sigmoid", gamma: Optional[float] = None,
              final_activation="relu", aug_smooth=False, reshape_transform=None, normalize=True):
     """KPCA-CAM: the layer's first kernel principal component (class-agnostic, no gradients).

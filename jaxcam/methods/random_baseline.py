@@ -29,14 +29,9 @@ RANDOM_OPTIONS = (Option("seed", 0, "seed of the random channel weights"), FINAL
                   AUG_SMOOTH, RESHAPE_TRANSFORM, NORMALIZE)
 
 
-@method(
-    formula='Random-CAM: map = ReLU(sum_k w_k A_k), w ~ Uniform(-1, 1) seeded by `seed` (same seed, same map). (sanity baseline (Adebayo et al., NeurIPS 2018))',
-    family="random",
-    options=RANDOM_OPTIONS,
-    aliases=("random",),
-    paper="sanity baseline (Adebayo et al., NeurIPS 2018)",
-    pgc="RandomCAM",
-)
+@method(formula='Random-CAM: map = ReLU(sum_k w_k A_k), w ~ Uniform(-1, 1) seeded by `seed` (same seed, same map). (sanity baseline (Adebayo et al., NeurIPS 2018))',
+        family="random", options=RANDOM_OPTIONS, aliases=("random",),
+        paper="sanity baseline (Adebayo et al., NeurIPS 2018)", pgc="RandomCAM")
 def random_cam(model, x, layer=None, targets=None, *, seed: int = 0, final_activation="relu", eigen_smooth=False,
                aug_smooth=False, reshape_transform=None, normalize=True):
     """Random-CAM: map = ReLU(sum_k w_k A_k), w ~ Uniform(-1, 1) seeded by `seed` (same seed, same map).

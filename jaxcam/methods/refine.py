@@ -14,14 +14,10 @@ from jaxcam._src import maps
 from jaxcam.methods.registry import get, method, Option
 
 
-@method(
-    formula="RefineCAM: the product of the base method's maps at each layer of `layer`, min-maxed. (pytorch-grad-cam 1.5.7 RefineCAM (arXiv:2605.14641))",
-    family="composite",
-    options=(Option("base", "grad_cam_pp", "the method whose per-layer maps are multiplied"),),
-    aliases=("refine",),
-    paper="pytorch-grad-cam 1.5.7 RefineCAM (arXiv:2605.14641)",
-    pgc="RefineCAM",
-)
+@method(formula="RefineCAM: the product of the base method's maps at each layer of `layer`, min-maxed. (pytorch-grad-cam 1.5.7 RefineCAM (arXiv:2605.14641))",
+        family="composite",
+        options=(Option("base", "grad_cam_pp", "the method whose per-layer maps are multiplied"),),
+        aliases=("refine",), paper="pytorch-grad-cam 1.5.7 RefineCAM (arXiv:2605.14641)", pgc="RefineCAM")
 def refine_cam(model, x, layer=None, targets=None, *, base="grad_cam_pp", **options):
     """RefineCAM: the product of the base method's maps at each layer of `layer`, min-maxed.
 

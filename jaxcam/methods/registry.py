@@ -29,6 +29,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from jaxcam._src.hints import ConfigError
+
 
 FAMILIES = ("gradient", "ablation", "score", "eigen", "cam", "guided", "composite", "random")
 OUTPUTS = ("map", "attribution", "maps")
@@ -210,6 +212,25 @@ def get(name: str) -> Method:
     close = list(dict.fromkeys(_LOOKUP[c] for c in close))
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise ValueError(f"unknown method {name!r}.{hint} Valid methods: {', '.join(names())}")
+
+
+def parse(spec: str, option: str = "--method") -> List[Method]:
+    """Registry methods from a comma-separated list of names/aliases (or 'all'), each once, in order.
+    An unknown or empty one raises `ConfigError` naming `option`."""
+    wanted = [s.strip() for s in str(spec).split(",") if s.strip()]
+    if not wanted:
+        raise ConfigError(f"{option} is empty; valid methods: {', '.join(names())}")
+    if wanted == ["all"]:
+        return [REGISTRY[n] for n in names()]
+    chosen = []
+    for name in wanted:
+        try:
+            m = get(name)
+        except ValueError as err:
+            raise ConfigError(f"{option}: {err}") from None
+        if m not in chosen:
+            chosen.append(m)
+    return chosen
 
 
 def names(family: Optional[str] = None, output: Optional[str] = None) -> List[str]:

@@ -78,15 +78,8 @@ SCORE_OPTIONS = (
 )
 
 
-@method(
-    formula='w = softmax_k y(x ⊙ minmax(upsample(A_k))); whole model per channel, `chunk_size` at a time',
-    family="score",
-    output="map",
-    options=SCORE_OPTIONS,
-    aliases=("score",),
-    paper="Wang et al., CVPR-W 2020",
-    pgc="ScoreCAM",
-)
+@method(formula='w = softmax_k y(x ⊙ minmax(upsample(A_k))); whole model per channel, `chunk_size` at a time',
+        family="score", options=SCORE_OPTIONS, aliases=("score",), paper="Wang et al., CVPR-W 2020", pgc="ScoreCAM")
 def score_cam(model, x, layer=None, targets=None, *, score="logit", final_activation="relu", chunk_size: int = None,
               align_corners: bool = True, eigen_smooth=False, aug_smooth=False, reshape_transform=None,
               batch_size=None, normalize=True):
@@ -105,11 +98,9 @@ def score_cam(model, x, layer=None, targets=None, *, score="logit", final_activa
       (N, H, W) float32 maps in [0, 1].
 
     Example:
-      >>> import jax, jaxcam
-      >>> model = jaxcam.models.resnet18(num_classes=10)
-      >>> x = jax.random.normal(jax.random.key(0), (1, 64, 64, 3))
-      >>> jaxcam.score_cam(model, x, layer="layer4", chunk_size=64).shape
-      (1, 64, 64)
+      >>> import jax.numpy as jnp, jaxcam
+      >>> jaxcam.score_cam(jaxcam.models.resnet20(weights=None), jnp.ones((1, 32, 32, 3)), chunk_size=64).shape
+      (1, 32, 32)
     """
     chunk_size = renamed(chunk_size, batch_size, where="score_cam")
     chunk_size = 16 if chunk_size is None else chunk_size

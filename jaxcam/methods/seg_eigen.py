@@ -27,14 +27,9 @@ def seg_eigen_cam_map(split, x, targets, score: str = "logit"):
 SEG_EIGEN_OPTIONS = (SCORE, FINAL_ACTIVATION, AUG_SMOOTH, RESHAPE_TRANSFORM, NORMALIZE)
 
 
-@method(
-    formula='Seg-Eigen-CAM: first principal component of /dy/dA/ * A, sign-corrected. Args as `jaxcam.hires_cam`. (Chung & Ying, Applied Sciences 2025)',
-    family="eigen",
-    options=SEG_EIGEN_OPTIONS,
-    aliases=("seg_eigen",),
-    paper="Chung & Ying, Applied Sciences 2025",
-    pgc="SegEigenCAM",
-)
+@method(formula='Seg-Eigen-CAM: first principal component of /dy/dA/ * A, sign-corrected. Args as `jaxcam.hires_cam`. (Chung & Ying, Applied Sciences 2025)',
+        family="eigen", options=SEG_EIGEN_OPTIONS, aliases=("seg_eigen",),
+        paper="Chung & Ying, Applied Sciences 2025", pgc="SegEigenCAM")
 def seg_eigen_cam(model, x, layer=None, targets=None, *, score="logit", final_activation="relu", aug_smooth=False,
                   reshape_transform=None, normalize=True):
     """Seg-Eigen-CAM: first principal component of |dy/dA| * A, sign-corrected. Args as `jaxcam.hires_cam`.

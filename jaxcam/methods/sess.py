@@ -66,17 +66,11 @@ def scaled_size(height: int, width: int, scale: int):
     return int(scale * height / width), scale
 
 
-@method(
-    formula="SESS over any base method: windows of rescaled copies, fused back at the image's size. (Tyagi et al., ECCV 2022 (arXiv:2207.01769))",
-    family="composite",
-    options=(Option("base", "grad_cam", "the method run on every window"),
-                         Option("num_scales", 12, "number of scales", positive=True),
-                         Option("pool", "mean", "fusion of the window maps", choices=("mean", "max")),
-                         Option("smooth", True, "Gaussian blur of the fused map", choices=(True, False))),
-    aliases=("saliency_enhancing_scaling_sliding",),
-    paper="Tyagi et al., ECCV 2022 (arXiv:2207.01769)",
-    pgc="SESS",
-)
+@method(formula="SESS over any base method: windows of rescaled copies, fused back at the image's size. (Tyagi et al., ECCV 2022 (arXiv:2207.01769))",
+        family="composite",
+        options=(Option("base", "grad_cam", "the method run on every window"), Option("num_scales", 12, "number of scales", positive=True), Option("pool", "mean", "fusion of the window maps", choices=("mean", "max")), Option("smooth", True, "Gaussian blur of the fused map", choices=(True, False))),
+        aliases=("saliency_enhancing_scaling_sliding",), paper="Tyagi et al., ECCV 2022 (arXiv:2207.01769)",
+        pgc="SESS")
 def sess(model, x, layer=None, targets=None, *, base="grad_cam", scales: Optional[Sequence[int]] = None,
          num_scales: int = 12, step_ratio: float = 2.0 / 7.0, window: Optional[int] = None,
          step: Optional[int] = None, theta: float = 0.0, pool: str = "mean", smooth: bool = True,

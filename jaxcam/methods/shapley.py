@@ -33,14 +33,9 @@ def shapley_cam_map(split, x, targets, score: str = "logit"):
 SHAPLEY_OPTIONS = (SCORE, FINAL_ACTIVATION, EIGEN_SMOOTH, AUG_SMOOTH, RESHAPE_TRANSFORM, NORMALIZE)
 
 
-@method(
-    formula='ShapleyCAM: w_k = mean_ij(dy/dA - 1/2 Hessian(y) A)_k; map = ReLU(sum_k w_k A_k). (Cai et al., ICLR 2025 (arXiv:2501.06261))',
-    family="gradient",
-    options=SHAPLEY_OPTIONS,
-    aliases=("shapley",),
-    paper="Cai et al., ICLR 2025 (arXiv:2501.06261)",
-    pgc="ShapleyCAM",
-)
+@method(formula='ShapleyCAM: w_k = mean_ij(dy/dA - 1/2 Hessian(y) A)_k; map = ReLU(sum_k w_k A_k). (Cai et al., ICLR 2025 (arXiv:2501.06261))',
+        family="gradient", options=SHAPLEY_OPTIONS, aliases=("shapley",),
+        paper="Cai et al., ICLR 2025 (arXiv:2501.06261)", pgc="ShapleyCAM")
 def shapley_cam(model, x, layer=None, targets=None, *, score="logit", final_activation="relu", eigen_smooth=False,
                 aug_smooth=False, reshape_transform=None, normalize=True):
     """ShapleyCAM: w_k = mean_ij(dy/dA - 1/2 Hessian(y) A)_k; map = ReLU(sum_k w_k A_k).

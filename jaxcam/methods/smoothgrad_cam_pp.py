@@ -49,13 +49,9 @@ SG_OPTIONS = (SCORE, FINAL_ACTIVATION,
               EIGEN_SMOOTH, AUG_SMOOTH, NORMALIZE)
 
 
-@method(
-    formula="SmoothGrad-CAM++: Grad-CAM++ weights from gradients averaged over `num_samples` noisy inputs. (Omeiza et al., 2019 (arXiv:1908.01224); torchcam 0.5's SmoothGradCAMpp)",
-    family="gradient",
-    options=SG_OPTIONS,
-    aliases=("smooth_grad_cam_pp", "smoothgradcampp"),
-    paper="Omeiza et al., 2019 (arXiv:1908.01224); torchcam 0.5's SmoothGradCAMpp",
-)
+@method(formula="SmoothGrad-CAM++: Grad-CAM++ weights from gradients averaged over `num_samples` noisy inputs. (Omeiza et al., 2019 (arXiv:1908.01224); torchcam 0.5's SmoothGradCAMpp)",
+        family="gradient", options=SG_OPTIONS, aliases=("smooth_grad_cam_pp", "smoothgradcampp"),
+        paper="Omeiza et al., 2019 (arXiv:1908.01224); torchcam 0.5's SmoothGradCAMpp")
 def smoothgrad_cam_pp(model, x, layer=None, targets=None, *, num_samples: int = 4, std: float = 0.3, seed: int = 0,
                       score="logit", final_activation="relu", eigen_smooth=False, aug_smooth=False, normalize=True):
     """SmoothGrad-CAM++: Grad-CAM++ weights from gradients averaged over `num_samples` noisy inputs.

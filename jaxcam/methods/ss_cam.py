@@ -63,13 +63,9 @@ SS_OPTIONS = (SCORE, FINAL_ACTIVATION,
               EIGEN_SMOOTH, AUG_SMOOTH, NORMALIZE)
 
 
-@method(
-    formula="SS-CAM: Score-CAM weights averaged over `num_samples` noisy copies of each mask (torchcam 0.5's form). (Wang et al., 2020 (arXiv:2006.14255); torchcam 0.5's SSCAM)",
-    family="score",
-    options=SS_OPTIONS,
-    aliases=("sscam", "smoothed_score_cam"),
-    paper="Wang et al., 2020 (arXiv:2006.14255); torchcam 0.5's SSCAM",
-)
+@method(formula="SS-CAM: Score-CAM weights averaged over `num_samples` noisy copies of each mask (torchcam 0.5's form). (Wang et al., 2020 (arXiv:2006.14255); torchcam 0.5's SSCAM)",
+        family="score", options=SS_OPTIONS, aliases=("sscam", "smoothed_score_cam"),
+        paper="Wang et al., 2020 (arXiv:2006.14255); torchcam 0.5's SSCAM")
 def ss_cam(model, x, layer=None, targets=None, *, num_samples: int = 35, std: float = 2.0, seed: int = 0,
            score="logit", final_activation="relu", chunk_size: int = 16, eigen_smooth=False, aug_smooth=False,
            normalize=True):

@@ -86,14 +86,7 @@ def resolve_methods(spec: str, notes: list = None, option: str = "--method") -> 
         notes.append(note) if notes is not None else print(note, file=sys.stderr)
         return [registry.get(n) for n in registry.names(output="map")]
     names = [s.strip() for s in spec.split(",") if s.strip() and s.strip() != RANDOM]
-    chosen = []
-    for name in names:
-        try:
-            m = registry.get(name)
-        except ValueError as err:
-            raise ConfigError(f"{option}: {err}") from None
-        if m not in chosen:
-            chosen.append(m)
+    chosen = registry.parse(",".join(names), option) if names else []
     for m in chosen:
         if m.output != "map":
             raise ConfigError(f"{option}: {m.name} returns {m.output}s, not maps; evaluate takes map methods: "

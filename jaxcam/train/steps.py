@@ -259,18 +259,29 @@ def make_train_step(model: Model, tx: optax.GradientTransformation, image_size: 
         loss = optax.softmax_cross_entropy(logits, targets).mean()
         return loss, (batch_stats, logits)
 
-    def step(state: TrainState, images, labels):
+    return _jit_step(loss_fn, tx, device_mesh)
+
+
+def _jit_step(loss_fn, tx: optax.GradientTransformation, device_mesh: Mesh):
+    """Jitted ``step(state, inputs, labels) -> (state, {"loss", "correct"})`` from
+    ``loss_fn(params, batch_stats, inputs, labels, step) -> (loss, (batch_stats, logits))``: the state
+    replicated, the batch sharded over the mesh, the old state's buffers donated."""
+    def step(state: TrainState, inputs, labels):
         (loss, (batch_stats, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, state.batch_stats, images, labels, state.step)
+            state.params, state.batch_stats, inputs, labels, state.step)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         correct = jnp.sum(jnp.argmax(logits, -1) == labels)
         new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
         return new_state, {"loss": loss, "correct": correct}
 
-    rep = NamedSharding(device_mesh, PartitionSpec())
-    data = NamedSharding(device_mesh, PartitionSpec(DATA_AXIS))
+    rep, data = _shardings(device_mesh)
     return tuned_jit(step, in_shardings=(rep, data, data), out_shardings=(rep, rep), donate_argnums=0)
+
+
+def _shardings(device_mesh: Mesh):
+    """(replicated, split along the batch axis) over the mesh."""
+    return NamedSharding(device_mesh, PartitionSpec()), NamedSharding(device_mesh, PartitionSpec(DATA_AXIS))
 
 
 def make_eval_step(model: Model, image_size: Optional[int] = None, compute_dtype=jnp.float32, device_mesh: Optional[Mesh] = None):
@@ -284,8 +295,7 @@ def make_eval_step(model: Model, image_size: Optional[int] = None, compute_dtype
         variables = dict(variables, params=_cast(variables["params"], compute_dtype))
         return module.apply(variables, x, train=False).astype(jnp.float32)
 
-    rep = NamedSharding(device_mesh, PartitionSpec())
-    data = NamedSharding(device_mesh, PartitionSpec(DATA_AXIS))
+    rep, data = _shardings(device_mesh)
     return tuned_jit(logits, in_shardings=(rep, data), out_shardings=data)
 
 
@@ -372,8 +382,7 @@ class FrozenPrefix:
             x = jnp.where(flip, x[:, :, ::-1], x)
             return Split(self.model.with_variables(variables), layer, reshape=False).features(x).astype(jnp.float32)
 
-        rep = NamedSharding(device_mesh, PartitionSpec())
-        data = NamedSharding(device_mesh, PartitionSpec(DATA_AXIS))
+        rep, data = _shardings(device_mesh)
         return tuned_jit(features, in_shardings=(rep, data, rep), out_shardings=data)
 
     def make_train_step(self, tx: optax.GradientTransformation, label_smoothing: float = 0.0, seed: int = 0,
@@ -396,18 +405,7 @@ class FrozenPrefix:
             targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes), label_smoothing)
             return optax.softmax_cross_entropy(logits, targets).mean(), (batch_stats, logits)
 
-        def step(state: TrainState, feats, labels):
-            (loss, (batch_stats, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-                state.params, state.batch_stats, feats, labels, state.step)
-            updates, opt_state = tx.update(grads, state.opt_state, state.params)
-            params = optax.apply_updates(state.params, updates)
-            correct = jnp.sum(jnp.argmax(logits, -1) == labels)
-            return state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                                 opt_state=opt_state), {"loss": loss, "correct": correct}
-
-        rep = NamedSharding(device_mesh, PartitionSpec())
-        data = NamedSharding(device_mesh, PartitionSpec(DATA_AXIS))
-        return tuned_jit(step, in_shardings=(rep, data, data), out_shardings=(rep, rep), donate_argnums=0)
+        return _jit_step(loss_fn, tx, device_mesh)
 
     def make_eval_step(self, device_mesh: Optional[Mesh] = None):
         """Jitted ``logits(variables, features) -> (B, num_classes)``, eval mode."""
@@ -418,8 +416,7 @@ class FrozenPrefix:
             x = jnp.zeros((feats.shape[0],) + x_shape[1:], jnp.float32)
             return split.apply_head(variables, x, feats.astype(jnp.float32), train=False).astype(jnp.float32)
 
-        rep = NamedSharding(device_mesh, PartitionSpec())
-        data = NamedSharding(device_mesh, PartitionSpec(DATA_AXIS))
+        rep, data = _shardings(device_mesh)
         return tuned_jit(logits, in_shardings=(rep, data), out_shardings=data)
 
 
