@@ -18,6 +18,9 @@ import os
 import sys
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
+import yaml
+
+from jaxcam import jobs
 from jaxcam._src.hints import ConfigError, closest, unknown_name  # noqa: F401  (re-exported)
 
 Check = Callable[[Any], Optional[str]]  # returns what is wrong, or None
@@ -151,8 +154,6 @@ def _show(value) -> str:
 
 def load_file(path: str, options: Sequence[Option]) -> Dict[str, Any]:
     """The options set in a YAML file (a mapping of option names; dashes or underscores)."""
-    import yaml
-
     if not os.path.isfile(path):
         raise ConfigError(f"--config: no such file {path!r}")
     try:
@@ -303,10 +304,6 @@ def label(where: Dict[str, str], options: Sequence[Option], name: str) -> str:
 
 def dump(path: str, cfg: Dict[str, Any]) -> None:
     """Write the resolved config as YAML (loadable again with ``--config``)."""
-    import yaml
-
-    from jaxcam import jobs
-
     with jobs.atomic_path(path) as tmp, open(tmp, "w") as fh:  # a kill leaves no partial nor temp file
         yaml.safe_dump(_plain(cfg), fh, sort_keys=False, default_flow_style=None)
 

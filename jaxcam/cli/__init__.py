@@ -9,6 +9,7 @@ Commands are imported only when run. To add one, add a line to `COMMANDS`.
 """
 from __future__ import annotations
 
+import difflib
 import importlib
 import sys
 from typing import Optional, Sequence
@@ -29,8 +30,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
-        import difflib
-
         close = difflib.get_close_matches(name, list(COMMANDS), n=2)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         print(f"error: unknown command {name!r}.{hint} Commands: {', '.join(COMMANDS)}", file=sys.stderr)

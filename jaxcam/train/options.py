@@ -18,6 +18,7 @@ import jax
 from jaxcam.data import augment
 from jaxcam import config as C
 from jaxcam._src.split import LayerError, check_layer
+from jaxcam.data.datasets import is_local
 from jaxcam.models import loading
 from jaxcam.train.steps import SCHEDULES
 
@@ -112,8 +113,6 @@ def with_defaults(defaults: Optional[Dict[str, Any]] = None) -> tuple:
 
 def validate(cfg: Dict[str, Any], where: Dict[str, str], options=OPTIONS) -> Dict[str, Any]:
     """Checks that need more than one option or a registry; raises `ConfigError` naming the option."""
-    from jaxcam.data.datasets import is_local
-
     def err(name, text):
         return C.ConfigError(f"{C.label(where, options, name)}: {text}")
 
