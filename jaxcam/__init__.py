@@ -6,11 +6,12 @@
 Importing jaxcam has no process-wide side effects: XLA:CPU tuning is passed per compiled function
 (see `jaxcam._src.compile`), never through ``XLA_FLAGS``.
 
-Where things are: one method per file in `jaxcam.methods` (listed by `jaxcam.methods.registry`),
-the shared engine in `jaxcam._src` (split, runner, request, compile), batching over many images in
-`jaxcam.batching` (`jaxcam.explain`), the device mesh in `jaxcam.sharding`, colouring in
-`jaxcam.viz.heatmaps`, image files in `jaxcam.images`, resumable jobs in `jaxcam.jobs`, the command line
-in `jaxcam.cli`.
+Where things are (README "Layout"): one method per file in `jaxcam.methods`, each declared once
+(`jaxcam.methods.registry`; this module's methods and ``__all__`` come from it), the shared engine in
+`jaxcam._src` (model, split and the one layer resolver, runner, request, compile), models in
+`jaxcam.models`, training in `jaxcam.train` (``jaxcam.train.fit``), batching over many images in
+`jaxcam.batching` (`jaxcam.explain`), pictures in `jaxcam.viz`, metrics in `jaxcam.metrics`, data in
+`jaxcam.data`, the one option system in `jaxcam.config`, the commands in `jaxcam.cli`.
 """
 from jaxcam import images, jobs, metrics, models, sharding, targets
 from jaxcam import methods

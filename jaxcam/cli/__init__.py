@@ -1,7 +1,7 @@
 """The ``jaxcam`` command: ``jaxcam <command> [options]``; each command is a module with ``main(argv) -> int``.
 
     jaxcam render --method grad_cam photos/
-    jaxcam evaluate --data images/ --methods all
+    jaxcam evaluate --data images/ --method all
     jaxcam train --config configs/recipe_c_imagenette_resnet18.yaml --data imagenette2-160.tgz --out runs/c
     jaxcam finetune --model resnet20 --epochs 30 --out runs/r20      # the CIFAR-10 preset of train
 
