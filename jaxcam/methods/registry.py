@@ -154,7 +154,10 @@ class Method:
         return {k: v for k, v in options.items() if k in known}, sorted(set(options) - known)
 
     def __call__(self, model, x, layer=None, targets=None, **options):
-        return self.bind(**options)(model, x, layer=layer, targets=targets)
+        """The public function (which checks the options it knows, once)."""
+        if self.takes_layer:
+            return self.fn(model, x, layer, targets, **options)
+        return self.fn(model, x, targets, **options)
 
     def bind(self, **options) -> Callable:
         """``call(model, x, layer=None, targets=None)`` with `options` checked now, once (not per call)."""
