@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from jaxcam.data import augment as A
+from jaxcam.data import augmentations as A
 from jaxcam import config as C
 from jaxcam import data as D
 from jaxcam import jobs

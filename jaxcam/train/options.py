@@ -15,7 +15,7 @@ from typing import Any, Dict, Optional
 
 import jax
 
-from jaxcam.data import augment
+from jaxcam.data import augmentations as augment
 from jaxcam import config as C
 from jaxcam._src.split import LayerError, check_layer
 from jaxcam.data.datasets import is_local

@@ -1,6 +1,6 @@
 """Image augmentation on the device: jitted, random per image, named as torchvision/albumentations users know them.
 
-    aug = jaxcam.data.augment.pipeline({"random_resized_crop": {"scale": (0.5, 1.0)}, "horizontal_flip": {},
+    aug = jaxcam.data.augmentations.pipeline({"random_resized_crop": {"scale": (0.5, 1.0)}, "horizontal_flip": {},
                                    "coarse_dropout": {"max_holes": 1, "max_height": 8, "max_width": 8}})
     x = aug(key, x)          # x float (N, H, W, C) in [0, 1] -> same shape; one independent draw per image
 
