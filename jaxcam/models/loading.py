@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcam._src.model import Model
-import jaxcam.models.torch_io as checkpoint
+import jaxcam.models.torch_io as torch_io
 import jaxcam.models.convert as convert
 import jaxcam.models.densenet as densenet
 import jaxcam.models.swin as swin
