@@ -149,7 +149,7 @@ def _spec(name) -> Spec:
 
 def _state_dict(name: str, spec: Spec, weights) -> dict:
     if isinstance(weights, Mapping):
-        return checkpoint.unwrap_state_dict(weights)
+        return torch_io.unwrap_state_dict(weights)
     if weights in ("pretrained", "torchvision"):
         if weights == "torchvision" and (spec.url is None or _TV not in spec.url):
             raise ValueError(f"{name} has no torchvision weights; use weights='pretrained', a local file or None")
