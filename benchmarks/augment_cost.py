@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxcam
-from jaxcam import augment as A
+from jaxcam.data import augmentations as A
 from jaxcam import train
 
 

@@ -8,7 +8,7 @@
     python benchmarks/memory.py --mode fixed --cases ablation_cam --chunks 64,2048   # no plan: given chunks
 
 Each case builds ResNet-50 (random weights: same memory as real ones), asks
-`jaxcam._src.memory.plan` for the batch and chunk sizes that keep a batch-32, 224 px run of the
+`jaxcam._src.memory_budget.plan` for the batch and chunk sizes that keep a batch-32, 224 px run of the
 method on layer4 under the limit (XLA's compiled memory analysis), then explains 32 images with
 them (`jaxcam.explain`) and reports the process's peak resident set size (VmHWM: Python, jax, XLA
 compilation, weights, the run). A case running longer than --timeout is stopped; the peak seen so
@@ -32,7 +32,7 @@ def child(case: str, batch: int, size: int, limit: str | None, chunk: int | None
     import numpy as np
 
     import jaxcam
-    from jaxcam._src import memory
+    from jaxcam._src import memory_budget as memory
 
     model = jaxcam.models.resnet50()
     method = getattr(jaxcam, case)
@@ -164,7 +164,7 @@ def main(argv=None) -> int:
             limit_mib = None
             if kind == "limit":
                 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-                from jaxcam._src.memory import parse_bytes
+                from jaxcam._src.memory_budget import parse_bytes
 
                 limit_mib = parse_bytes(value) / 2**20
             planned = row.get("planned") or [row.get("batch"), row.get("chunk")]

@@ -118,7 +118,7 @@ def main(argv=None):
     import torch
 
     torch.set_num_threads(a.threads)
-    from jaxcam._src.hostmem import reuse_host_memory
+    from jaxcam._src.host_memory import reuse_host_memory
 
     reuse_host_memory()  # as jaxcam's commands do (both sides share the allocator settings)
     cols = "| model | px | batch | pass | torch ms | jaxcam ms | x torch |" + (" XLA-only ms | XLA x torch |" if a.xla else "")

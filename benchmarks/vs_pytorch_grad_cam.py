@@ -382,7 +382,7 @@ def machine_info(args, bench) -> str:
 def main(argv=None):
     args = parse_args(argv)
     pin_threads(args.threads)
-    from jaxcam._src.hostmem import reuse_host_memory
+    from jaxcam._src.host_memory import reuse_host_memory
 
     reuse_host_memory()  # as jaxcam's commands do, before JAX runs (glibc keeps freed blocks; both sides)
     from tqdm import tqdm

@@ -6,68 +6,37 @@
 Importing jaxcam has no process-wide side effects: XLA:CPU tuning is passed per compiled function
 (see `jaxcam._src.compile`), never through ``XLA_FLAGS``.
 
-Where things are: one method per file in `jaxcam.methods` (listed by `jaxcam.methods.registry`),
-the shared engine in `jaxcam._src` (split, runner, request, compile), batching over many images in
-`jaxcam.batching` (`jaxcam.explain`), the device mesh in `jaxcam.sharding`, colouring in
-`jaxcam.visual`, image files in `jaxcam.images`, resumable jobs in `jaxcam.jobs`, the command line
-in `jaxcam.cli`.
+Where things are (README "Layout"): one method per file in `jaxcam.methods`, each declared once
+(`jaxcam.methods.registry`; this module's methods and ``__all__`` come from it), the shared engine in
+`jaxcam._src` (model, split and the one layer resolver, runner, request, compile), models in
+`jaxcam.models`, training in `jaxcam.train` (``jaxcam.train.fit``), batching over many images in
+`jaxcam.batching` (`jaxcam.explain`), pictures in `jaxcam.viz`, metrics in `jaxcam.metrics`, data in
+`jaxcam.data`, the one option system in `jaxcam.config`, the commands in `jaxcam.cli`.
 """
 from jaxcam import images, jobs, metrics, models, sharding, targets
+from jaxcam import methods
 from jaxcam._src.split import Split, list_layers
-from jaxcam.methods import ablation_cam, fast_ablation_cam, grad_cam, spatial_ablation_cam
-from jaxcam.methods import (
-    cam, deprocess_gradients, eigen_cam, eigen_grad_cam, grad_cam_elementwise, grad_cam_pp, gradient_cams,
-    guided_backprop, guided_grad_cam, hires_cam, layer_cam, multi_layer, score_cam, xgrad_cam,
-)
-from jaxcam.methods import registry
-from jaxcam.methods import fem, finer_cam, fullgrad, kpca_cam, random_cam, seg_eigen_cam, shapley_cam
-from jaxcam.methods import deep_feature_factorization, factorization_overlay
-from jaxcam.methods import is_cam, refine_cam, sess, smoothgrad_cam_pp, ss_cam
 from jaxcam._src.tokens import tokens_to_grid
-from jaxcam.model import Model, ModelInfo
 from jaxcam.batching import Explanation, explain, explain_batches
+from jaxcam.methods import *  # noqa: F401,F403  (every registered method, by its name: see jaxcam.methods)
+from jaxcam.methods import registry
+from jaxcam._src.model import Model, ModelInfo
 from jaxcam.sharding import batch_mesh, process_share
-from jaxcam.visual import heatmap, overlay
+from jaxcam.viz import heatmap, overlay
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "fem", "finer_cam", "fullgrad", "kpca_cam", "random_cam", "seg_eigen_cam", "shapley_cam", "targets",
-    "deep_feature_factorization", "factorization_overlay", "is_cam", "refine_cam", "sess", "smoothgrad_cam_pp", "ss_cam",
-    "Model",
-    "ModelInfo",
-    "Split",
-    "ablation_cam",
-    "fast_ablation_cam",
-    "grad_cam",
-    "list_layers",
-    "images",
-    "jobs",
-    "metrics",
-    "sharding",
-    "models",
-    "registry",
-    "spatial_ablation_cam",
-    "cam",
-    "deprocess_gradients",
-    "eigen_cam",
-    "eigen_grad_cam",
-    "grad_cam_elementwise",
-    "grad_cam_pp",
-    "gradient_cams",
-    "guided_backprop",
-    "guided_grad_cam",
-    "hires_cam",
-    "layer_cam",
-    "multi_layer",
-    "score_cam",
-    "tokens_to_grid",
-    "xgrad_cam",
-    "Explanation",
-    "explain",
-    "explain_batches",
-    "batch_mesh",
-    "process_share",
-    "heatmap",
-    "overlay",
+_CORE = [
+    "Explanation", "Model", "ModelInfo", "Split", "batch_mesh", "explain", "explain_batches", "heatmap", "images",
+    "jobs", "list_layers", "metrics", "models", "overlay", "process_share", "sharding", "targets", "tokens_to_grid",
 ]
+
+
+def __getattr__(name: str):
+    """``__all__`` (the core names + every registered method) and late-declared methods, from the registry."""
+    if name == "__all__":
+        return _CORE + methods.__all__
+    try:
+        return getattr(methods, name)
+    except AttributeError:
+        raise AttributeError(f"module 'jaxcam' has no attribute {name!r}") from None

@@ -27,7 +27,7 @@ from jaxcam._src import compile as compile_lib
 from jaxcam._src.dtypes import HALF, upcast_half
 from jaxcam.methods import registry
 from jaxcam._src.kinds import as_model
-from jaxcam.model import Model
+from jaxcam._src.model import Model
 from jaxcam.sharding import batch_mesh, batch_sharding, process_share, replicated, round_to_devices
 
 __all__ = ["Batch", "Explanation", "explain", "explain_batches", "batch_mesh", "process_share"]
@@ -129,7 +129,7 @@ def explain_batches(method: Union[str, Callable], model, images, *, batch_size: 
     """As `explain`, but yields each `Batch` as soon as it is computed (arrays on device)."""
     call = resolve_method(method)
     if isinstance(call, registry.Method):
-        options = call.check(**options)
+        call, options = call.bind(**options), {}  # options checked once here, not per batch
     model = as_model(model)
     mesh = batch_mesh(devices)
     size = round_to_devices(batch_size, mesh.size)
@@ -170,7 +170,7 @@ def resolve_method(method):
     if isinstance(method, (str, registry.Method)):
         return registry.get(method)
     for m in registry.REGISTRY.values():
-        if m.fn is method:
+        if m.fn is method or m.rule is method:
             return m
     if not callable(method):
         raise TypeError(f"method must be a jaxcam method, its name, or a function; got {method!r}")

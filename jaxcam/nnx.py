@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxcam.model import Model, ModelInfo
+from jaxcam._src.model import Model, ModelInfo
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,7 +10,7 @@ import sys
 
 import flax.linen as nn
 
-from jaxcam.model import Model
+from jaxcam._src.model import Model
 
 
 def as_model(model) -> Model:

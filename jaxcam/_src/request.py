@@ -13,9 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcam._src.kinds import as_model
-from jaxcam.model import Model
+from jaxcam._src.model import Model
 from jaxcam._src import split as split_lib
-from jaxcam._src import targets as targets_lib
+from jaxcam._src import scores as targets_lib
 
 _CHANNEL_COUNTS = (1, 3, 4)
 

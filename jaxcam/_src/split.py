@@ -9,7 +9,10 @@ that only fed the layer (dead code), and under ``jax.vmap`` over A' that part is
 network before the layer runs once, only the head runs per perturbation. Skip connections that
 bypass the layer read their own inputs, so they stay correct.
 
-A layer is named by its module path: ``"layer4"``, ``"layer4/1"``, ``"features/28"``.
+A layer is named by its module path: ``"layer4"``, ``"layer4/1"``, ``"features/28"``. `check_layer`
+is the one resolver of layer names (methods, commands and training use it): an abstract run at the
+model's own input size (``model.info.input_size``) unless a shape is given, and an unknown name
+raises `LayerError` with the closest valid names.
 
 Token models (ViTs) declare a linear tokens -> grid view in ``ModelInfo.reshape_transform``; the
 split applies it to every token layer (output (N, T, C) for input (N, H, W, C)), once for every
@@ -30,7 +33,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxcam.model import Model
+from jaxcam._src.model import Model
+from jaxcam._src.hints import closest
 from jaxcam._src.tokens import from_grid
 
 LayerPath = Tuple[str, ...]
@@ -105,10 +109,11 @@ def _layer_shapes(module, x_shape, dtype, variables):
     if not isinstance(module, nn.Module):
         return tuple(module.output_shapes(variables.value, x_shape, dtype))
 
-    def run(x):
-        return module.apply(variables.value, x, capture_intermediates=True, mutable=["intermediates"])
+    def run(v, x):
+        return module.apply(v, x, capture_intermediates=True, mutable=["intermediates"])
 
-    _, state = jax.eval_shape(run, jax.ShapeDtypeStruct(x_shape, dtype))
+    # variables as an argument: an abstract model (jax.eval_shape of a constructor) works too
+    _, state = jax.eval_shape(run, variables.value, jax.ShapeDtypeStruct(x_shape, dtype))
     shapes = {}
 
     def walk(tree, path):
@@ -123,22 +128,39 @@ def _layer_shapes(module, x_shape, dtype, variables):
     return tuple(shapes.items())
 
 
-def list_layers(model: Model, x_shape=(1, 64, 64, 3), spatial_only: bool = True) -> list:
+class LayerError(ValueError):
+    """An unknown layer name; the one-line message lists the closest and all valid names."""
+
+
+def input_shape(model: Model, size: Optional[int] = None) -> tuple:
+    """The abstract input (1, size, size, 3) at `size`, by default the model's own ``info.input_size``."""
+    size = int(size or model.info.input_size)
+    return (1, size, size, 3)
+
+
+def list_layers(model: Model, x_shape=None, spatial_only: bool = True) -> list:
     """Module paths usable as `layer`: those whose output is (N, ..., C) with 1-3 spatial axes
-    (or any, with False)."""
-    shapes = layer_shapes(model, x_shape)
+    (or any, with False). `x_shape` defaults to the model's own input size (`input_shape`)."""
+    shapes = layer_shapes(model, x_shape or input_shape(model))
     return [p for p, s in shapes.items() if p and (not spatial_only or len(s) in (3, 4, 5))]
 
 
-def check_layer(model: Model, layer: str, x_shape) -> LayerPath:
-    """Resolve `layer` to a path; an unknown one raises an error that lists the valid paths."""
-    path = parse_layer(layer)
-    shapes = layer_shapes(model, x_shape)
+def check_layer(model: Model, layer: str, x_shape=None) -> LayerPath:
+    """Resolve `layer` to a path (abstract run at `x_shape`, default the model's own input size).
+
+    Raises `LayerError`: ``unknown layer 'layr4' for resnet18 (did you mean 'layer4'?); valid layers
+    (...): ...``.
+    """
+    try:
+        path = parse_layer(layer)
+    except ValueError as err:
+        raise LayerError(str(err)) from None
+    shapes = layer_shapes(model, x_shape or input_shape(model))
     if "/".join(path) not in shapes:
         valid = [p for p, s in shapes.items() if p and len(s) in (3, 4, 5)]
-        raise ValueError(
-            f"unknown layer {layer!r} for {model.info.name}. Valid layers (module paths with a spatial "
-            f"or token output): {', '.join(valid)}"
+        raise LayerError(
+            f"unknown layer {layer!r} for {model.info.name}{closest(layer, valid)}; valid layers (module paths "
+            f"with a spatial or token output): {', '.join(valid)}"
         )
     return path
 

@@ -1,7 +1,7 @@
 """The ``jaxcam`` command: ``jaxcam <command> [options]``; each command is a module with ``main(argv) -> int``.
 
     jaxcam render --method grad_cam photos/
-    jaxcam evaluate --data images/ --methods all
+    jaxcam evaluate --data images/ --method all
     jaxcam train --config configs/recipe_c_imagenette_resnet18.yaml --data imagenette2-160.tgz --out runs/c
     jaxcam finetune --model resnet20 --epochs 30 --out runs/r20      # the CIFAR-10 preset of train
 
@@ -9,6 +9,7 @@ Commands are imported only when run. To add one, add a line to `COMMANDS`.
 """
 from __future__ import annotations
 
+import difflib
 import importlib
 import sys
 from typing import Optional, Sequence
@@ -29,8 +30,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
-        import difflib
-
         close = difflib.get_close_matches(name, list(COMMANDS), n=2)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         print(f"error: unknown command {name!r}.{hint} Commands: {', '.join(COMMANDS)}", file=sys.stderr)

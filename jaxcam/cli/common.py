@@ -7,35 +7,58 @@ the command line and gives one line on stderr and exit status 2, before any work
 from __future__ import annotations
 
 import argparse
-import difflib
 import os
 import sys
 from typing import Callable, Dict, List, Optional, Sequence
 
-
-class UsageError(ValueError):
-    """A mistake in the command line: printed as one line, exit status 2."""
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse with one-line errors (``error: ...``) and exit status 2."""
-
-    def error(self, message):
-        self.exit(2, f"error: {self.prog}: {message}\n")
+from jaxcam import config as C
+from jaxcam import jobs, models
+from jaxcam._src import host_memory, split
+from jaxcam.methods import registry
+from jaxcam.train.checkpoints import load_checkpoint
+from jaxcam.viz.heatmaps import check_colormap
+from jaxcam.config import ConfigError
+from jaxcam.models import classes
 
 
-def run(main: Callable[[list], int], argv: Optional[Sequence[str]]) -> int:
-    """Call ``main(argv)``; a UsageError becomes one stderr line and status 2, SystemExit passes through.
+UsageError = ConfigError  # a mistake in the command line: printed as one line, exit status 2
 
-    First (before JAX runs) glibc is asked to keep freed blocks for reuse (`jaxcam.train.reuse_host_memory`;
-    `JAXCAM_REUSE_MEMORY=0` turns it off): XLA:CPU's per-call buffers are then not zero-filled anew."""
-    from jaxcam._src.hostmem import reuse_host_memory
 
-    reuse_host_memory(warn=False)
+ArgumentParser = C.OneLineParser  # one-line errors (``<prog>: error: ...``) and exit status 2
+
+
+def parse(prog: str, options, argv, description: str = "", *extras: Callable) -> tuple:
+    """``(args, where)``: the command line (and its ``--config`` YAML file) through the one option system
+    (`jaxcam.config`); `extras` add argparse-only flags (e.g. `jaxcam.distributed.add_arguments`)."""
+    p = C.parser(prog, options, description=description)
+    for add in extras:
+        add(p)
+    parsed = p.parse_args(argv)
+    cfg, where = C.resolve(options, parsed)
+    args = argparse.Namespace(**{k: v for k, v in vars(parsed).items() if not k.startswith(C.ALIAS)})
+    vars(args).update(cfg)
+    return args, where
+
+
+def reuse_host_memory() -> None:
+    """Before JAX runs: glibc keeps freed blocks for reuse, so XLA:CPU's per-call buffers are not
+    zero-filled anew (`jaxcam.train.reuse_host_memory`; ``JAXCAM_REUSE_MEMORY=0`` turns it off)."""
+    host_memory.reuse_host_memory(warn=False)
+
+
+def error_line(prog: str, err: BaseException) -> None:
+    """The one error format of every command: ``<prog>: error: <message on one line>`` on stderr."""
+    sys.stderr.write(f"{prog}: error: {' '.join(str(err).split())}\n")
+
+
+def run(main: Callable[[list], int], argv: Optional[Sequence[str]], prog: str = "jaxcam") -> int:
+    """Call ``main(argv)`` after `reuse_host_memory`; a UsageError becomes one stderr line
+    (``<prog>: error: ...``) and status 2, SystemExit passes through."""
+    reuse_host_memory()
     try:
         return int(main(list(sys.argv[1:] if argv is None else argv)) or 0)
     except UsageError as err:
-        print(f"error: {err}", file=sys.stderr)
+        error_line(prog, err)
         return 2
 
 
@@ -70,8 +93,6 @@ def fraction(text: str) -> float:
 
 def colormap(text: str) -> str:
     """argparse type: a matplotlib colormap name (unknown names list the closest ones)."""
-    from jaxcam.visual import check_colormap
-
     try:
         check_colormap(text)
     except ValueError as err:
@@ -82,23 +103,8 @@ def colormap(text: str) -> str:
 # ------------------------------------------------------------------------------------ methods
 
 def methods(spec: str, option: str = "--method") -> list:
-    """Registry `Method`s from a comma-separated list of names/aliases, or 'all'."""
-    from jaxcam.methods import registry
-
-    names = [s.strip() for s in str(spec).split(",") if s.strip()]
-    if not names:
-        raise UsageError(f"{option} is empty; valid methods: {', '.join(registry.names())}")
-    if names == ["all"]:
-        return [registry.get(n) for n in registry.names()]
-    chosen = []
-    for name in names:
-        try:
-            m = registry.get(name)
-        except ValueError as err:
-            raise UsageError(f"{option}: {err}") from None
-        if m not in chosen:
-            chosen.append(m)
-    return chosen
+    """Registry `Method`s from a comma-separated list of names/aliases, or 'all' (`registry.parse`)."""
+    return registry.parse(spec, option)
 
 
 def method_options(chosen: list, given: Dict[str, object], notes: Optional[List[str]] = None) -> dict:
@@ -129,63 +135,39 @@ def load_model(name: Optional[str], weights: Optional[str], checkpoint: Optional
     if checkpoint:
         if not os.path.exists(checkpoint):
             raise UsageError(f"--checkpoint {checkpoint!r}: no such folder")
-        from jaxcam import train
-
         try:
-            return train.load_checkpoint(checkpoint)
+            return load_checkpoint(checkpoint)
         except (ValueError, FileNotFoundError) as err:
             raise UsageError(f"--checkpoint {checkpoint!r}: {err}") from None
-    import jaxcam
-
     weights = weights or "pretrained"
     weights = None if str(weights).lower() in ("none", "random") else weights
     if weights not in (None, "pretrained", "torchvision") and not os.path.exists(weights):
         raise UsageError(f"--weights {weights!r}: no such file or folder")
     try:
-        return jaxcam.models.load(name or default, weights=weights)
+        return models.load(name or default, weights=weights)
     except (ValueError, KeyError) as err:
         raise UsageError(str(err).strip("'\"")) from None
 
 
 def check_layer(model, layer: Optional[str], size: int) -> None:
-    """UsageError listing the closest layer paths when `layer` is not one of the model's."""
+    """--layer through the library's one resolver (`jaxcam._src.split.check_layer`); UsageError when unknown."""
     if layer is None:
         return
-    import jaxcam
-
-    valid = jaxcam.list_layers(model, (1, size, size, 3))
-    if layer.replace(".", "/") not in valid:
-        close = difflib.get_close_matches(layer, valid, n=3)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise UsageError(f"--layer: unknown layer {layer!r} for {model.info.name}.{hint} "
-                         f"Valid layers: {', '.join(valid)}")
+    try:
+        path = split.check_layer(model, layer, split.input_shape(model, size))
+    except split.LayerError as err:
+        raise UsageError(f"--layer: {err}") from None
+    if "/".join(path) != layer.replace(".", "/"):  # the command line takes the path as listed, nothing looser
+        raise UsageError(f"--layer: unknown layer {layer!r} for {model.info.name}; did you mean {'/'.join(path)!r}?")
 
 
 def class_index(target: Optional[str], class_names: Sequence[str], option: str = "--target",
                 owner: str = "the model") -> Optional[int]:
     """A class given as an index or a name (case-insensitive) -> its index; None stays None."""
-    if target is None:
-        return None
-    text = str(target).strip()
-    if text.lstrip("-").isdigit():
-        index = int(text)
-        if index < 0 or (class_names and index >= len(class_names)):
-            raise UsageError(f"{option} {index} is out of range: {owner} has {len(class_names)} classes")
-        return index
-    lowered = [n.lower() for n in class_names]
-    if text.lower() in lowered:
-        return lowered.index(text.lower())
-    if not class_names:
-        raise UsageError(f"{option} {target!r}: {owner} has no class names; pass a class index")
-    close = difflib.get_close_matches(text.lower(), lowered, n=5, cutoff=0.5)
-    hint = ("closest: " + ", ".join(repr(class_names[lowered.index(c)]) for c in close)) if close else \
-        "pass a class index instead"
-    raise UsageError(f"{option}: unknown class name {target!r}; {hint}")
+    return classes.class_index(target, class_names, option, owner)
 
 
 def writable(folder: str, option: str = "--out") -> None:
-    from jaxcam import jobs
-
     try:
         jobs.check_writable(folder)
     except PermissionError as err:

@@ -1,393 +1,83 @@
 """Faithfulness of CAM methods: methods x images x model -> a table of metrics (method by metric).
 
-    jaxcam evaluate --model efficientnet_lite0 --data imagenet-samples/ --limit 200 --methods all --out results/eval
+    jaxcam evaluate --model efficientnet_lite0 --data imagenet-samples/ --limit 200 --method all --out results/eval
 
 For every method of the registry that returns maps (plus a random-map baseline row) and every image
 it computes Average Drop %, % Increase in Confidence, deletion and insertion AUC and ROAD (MoRF /
-LeRF / combined) with `jaxcam.metrics.all_metrics`, batched by `jaxcam.explain_batches` (sharded
-over the local devices). A method that fails is reported loudly: a row with its error, a message
-on stderr and exit status 1 (the other methods still run). It prints the table and writes into --out:
-  table.csv, table.md     mean over the images per method, and seconds per image to compute the
-                          maps (batches after the first, so without compilation, when there are any)
-  curves.png              mean deletion and insertion curves per method
-  cache/<config>/<method>/<image>.npz   per-image results, written atomically (jaxcam.jobs): a
-                          restarted run skips the images already done with the same configuration.
+LeRF / combined). A method that fails is reported loudly: a row with its error, a message on stderr
+and exit status 1 (the other methods still run). It prints the table and writes into --out:
+table.csv, table.md, curves.png and cache/<config>/<method>/<image>.npz (a restarted run skips the
+images already done with the same configuration). The work is `jaxcam.metrics.evaluation`.
 
 Several processes (jaxcam.distributed): ``--processes N`` on this machine, or ``--coordinator
 HOST:PORT --num-processes N --process-id I`` on a cluster; each evaluates its share of whole
-batches, process 0 gathers the results (process_allgather) and writes the tables once.
+batches, process 0 gathers the results and writes the tables once. Every option can also come from
+a YAML file (``--config``).
 """
 from __future__ import annotations
 
-import argparse
-import csv
-import hashlib
-import json
-import os
 import sys
-import time
 
-import numpy as np
-
+from jaxcam import config as C
 from jaxcam import distributed
 from jaxcam.cli import common
 from jaxcam.cli.common import UsageError
+from jaxcam.metrics import evaluation
+from jaxcam.metrics.evaluation import resolve_methods  # noqa: F401  (re-exported)
 
-RANDOM = "random"
-# Higher is better (+) or lower is better (-), for the table header.
-COLUMNS = [
-    ("average_drop", "Avg Drop % (-)"),
-    ("increase_in_confidence", "Inc Conf % (+)"),
-    ("deletion_auc", "Deletion AUC (-)"),
-    ("insertion_auc", "Insertion AUC (+)"),
-    ("road_morf", "ROAD MoRF (-)"),
-    ("road_lerf", "ROAD LeRF (+)"),
-    ("road_combined", "ROAD comb. (+)"),
-]
+PROG = "jaxcam evaluate"
 
 
-def percentile(text: str) -> float:
-    value = float(text)
+def _percentile(value) -> float:
+    value = float(value)
     if not 0 < value < 100:
-        raise argparse.ArgumentTypeError(f"must be in (0, 100), got {value}")
+        raise ValueError(f"must be in (0, 100), got {value}")
     return value
 
 
-def positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
-
-
-def parser():
-    p = common.ArgumentParser(prog="jaxcam evaluate", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="efficientnet_lite0", help="a jaxcam.models.load name")
-    p.add_argument("--weights", default="pretrained", help="'pretrained', a checkpoint path, or 'random'")
-    p.add_argument("--checkpoint", default=None, help="a training run or checkpoint folder (instead of --model)")
-    p.add_argument("--data", required=True, help="a folder of images (optionally labels.tsv: file, class_index)")
-    p.add_argument("--limit", type=common.positive_int, default=None,
-                   help="evaluate a fixed, evenly spaced subset of this many images")
-    p.add_argument("--size", type=common.positive_int, default=224, help="input size: resize the short side, center crop")
-    p.add_argument("--methods", default="all",
-                   help="comma-separated registry method names or aliases, or 'all' (every map method)")
-    p.add_argument("--layer", default=None, help="layer to explain (default: the model's)")
-    p.add_argument("--targets", choices=("pred", "label"), default="pred",
-                   help="explain the predicted class (default) or the labels.tsv class")
-    p.add_argument("--batch-size", type=common.positive_int, default=8, help="images per compiled batch")
-    p.add_argument("--chunk-size", type=common.positive_int, default=None,
-                   help="ablated/masked copies per vmapped chunk (ablation and score families)")
-    p.add_argument("--score", default="softmax", choices=("softmax", "logit", "sigmoid"))
-    p.add_argument("--steps", type=common.non_negative_int, default=20,
-                   help="deletion/insertion steps (0: no curves)")
-    p.add_argument("--baseline", default="blur", choices=("blur", "zeros", "mean"))
-    p.add_argument("--percentiles", type=percentile, nargs="*", default=[20, 50, 80],
-                   help="ROAD percentiles in (0, 100) (none: skip ROAD)")
-    p.add_argument("--road-tol", type=positive_float, default=1e-5, help="conjugate-gradient tolerance of the imputer")
-    p.add_argument("--seed", type=int, default=0, help="seeds the random maps and the ROAD noise")
-    p.add_argument("--out", default="results/evaluate")
-    p.add_argument("--report-only", action="store_true",
-                   help="compute nothing: tabulate what the cache holds (e.g. while a run is going on)")
-    distributed.add_arguments(p)
-    return p
-
-
-# ------------------------------------------------------------------ inputs --------------------
-
-
-def resolve_methods(spec: str, notes: list = None) -> list:
-    """Registry methods to run (the random baseline is added by `run`). 'all': every map method; the
-    others are named on stderr (they return attributions or several maps, which these metrics do not take)."""
-    from jaxcam.methods import registry
-
-    if spec.strip() == "all":
-        others = [n for n in registry.names() if registry.get(n).output != "map"]
-        note = f"note: not evaluated (not (N, H, W) maps): {', '.join(others)}"
-        notes.append(note) if notes is not None else print(note, file=sys.stderr)
-        return [registry.get(n) for n in registry.names(output="map")]
-    names = [s.strip() for s in spec.split(",") if s.strip() and s.strip() != RANDOM]
-    chosen = common.methods(",".join(names), option="--methods") if names else []
-    for m in chosen:
-        if m.output != "map":
-            raise UsageError(f"--methods: {m.name} returns {m.output}s, not maps; evaluate takes map methods: "
-                             f"{', '.join(registry.names(output='map'))}")
-    return chosen
-
-
-def list_images(folder: str, limit) -> list:
-    from jaxcam import images as images_lib
-
-    if not os.path.isdir(folder):
-        raise UsageError(f"--data {folder!r} is not a folder of images")
-    files = sorted(f for f in os.listdir(folder) if f.lower().endswith(images_lib.IMAGE_SUFFIXES))
-    if not files:
-        raise UsageError(f"--data {folder!r}: no images ({', '.join(images_lib.IMAGE_SUFFIXES)})")
-    if limit and limit < len(files):
-        files = [files[i] for i in np.linspace(0, len(files) - 1, limit).round().astype(int)]
-    return files
-
-
-def read_labels(folder: str) -> dict:
-    path = os.path.join(folder, "labels.tsv")
-    if not os.path.exists(path):
-        return {}
-    labels = {}
-    with open(path) as f:
-        for row in csv.reader(f, delimiter="\t"):
-            if len(row) >= 2 and row[1].strip().isdigit():
-                labels[row[0]] = int(row[1])
-    return labels
-
-
-def load_image(path: str, size: int) -> np.ndarray:
-    """uint8 (size, size, 3) as a person sees the file: short side resized to size * 256 / 224, center crop."""
-    from jaxcam import images as images_lib
-
-    loaded = images_lib.load(path, size, crop_fraction=224 / 256)
-    if loaded.error:
-        raise ValueError(f"{path}: {loaded.error}")
-    return loaded.image
-
-
-# ------------------------------------------------------------------ computing ----------------
-
-
-def random_maps(key, x, cells: int = 7):
-    """Random maps with a CAM's smoothness: uniform noise at cells x cells, upsampled, min-maxed."""
-    import jax
-
-    from jaxcam._src import maps as maps_lib
-
-    raw = jax.random.uniform(key, (x.shape[0], cells, cells))
-    return maps_lib.finish(raw, x.shape[1:3], "none")
-
-
-def config_key(args, model_name: str) -> str:
-    cfg = dict(model=model_name, weights=args.weights, size=args.size, layer=args.layer, targets=args.targets,
-               score=args.score, steps=args.steps, baseline=args.baseline, percentiles=list(args.percentiles),
-               road_tol=args.road_tol, seed=args.seed, chunk_size=args.chunk_size)
-    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def atomic_write(path: str, write) -> None:
-    """``write(file)`` into `path` atomically (jaxcam.jobs: temp file beside it, fsync, rename)."""
-    from jaxcam import jobs
-
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with jobs.atomic_path(path) as tmp, open(tmp, "wb") as f:
-        write(f)
-
-
-def cache_path(cache: str, method: str, image: str) -> str:
-    return os.path.join(cache, method, os.path.splitext(image)[0] + ".npz")
-
-
-def evaluate(args, model, files, labels, methods, cache, progress=True) -> dict:
-    """Fill the cache with one .npz per (method, image). Returns {method: error message} of the methods
-    that failed (they are reported, the others go on)."""
-    import jax
-    import jax.numpy as jnp
-    from tqdm import tqdm
-
-    import jaxcam
-    import jaxcam.metrics
-    from jaxcam import jobs
-    from jaxcam.batching import explain_batches
-
-    bs = args.batch_size
-    failed = {}
-    base_key = jax.random.key(args.seed)
-    names = [m.name for m in methods] + [RANDOM]
-    options = common.method_options(methods, {"chunk_size": args.chunk_size})
-    mine = files[distributed.share(len(files), block=bs)]  # whole batches: a batch is never split
-    for name in names:
-        # Whole fixed batches with a missing result (a resumed run computes each image in the same batch,
-        # with the same random keys, as an uninterrupted one); only the missing files are written.
-        todo = [f for i in range(0, len(mine), bs) for f in mine[i : i + bs]
-                if jobs.pending(mine[i : i + bs], lambda g: [cache_path(cache, name, g)])]
-        if not todo:
-            continue
-        if args.targets == "label":
-            missing = [f for f in todo if f not in labels]
-            if missing:
-                raise UsageError(f"--targets label: {missing[0]} has no row in {args.data}/labels.tsv")
-        targets = np.asarray([labels[f] for f in todo], np.int32) if args.targets == "label" else None
-        images = (load_image(os.path.join(args.data, f), args.size) for f in todo)
-        bar = tqdm(total=len(todo), desc=name, unit="img", disable=not progress, file=sys.stderr)
-        try:
-            if name == RANDOM:
-                stream = _random_batches(model, images, bs, base_key, files, todo)
-            else:
-                stream = explain_batches(name, model, images, batch_size=bs, layer=args.layer, targets=targets,
-                                         logits=False, **options[name])
-            compiled = False
-            start = time.perf_counter()
-            for batch in stream:
-                maps = jax.block_until_ready(batch.maps)
-                seconds = (time.perf_counter() - start) / batch.count
-                batch_files = todo[batch.start : batch.start + batch.count]
-                x = model.preprocess(np.stack([load_image(os.path.join(args.data, f), args.size) for f in batch_files]))
-                t = None if targets is None else jnp.asarray(targets[batch.start : batch.start + batch.count])
-                index = files.index(batch_files[0])
-                results = jaxcam.metrics.all_metrics(
-                    model, x, maps, t, score=args.score, steps=args.steps, baseline=args.baseline,
-                    percentiles=args.percentiles, key=jax.random.fold_in(base_key, 1_000_000 + index), tol=args.road_tol,
-                )
-                results = {k: np.asarray(v) for k, v in results.items()}
-                for i, f in enumerate(batch_files):
-                    row = {k: v[i] for k, v in results.items()}
-                    row["seconds"] = np.float32(seconds)
-                    row["warm"] = np.bool_(compiled)
-                    if not os.path.exists(cache_path(cache, name, f)):  # never written twice
-                        atomic_write(cache_path(cache, name, f), lambda fh, row=row: np.savez(fh, **row))
-                compiled = True
-                bar.update(batch.count)
-                start = time.perf_counter()
-        except UsageError:
-            raise
-        except Exception as err:  # a method that cannot run here: loud, in the table, exit status 1
-            message = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]
-            failed[name] = message
-            print(f"FAILED {name}: {message}", file=sys.stderr)
-        finally:
-            bar.close()
-    return failed
-
-
-def _random_batches(model, images, bs, base_key, files, todo):
-    """Batches of random maps (the baseline row), in the Batch format of explain_batches."""
-    import itertools
-
-    import jax
-
-    from jaxcam.batching import Batch
-
-    it = iter(images)
-    start = 0
-    while True:
-        chunk = list(itertools.islice(it, bs))
-        if not chunk:
-            return
-        index = files.index(todo[start])
-        x = np.zeros((len(chunk), *chunk[0].shape), np.float32)
-        yield Batch(start, len(chunk), random_maps(jax.random.fold_in(base_key, index), x), None)
-        start += len(chunk)
-
-
-def _merge(tables: list, names, failed) -> dict:
-    """The tables of the processes' shares (in file order) -> one table, as `collect` over all files."""
-    merged = {}
-    for m in names:
-        if m in failed:
-            merged[m] = {"error": failed[m]}
-            continue
-        parts = [t[m] for t in tables if m in t and "error" not in t[m]]
-        if parts:
-            merged[m] = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    return merged
-
-
-def collect(names, files, cache, failed=None) -> dict:
-    """method -> {metric: per-image values stacked (I, ...)} from the cached images; failed methods
-    -> {"error": message}. Methods with nothing cached and no error are left out."""
-    table = {}
-    for m in names:
-        if failed and m in failed:
-            table[m] = {"error": failed[m]}
-            continue
-        rows = [dict(np.load(p)) for p in (cache_path(cache, m, f) for f in files) if os.path.exists(p)]
-        if rows:
-            table[m] = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
-    return table
-
-
-# ------------------------------------------------------------------ reporting ---------------
-
-
-def summary_rows(table: dict) -> list:
-    """One row per method: mean over the images of each metric (ROAD: also over percentiles)."""
-    rows = []
-    for method, values in table.items():
-        if "error" in values:
-            rows.append({"method": method, "images": 0, **{k: float("nan") for k, _ in COLUMNS},
-                         "seconds_per_image": float("nan"), "error": values["error"]})
-            continue
-        row = {"method": method, "images": len(values["average_drop"]), "error": ""}
-        for key, _ in COLUMNS:
-            row[key] = float(np.mean(values[key])) if key in values else float("nan")
-        warm = values["warm"]  # batches timed after compilation; the first batch's time includes it
-        row["seconds_per_image"] = float(np.mean(values["seconds"][warm] if warm.any() else values["seconds"]))
-        rows.append(row)
-    return rows
-
-
-def markdown(rows: list) -> str:
-    columns = [(k, t) for k, t in COLUMNS if any(not np.isnan(r[k]) for r in rows)]  # skipped metrics: no column
-    head = ["method", "images"] + [title for _, title in columns] + ["s/img (map)"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        cells = [r["method"], str(r["images"])] + [f"{r[k]:.4f}" if "auc" in k or "road" in k else f"{r[k]:.2f}" for k, _ in columns]
-        if r.get("error"):
-            cells = [r["method"], "FAILED: " + r["error"].replace("|", "/")] + [""] * len(columns)
-        lines.append("| " + " | ".join(cells + [f"{r['seconds_per_image']:.3f}"]) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def write_outputs(out: str, rows: list, table: dict, steps: int) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fields = ["method", "images"] + [k for k, _ in COLUMNS] + ["seconds_per_image", "error"]
-
-    def write_csv(f):
-        import io
-
-        text = io.StringIO()
-        writer = csv.DictWriter(text, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-        f.write(text.getvalue().encode())
-
-    atomic_write(os.path.join(out, "table.csv"), write_csv)
-    atomic_write(os.path.join(out, "table.md"), lambda f: f.write(markdown(rows).encode()))
-
-    table = {m: v for m, v in table.items() if "error" not in v}
-    if not table or "deletion" not in next(iter(table.values())):
-        return  # --steps 0 (or every method failed): no curves
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    frac = np.linspace(0, 1, steps + 1)
-    for method, values in table.items():
-        style = dict(color="k", linestyle="--") if method == RANDOM else {}
-        for ax, name in zip(axes, ("deletion", "insertion")):
-            mean = values[name].mean(axis=0)
-            ax.plot(frac, mean, label=f"{method} ({np.mean(values[name + '_auc']):.3f})", **style)
-    for ax, name in zip(axes, ("Deletion (lower AUC is better)", "Insertion (higher AUC is better)")):
-        ax.set_title(name)
-        ax.set_xlabel("fraction of pixels removed" if "Deletion" in name else "fraction of pixels inserted")
-        ax.set_ylabel("mean score of the explained class")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    atomic_write(os.path.join(out, "curves.png"), lambda f: fig.savefig(f, format="png", dpi=110))
-    plt.close(fig)
+OPTIONS = (
+    C.Option("config", str, None, "YAML file with any of these options (flags override it)", flag_only=True),
+    C.Option("model", str, "efficientnet_lite0", "a jaxcam.models.load name"),
+    C.Option("weights", str, "pretrained", "'pretrained', a checkpoint path, or 'random'"),
+    C.Option("checkpoint", str, None, "a training run or checkpoint folder (instead of --model)"),
+    C.Option("data", str, None, "a folder of images (optionally labels.tsv: file, class_index); required"),
+    C.Option("limit", int, None, "evaluate a fixed, evenly spaced subset of this many images", check=C.at_least(1)),
+    C.Option("image_size", int, 224, "input size: resize the short side, center crop", check=C.at_least(1),
+             aliases=("size",)),
+    C.Option("method", str, "all", "comma-separated registry method names or aliases, or 'all' (every map method)",
+             aliases=("methods",)),
+    C.Option("layer", str, None, "layer to explain (default: the model's)"),
+    C.Option("targets", str, "pred", "explain the predicted class or the labels.tsv class", choices=("pred", "label")),
+    C.Option("batch_size", int, 8, "images per compiled batch", check=C.at_least(1)),
+    C.Option("chunk_size", int, None, "ablated/masked copies per vmapped chunk (ablation and score families)",
+             check=C.at_least(1)),
+    C.Option("score", str, "softmax", "score space of the metrics", choices=("softmax", "logit", "sigmoid")),
+    C.Option("steps", int, 20, "deletion/insertion steps (0: no curves)", check=C.at_least(0)),
+    C.Option("baseline", str, "blur", "what deleted pixels become", choices=("blur", "zeros", "mean")),
+    C.Option("percentiles", list, [20, 50, 80], "ROAD percentiles in (0, 100) (none: skip ROAD)", nargs="*",
+             item=_percentile),
+    C.Option("road_tol", float, 1e-5, "conjugate-gradient tolerance of the imputer", check=C.positive),
+    C.Option("seed", int, 0, "seeds the random maps and the ROAD noise"),
+    C.Option("out", str, "results/evaluate", "output folder"),
+    C.Option("report_only", bool, False, "compute nothing: tabulate what the cache holds (e.g. during a run)"),
+)
 
 
 def run(argv, progress: bool = True) -> tuple:
     """Validate, compute what the cache lacks, write the tables: (rows, failed methods)."""
-    args = parser().parse_args(argv)
-    started = time.perf_counter()
+    args, where = common.parse(PROG, OPTIONS, argv, __doc__, distributed.add_arguments)
+    if not args.data:
+        raise UsageError("--data: required; pass a folder of images")
     try:
         distributed.check_arguments(args)
     except ValueError as err:
         raise UsageError(str(err)) from None
     notes = []
-    methods = resolve_methods(args.methods, notes)
-    common.method_options(methods, {"chunk_size": args.chunk_size})
-    files = list_images(args.data, args.limit)
-    labels = read_labels(args.data)
+    methods = resolve_methods(args.method, notes, option=where.get("method", "--method"))
+    checked = common.method_options(methods, {"chunk_size": args.chunk_size})  # once per run
+    calls = {m.name: m.bound(checked[m.name]) for m in methods}
+    files = evaluation.list_images(args.data, args.limit)
+    labels = evaluation.read_labels(args.data)
     if args.targets == "label" and not labels:
         raise UsageError(f"--targets label: {args.data} has no labels.tsv (rows: file<TAB>class index)")
     common.writable(args.out)
@@ -396,39 +86,12 @@ def run(argv, progress: bool = True) -> tuple:
         return None, status
     distributed.initialize(args)
     model = common.load_model(args.model, args.weights, args.checkpoint)
-    common.check_layer(model, args.layer, args.size)
-    for note in notes:
+    common.check_layer(model, args.layer, args.image_size)
+    for note in notes + [f"{PROG}: {n}" for n in C.deprecations(where, OPTIONS)]:
         print(note, file=sys.stderr)
-    name = model.info.name
-    cache = os.path.join(args.out, "cache", config_key(args, args.checkpoint or name))
-    names = [m.name for m in methods] + [RANDOM]
-    import jax
-
-    print(f"{name}: {len(files)} images x {len(names)} methods ({', '.join(names)}) on "
-          f"{len(jax.local_devices())} device(s); cache {cache}", file=sys.stderr)
-    from jaxcam import jobs
-
-    if distributed.is_main():
-        jobs.clean_temp(args.out)  # temp files of a killed run
-    distributed.barrier("evaluate-start")
-    failed = {} if args.report_only else evaluate(args, model, files, labels, methods, cache, progress)
-    # Every process reads its own share's results; process 0 gathers them (jax.distributed) and writes.
-    shares = distributed.gather_objects((failed, collect(names, files[distributed.share(len(files),
-                                                                                        block=args.batch_size)],
-                                                         cache, failed)))
-    failed = {k: v for f, _ in shares for k, v in f.items()}
-    table = _merge([t for _, t in shares], names, failed)
-    if not distributed.is_main():
-        return [], failed
-    if not table:
-        raise UsageError(f"nothing cached yet in {cache}")
-    rows = summary_rows(table)
-    write_outputs(args.out, rows, table, args.steps)
-    print(markdown(rows))
-    for method, message in failed.items():
-        print(f"error: {method} failed: {message}", file=sys.stderr)
-    print(f"wall time {time.perf_counter() - started:.1f} s; tables and curves.png in {args.out}", file=sys.stderr)
-    return rows, failed
+    settings = evaluation.Settings(**{f: getattr(args, f) for f in evaluation.Settings.__dataclass_fields__})
+    return evaluation.run(settings, model, files, labels, calls, args.out, progress, args.report_only,
+                          model_key=args.checkpoint or model.info.name)
 
 
 def main(argv=None) -> int:
@@ -437,7 +100,7 @@ def main(argv=None) -> int:
         rows, failed = run(a)
         return failed if rows is None else 1 if failed else 0  # rows None: the --processes parent's status
 
-    return common.run(go, argv)
+    return common.run(go, argv, PROG)
 
 
 if __name__ == "__main__":

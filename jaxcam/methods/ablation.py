@@ -19,13 +19,14 @@ import jax.extend.core as jex_core
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcam._src import targets as targets_lib
+from jaxcam._src import scores as targets_lib
 from jaxcam._src.runner import run
 from jaxcam._src.split import Split
-from jaxcam.nn.ops import isolated
+from jaxcam import nn as jnn
 from jaxcam.methods.registry import (
-    AUG_SMOOTH, FINAL_ACTIVATION, NORMALIZE, RESHAPE_TRANSFORM, SCORE, Method, Option, check_options, register, renamed,
+    AUG_SMOOTH, FINAL_ACTIVATION, NORMALIZE, RESHAPE_TRANSFORM, SCORE, method, Option, renamed,
 )
+
 
 _CHUNK_BYTES = 1 << 28  # ablated activation copies per chunk: 256 MiB
 
@@ -36,10 +37,10 @@ def materialized(a):
     Without this XLA:CPU fuses the layer's own producers (the last block's BatchNorm, residual add and
     ReLU at ResNet layer4) into the fusion of every masked copy's head, recomputing them K times: on
     ResNet-50 layer4 location ablation (K = 49) that one fusion took 35 ms of a 57 ms call. A
-    conditional whose two branches are the identity keeps the boundary (`jaxcam.nn.ops.isolated`;
+    conditional whose two branches are the identity keeps the boundary (`jaxcam.nn.materialize`;
     `lax.optimization_barrier` does not survive XLA:CPU's pipeline).
     """
-    return isolated(lambda t: t + 0.0, a)
+    return jnn.materialize(a)
 
 
 def auto_chunk_size(num_ablations: int, activation_shape) -> int:
@@ -211,6 +212,19 @@ def fast_ablation_cam_map(split, x, targets, score="softmax", value=0.0, chunk_s
 ablation_cam_map.cpu_compiler_options = {"xla_cpu_use_fusion_emitters": False}
 
 
+CHUNK_SIZE = Option("chunk_size", None, "ablated copies per vmapped chunk (default: ~256 MiB of activations)",
+                    positive=True)
+ABLATION_VALUE = Option("ablation_value", 0.0, "what an ablated activation is set to")
+ABLATION_OPTIONS = (SCORE, FINAL_ACTIVATION, ABLATION_VALUE, CHUNK_SIZE, AUG_SMOOTH, RESHAPE_TRANSFORM, NORMALIZE)
+WINDOW_OPTIONS = ABLATION_OPTIONS + (
+    Option("window", 1, "side of the square ablation window, in layer cells", positive=True),
+    Option("stride", 1, "step between ablation windows, in layer cells", positive=True),
+)
+
+
+@method(formula='w_k = (y − y^(k)) / y, y^(k) with channel k zeroed; **head only**, chunked', family="ablation",
+        options=ABLATION_OPTIONS, aliases=("ablation", "channel_ablation"), paper="Desai & Ramaswamy, WACV 2020",
+        pgc="AblationCAM")
 def ablation_cam(
     model, x, layer=None, targets=None, *, score="logit", final_activation="relu",
     ablation_value=0.0, chunk_size: Optional[int] = None, batch_size=None, aug_smooth=False, reshape_transform=None, normalize=True,
@@ -240,7 +254,6 @@ def ablation_cam(
       (1, 64, 64)
     """
     chunk_size = renamed(chunk_size, batch_size, where="ablation_cam")
-    check_options(ABLATION_OPTIONS, score=score, chunk_size=chunk_size)
     return run(
         ablation_cam_map, model, x, layer, targets, final_activation,
         score=score, value=float(ablation_value), chunk_size=chunk_size,
@@ -248,6 +261,9 @@ def ablation_cam(
     )
 
 
+@method(formula='w_ij = (y − y^(ij)) / y with all channels at (i, j) zeroed; map = w_ij · sum_k A_k,ij',
+        family="ablation", options=WINDOW_OPTIONS, aliases=("spatial", "spatial_ablation", "location_ablation"),
+        paper="location-wise Ablation-CAM")
 def spatial_ablation_cam(
     model, x, layer=None, targets=None, *, score="logit", final_activation="relu",
     ablation_value=0.0, window: int = 1, stride: int = 1, chunk_size: Optional[int] = None, batch_size=None,
@@ -259,7 +275,6 @@ def spatial_ablation_cam(
     `ablation_cam`, plus `window` (side of the square window, in layer cells) and `stride`.
     """
     chunk_size = renamed(chunk_size, batch_size, where="spatial_ablation_cam")
-    check_options(WINDOW_OPTIONS, score=score, chunk_size=chunk_size, window=window, stride=stride)
     return run(
         spatial_ablation_cam_map, model, x, layer, targets, final_activation,
         score=score, value=float(ablation_value), chunk_size=chunk_size, window=int(window), stride=int(stride),
@@ -267,6 +282,10 @@ def spatial_ablation_cam(
     )
 
 
+@method(formula='map_ij = y − y^(ij), y a softmax probability; `window`, `stride`, `ablation_value`',
+        family="ablation",
+        options=tuple(dataclasses.replace(o, default="softmax") if o is SCORE else o for o in WINDOW_OPTIONS),
+        aliases=("fast_ablation", "FastAblationCAM"), paper="FastAblationCAM (window ablation, softmax drop)")
 def fast_ablation_cam(
     model, x, layer=None, targets=None, *, score="softmax", final_activation="relu",
     ablation_value=0.0, window: int = 1, stride: int = 1, chunk_size: Optional[int] = None, batch_size=None,
@@ -279,33 +298,8 @@ def fast_ablation_cam(
     description. Other arguments as `spatial_ablation_cam`.
     """
     chunk_size = renamed(chunk_size, batch_size, where="fast_ablation_cam")
-    check_options(WINDOW_OPTIONS, score=score, chunk_size=chunk_size, window=window, stride=stride)
     return run(
         fast_ablation_cam_map, model, x, layer, targets, final_activation,
         score=score, value=float(ablation_value), chunk_size=chunk_size, window=int(window), stride=int(stride),
         aug_smooth=aug_smooth, reshape_transform=reshape_transform, normalize=normalize,
     )
-
-
-CHUNK_SIZE = Option("chunk_size", None, "ablated copies per vmapped chunk (default: ~256 MiB of activations)",
-                    positive=True)
-ABLATION_VALUE = Option("ablation_value", 0.0, "what an ablated activation is set to")
-ABLATION_OPTIONS = (SCORE, FINAL_ACTIVATION, ABLATION_VALUE, CHUNK_SIZE, AUG_SMOOTH, RESHAPE_TRANSFORM, NORMALIZE)
-WINDOW_OPTIONS = ABLATION_OPTIONS + (
-    Option("window", 1, "side of the square ablation window, in layer cells", positive=True),
-    Option("stride", 1, "step between ablation windows, in layer cells", positive=True),
-)
-
-register(Method(
-    "ablation_cam", ablation_cam, family="ablation", output="map", options=ABLATION_OPTIONS,
-    aliases=("ablation", "channel_ablation"), paper="Desai & Ramaswamy, WACV 2020", pgc="AblationCAM",
-))
-register(Method(
-    "spatial_ablation_cam", spatial_ablation_cam, family="ablation", output="map", options=WINDOW_OPTIONS,
-    aliases=("spatial", "spatial_ablation", "location_ablation"), paper="location-wise Ablation-CAM", pgc=None,
-))
-register(Method(
-    "fast_ablation_cam", fast_ablation_cam, family="ablation", output="map",
-    options=tuple(dataclasses.replace(o, default="softmax") if o is SCORE else o for o in WINDOW_OPTIONS),
-    aliases=("fast_ablation", "FastAblationCAM"), paper="FastAblationCAM (window ablation, softmax drop)", pgc=None,
-))

@@ -12,12 +12,13 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxcam._src import targets as targets_lib
+from jaxcam._src import scores as targets_lib
 from jaxcam._src.request import check_input, make_request
 from jaxcam._src.runner import run
 from jaxcam._src.split import Split, kind_of, parse_layer
-from jaxcam.methods.registry import AUG_SMOOTH, EIGEN_SMOOTH, FINAL_ACTIVATION, Method, check_options, register
+from jaxcam.methods.registry import AUG_SMOOTH, EIGEN_SMOOTH, FINAL_ACTIVATION, method
 from jaxcam._src.kinds import as_model
+
 
 GAP_FC_RTOL = 1e-3
 
@@ -87,6 +88,11 @@ def check_gap_fc(req) -> None:
         raise ValueError(not_gap_fc)
 
 
+CAM_OPTIONS = (FINAL_ACTIVATION, EIGEN_SMOOTH, AUG_SMOOTH)
+
+
+@method(formula='Zhou et al.: sum_k W_fc[k, c] A_k; clear error unless the head is GAP + FC', family="cam",
+        options=CAM_OPTIONS, aliases=("class_activation_map",), paper="Zhou et al., CVPR 2016")
 def cam(model, x, layer=None, targets=None, *, final_activation="relu", eigen_smooth=False, aug_smooth=False):
     """CAM (Zhou et al. 2016): map = ReLU(sum_k W[k, c] A_k) with W the classifier's kernel.
 
@@ -107,15 +113,8 @@ def cam(model, x, layer=None, targets=None, *, final_activation="relu", eigen_sm
     """
     if callable(targets):
         raise TypeError("cam explains one class per image: pass targets=None, an int or one int per image")
-    check_options(CAM_OPTIONS, final_activation=final_activation, eigen_smooth=eigen_smooth, aug_smooth=aug_smooth)
     model = as_model(model)
     classifier_params(model, check_input(x))
     for one in layer if isinstance(layer, (list, tuple)) else [layer]:
         check_gap_fc(make_request(model, x, one, targets))
     return run(cam_map, model, x, layer, targets, final_activation, eigen_smooth=eigen_smooth, aug_smooth=aug_smooth)
-
-
-CAM_OPTIONS = (FINAL_ACTIVATION, EIGEN_SMOOTH, AUG_SMOOTH)
-
-register(Method("cam", cam, family="cam", options=CAM_OPTIONS, aliases=("class_activation_map",),
-                paper="Zhou et al., CVPR 2016", pgc=None))

@@ -15,6 +15,8 @@ not unique, so tests compare the reconstruction error with scikit-learn's, not t
 """
 from __future__ import annotations
 
+__all__ = ['deep_feature_factorization', 'factorization_overlay']  # public helpers beyond the registered methods
+
 import functools
 from typing import NamedTuple, Optional
 
@@ -26,8 +28,9 @@ from jaxcam._src import maps as maps_lib
 from jaxcam._src.request import make_request
 from jaxcam._src.split import Split
 from jaxcam.methods.cam import classifier_params
-from jaxcam.methods.registry import Method, Option, register
+from jaxcam.methods.registry import method, Option
 from jaxcam._src.kinds import as_model
+
 
 NMF_EPS = 1e-10
 
@@ -103,6 +106,11 @@ def deep_feature_factorization(model, x, layer=None, *, n_components: int = 5, t
     return Factorization(concepts, concept_maps, scores, top)
 
 
+@method("deep_feature_factorization",
+        formula='DFF\'s per-concept maps as {"concept_k": (N, H, W)} (the registry\'s "maps" output; targets unused). (Collins et al., ECCV 2018 (arXiv:1806.10206))',
+        family="eigen", output="maps",
+        options=(Option("n_components", 5, "number of concepts", positive=True), Option("iterations", 200, "NMF iterations", positive=True), Option("seed", 0, "seed of the NMF initialization")),
+        aliases=("dff",), paper="Collins et al., ECCV 2018 (arXiv:1806.10206)", pgc="DeepFeatureFactorization")
 def dff_maps(model, x, layer=None, targets=None, *, n_components: int = 5, iterations: int = 200, seed: int = 0):
     """DFF's per-concept maps as {"concept_k": (N, H, W)} (the registry's "maps" output; targets unused)."""
     f = deep_feature_factorization(model, x, layer, n_components=n_components, iterations=iterations, seed=seed)
@@ -136,11 +144,3 @@ def factorization_overlay(image, concept_maps, colors=None, image_weight: float 
     hue = colors / np.maximum(colors.max(axis=1, keepdims=True), 1e-8)  # the colour at full brightness (V = 1)
     tint = hue[winner] * value[..., None]
     return np.uint8(np.clip(img * image_weight + tint * (1 - image_weight), 0, 1) * 255)
-
-
-register(Method("deep_feature_factorization", dff_maps, family="eigen", output="maps",
-                options=(Option("n_components", 5, "number of concepts", positive=True),
-                         Option("iterations", 200, "NMF iterations", positive=True),
-                         Option("seed", 0, "seed of the NMF initialization")),
-                aliases=("dff",), paper="Collins et al., ECCV 2018 (arXiv:1806.10206)",
-                pgc="DeepFeatureFactorization"))

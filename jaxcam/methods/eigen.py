@@ -11,9 +11,7 @@ from __future__ import annotations
 from jaxcam._src.projection import first_component
 from jaxcam._src.runner import run
 from jaxcam.methods.gradient import activations_and_grads
-from jaxcam.methods.registry import (
-    AUG_SMOOTH, FINAL_ACTIVATION, NORMALIZE, RESHAPE_TRANSFORM, SCORE, Method, check_options, register,
-)
+from jaxcam.methods.registry import AUG_SMOOTH, FINAL_ACTIVATION, NORMALIZE, RESHAPE_TRANSFORM, SCORE, method
 
 
 def eigen_cam_map(split, x, targets):
@@ -27,6 +25,12 @@ def eigen_grad_cam_map(split, x, targets, score="logit"):
     return first_component(g * a)
 
 
+EIGEN_OPTIONS = (FINAL_ACTIVATION, AUG_SMOOTH, RESHAPE_TRANSFORM, NORMALIZE)
+EIGEN_GRAD_OPTIONS = (SCORE,) + EIGEN_OPTIONS
+
+
+@method(formula='first principal component of A, deterministic sign', family="eigen", options=EIGEN_OPTIONS,
+        aliases=("eigen",), paper="Muhammad & Yeasin, IJCNN 2020", pgc="EigenCAM")
 def eigen_cam(model, x, layer=None, targets=None, *, final_activation="relu", aug_smooth=False,
               reshape_transform=None, normalize=True):
     """Eigen-CAM: the layer's first principal component, ReLU, min-max (no gradients, no class).
@@ -44,11 +48,12 @@ def eigen_cam(model, x, layer=None, targets=None, *, final_activation="relu", au
       >>> jaxcam.eigen_cam(model, jax.numpy.ones((1, 64, 64, 3))).shape
       (1, 64, 64)
     """
-    check_options(EIGEN_OPTIONS, final_activation=final_activation, aug_smooth=aug_smooth)
     return run(eigen_cam_map, model, x, layer, targets, final_activation, aug_smooth=aug_smooth,
                reshape_transform=reshape_transform, normalize=normalize)
 
 
+@method(formula='first principal component of G ⊙ A', family="eigen", options=EIGEN_GRAD_OPTIONS,
+        aliases=("eigen_grad",), paper="pytorch-grad-cam's Eigen-Grad-CAM", pgc="EigenGradCAM")
 def eigen_grad_cam(model, x, layer=None, targets=None, *, score="logit", final_activation="relu",
                    aug_smooth=False, reshape_transform=None, normalize=True):
     """Eigen-Grad-CAM: first principal component of dy/dA * A. Arguments as `jaxcam.hires_cam`.
@@ -56,15 +61,5 @@ def eigen_grad_cam(model, x, layer=None, targets=None, *, score="logit", final_a
     Returns:
       (N, H, W) float32 maps in [0, 1].
     """
-    check_options(EIGEN_GRAD_OPTIONS, score=score, final_activation=final_activation, aug_smooth=aug_smooth)
     return run(eigen_grad_cam_map, model, x, layer, targets, final_activation, score=score,
                aug_smooth=aug_smooth, reshape_transform=reshape_transform, normalize=normalize)
-
-
-EIGEN_OPTIONS = (FINAL_ACTIVATION, AUG_SMOOTH, RESHAPE_TRANSFORM, NORMALIZE)
-EIGEN_GRAD_OPTIONS = (SCORE,) + EIGEN_OPTIONS
-
-register(Method("eigen_cam", eigen_cam, family="eigen", options=EIGEN_OPTIONS, aliases=("eigen",),
-                paper="Muhammad & Yeasin, IJCNN 2020", pgc="EigenCAM"))
-register(Method("eigen_grad_cam", eigen_grad_cam, family="eigen", options=EIGEN_GRAD_OPTIONS,
-                aliases=("eigen_grad",), paper="pytorch-grad-cam's Eigen-Grad-CAM", pgc="EigenGradCAM"))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from jaxcam._src.runner import run
 from jaxcam.methods.registry import (
-    AUG_SMOOTH, EIGEN_SMOOTH, FINAL_ACTIVATION, NORMALIZE, RESHAPE_TRANSFORM, Method, Option, check_options, register,
+    AUG_SMOOTH, EIGEN_SMOOTH, FINAL_ACTIVATION, NORMALIZE, RESHAPE_TRANSFORM, Method, method, Option,
 )
 
 
@@ -23,6 +23,13 @@ def fem_map(split, x, targets, k: float = 2.0):
     return weights * a
 
 
+FEM_OPTIONS = (Option("k", 2.0, "threshold in standard deviations above each channel's mean"),
+               FINAL_ACTIVATION, EIGEN_SMOOTH, AUG_SMOOTH, RESHAPE_TRANSFORM, NORMALIZE)
+
+
+@method(formula="FEM: w_k = fraction of channel k's locations above mean + k std; map = ReLU(sum_k w_k A_k). (Fuad et al., IPTA 2020)",
+        family="eigen", options=FEM_OPTIONS, aliases=("feature_explanation_method",), paper="Fuad et al., IPTA 2020",
+        pgc="FEM")
 def fem(model, x, layer=None, targets=None, *, k: float = 2.0, final_activation="relu", eigen_smooth=False,
         aug_smooth=False, reshape_transform=None, normalize=True):
     """FEM: w_k = fraction of channel k's locations above mean + k std; map = ReLU(sum_k w_k A_k).
@@ -34,13 +41,5 @@ def fem(model, x, layer=None, targets=None, *, k: float = 2.0, final_activation=
     Returns:
       (N, H, W) float32 maps in [0, 1].
     """
-    check_options(FEM_OPTIONS, final_activation=final_activation, aug_smooth=aug_smooth)
     return run(fem_map, model, x, layer, targets, final_activation, k=float(k), eigen_smooth=eigen_smooth,
                aug_smooth=aug_smooth, reshape_transform=reshape_transform, normalize=normalize)
-
-
-FEM_OPTIONS = (Option("k", 2.0, "threshold in standard deviations above each channel's mean"),
-               FINAL_ACTIVATION, EIGEN_SMOOTH, AUG_SMOOTH, RESHAPE_TRANSFORM, NORMALIZE)
-
-register(Method("fem", fem, family="eigen", options=FEM_OPTIONS, aliases=("feature_explanation_method",),
-                paper="Fuad et al., IPTA 2020", pgc="FEM"))

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from jaxcam._src.runner import run
 from jaxcam.methods.gradient import RULES
 from jaxcam.methods.registry import (
-    AUG_SMOOTH, EIGEN_SMOOTH, FINAL_ACTIVATION, NORMALIZE, RESHAPE_TRANSFORM, Method, Option, check_options, register,
+    AUG_SMOOTH, EIGEN_SMOOTH, FINAL_ACTIVATION, NORMALIZE, RESHAPE_TRANSFORM, method, Option,
 )
 
 
@@ -40,6 +40,15 @@ def finer_cam_map(split, x, targets, alpha: float = 1.0, comparisons: tuple = (1
     return RULES[base](a, g)
 
 
+FINER_OPTIONS = (Option("alpha", 1.0, "comparison strength"),
+                 Option("comparisons", (1, 2, 3), "similarity ranks of the compared classes", cli=False),
+                 Option("base", "grad_cam", "gradient rule of the base method", choices=tuple(RULES)),
+                 FINAL_ACTIVATION, EIGEN_SMOOTH, AUG_SMOOTH, RESHAPE_TRANSFORM, NORMALIZE)
+
+
+@method(formula='Finer-CAM: a gradient map of the class minus its most similar classes (weighted by their probability). (Zhang et al., CVPR 2025 (arXiv:2501.11309))',
+        family="gradient", options=FINER_OPTIONS, aliases=("finer",),
+        paper="Zhang et al., CVPR 2025 (arXiv:2501.11309)", pgc="FinerCAM")
 def finer_cam(model, x, layer=None, targets=None, *, alpha: float = 1.0, comparisons=(1, 2, 3), base="grad_cam",
               final_activation="relu", eigen_smooth=False, aug_smooth=False, reshape_transform=None, normalize=True):
     """Finer-CAM: a gradient map of the class minus its most similar classes (weighted by their probability).
@@ -59,16 +68,6 @@ def finer_cam(model, x, layer=None, targets=None, *, alpha: float = 1.0, compari
     comparisons = tuple(int(j) for j in comparisons)
     if not comparisons or min(comparisons) < 1:
         raise ValueError(f"comparisons must be ranks >= 1 (1 = most similar class), got {comparisons!r}")
-    check_options(FINER_OPTIONS, base=base, final_activation=final_activation, aug_smooth=aug_smooth)
     return run(finer_cam_map, model, x, layer, targets, final_activation, alpha=float(alpha), comparisons=comparisons,
                base=base, eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, reshape_transform=reshape_transform,
                normalize=normalize)
-
-
-FINER_OPTIONS = (Option("alpha", 1.0, "comparison strength"),
-                 Option("comparisons", (1, 2, 3), "similarity ranks of the compared classes", cli=False),
-                 Option("base", "grad_cam", "gradient rule of the base method", choices=tuple(RULES)),
-                 FINAL_ACTIVATION, EIGEN_SMOOTH, AUG_SMOOTH, RESHAPE_TRANSFORM, NORMALIZE)
-
-register(Method("finer_cam", finer_cam, family="gradient", options=FINER_OPTIONS, aliases=("finer",),
-                paper="Zhang et al., CVPR 2025 (arXiv:2501.11309)", pgc="FinerCAM"))

@@ -16,17 +16,18 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxcam._src import targets as targets_lib
+from jaxcam._src import scores as targets_lib
 from jaxcam._src.kinds import as_model
 from jaxcam._src.runner import run
 from jaxcam._src.split import kind_of
-from jaxcam.nn.layers import BatchNorm as FastBatchNorm
-from jaxcam.methods.registry import AUG_SMOOTH, NORMALIZE, SCORE, Method, check_options, register
+from jaxcam import nn as jnn
+from jaxcam.methods.registry import AUG_SMOOTH, NORMALIZE, SCORE, method
+
 
 SCALE_EPS = 1e-7  # pytorch-grad-cam's (and the paper code's) per-channel scaling
 
 
-BATCH_NORMS = (nn.BatchNorm, FastBatchNorm)  # flax's and jaxcam.nn's (same variables and epsilon)
+BATCH_NORMS = (nn.BatchNorm, jnn.BatchNorm)  # flax's and jaxcam.nn's (same variables and epsilon)
 
 
 def _biased(module) -> bool:
@@ -99,6 +100,12 @@ def fullgrad_map(split, x, targets, score: str = "logit"):
     return total
 
 
+FULLGRAD_OPTIONS = (SCORE, AUG_SMOOTH, NORMALIZE)
+
+
+@method(formula='FullGrad: input-gradient x input plus every bias-gradient x bias, each channel scaled to [0, 1]. (Srinivas & Fleuret, NeurIPS 2019)',
+        family="gradient", options=FULLGRAD_OPTIONS, aliases=("full_grad",), paper="Srinivas & Fleuret, NeurIPS 2019",
+        pgc="FullGrad")
 def fullgrad(model, x, layer=None, targets=None, *, score="logit", aug_smooth=False, normalize=True):
     """FullGrad: input-gradient x input plus every bias-gradient x bias, each channel scaled to [0, 1].
 
@@ -109,16 +116,9 @@ def fullgrad(model, x, layer=None, targets=None, *, score="logit", aug_smooth=Fa
     Returns:
       (N, H, W) float32 maps in [0, 1].
     """
-    check_options(FULLGRAD_OPTIONS, score=score, aug_smooth=aug_smooth)
     model = as_model(model)
     kind = kind_of(model)
     if kind is not None and not hasattr(kind, "bias_outputs"):
         raise ValueError(NO_BIAS_LAYERS.format(kind=type(kind).__name__))
     return run(fullgrad_map, model, x, None, targets, "none", score=score, aug_smooth=aug_smooth,
                normalize=normalize)
-
-
-FULLGRAD_OPTIONS = (SCORE, AUG_SMOOTH, NORMALIZE)
-
-register(Method("fullgrad", fullgrad, family="gradient", options=FULLGRAD_OPTIONS, aliases=("full_grad",),
-                paper="Srinivas & Fleuret, NeurIPS 2019", pgc="FullGrad"))

@@ -18,12 +18,13 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxcam._src import targets as targets_lib
+from jaxcam._src import scores as targets_lib
 from jaxcam._src.runner import run
 from jaxcam._src.split import Split
 from jaxcam.methods.registry import (
-    AUG_SMOOTH, EIGEN_SMOOTH, FINAL_ACTIVATION, NORMALIZE, RESHAPE_TRANSFORM, SCORE, Method, Option, check_options, register,
+    AUG_SMOOTH, EIGEN_SMOOTH, FINAL_ACTIVATION, NORMALIZE, RESHAPE_TRANSFORM, SCORE, method, Option,
 )
+
 
 GRAD_CAM_PP_EPS = 1e-6  # pytorch-grad-cam's
 XGRAD_CAM_EPS = 1e-7  # pytorch-grad-cam's
@@ -104,12 +105,6 @@ def stacked_gradient_maps(split: Split, x, targets, rules: tuple = (), score: st
     return jnp.concatenate([RULES[r](a, g) for r in rules], axis=0)
 
 
-def _gradient_method(rule, model, x, layer, targets, score, final_activation, **shared):
-    check_options(GRADIENT_OPTIONS, score=score, final_activation=final_activation)
-    return run(gradient_map, model, x, layer, targets, final_activation,
-               rule=rule, score=targets_lib.check_score(score), **shared)
-
-
 _SHARED_DOC = """
     Args:
       model: a `jaxcam.Model` (or a ``(flax_module, variables)`` pair).
@@ -124,84 +119,65 @@ _SHARED_DOC = """
         | "scale" (flips x image scales 0.9/1/1.1); maps averaged in input coordinates.
       reshape_transform: token models: linear (N, tokens, C) -> (N, h, w, C), e.g.
         `jaxcam.tokens_to_grid`.
+      normalize: False: the raw map (resized; before final activation and min-max).
 
     Returns:
       (N, H, W) float32 maps in [0, 1] at input resolution.
 """
 
-
-def _document(summary):
-    def wrap(fn):
-        fn.__doc__ = summary + "\n" + _SHARED_DOC
-        return fn
-    return wrap
+GRADIENT_OPTIONS = (SCORE, FINAL_ACTIVATION, EIGEN_SMOOTH, AUG_SMOOTH, RESHAPE_TRANSFORM, NORMALIZE)
 
 
-def grad_cam(model, x, layer=None, targets=None, *, score="logit", final_activation="relu",
-             eigen_smooth=False, aug_smooth=False, reshape_transform=None, normalize=True):
-    """Grad-CAM (Selvaraju et al. 2017): map = ReLU(sum_k mean_ij(dy/dA_k) A_k).
+def _declare(rule: str, summary: str, example: str = "", **declaration):
+    """The public gradient method of `rule` (one of `RULES`), declared in the registry."""
+    def fn(model, x, layer=None, targets=None, *, score="logit", final_activation="relu",
+           eigen_smooth=False, aug_smooth=False, reshape_transform=None, normalize=True):
+        return run(gradient_map, model, x, layer, targets, final_activation, rule=rule,
+                   score=targets_lib.check_score(score), eigen_smooth=eigen_smooth, aug_smooth=aug_smooth,
+                   reshape_transform=reshape_transform, normalize=normalize)
 
-    Args:
-      model: a `jaxcam.Model` (or a ``(flax_module, variables)`` pair).
-      x: float input batch (N, H, W, C), normalized as the model expects.
-      layer: module path, e.g. ``"layer4"``, or a list of paths; default: the model's usual CAM layer.
-      targets: None (argmax) | int | ints (N,) | callable on the scores (N, K) -> (N,).
-      score: "logit" (default) | "softmax" | "sigmoid": the space y is taken in.
-      final_activation: "relu" (default) | "softmax" (over locations) | "none".
-      eigen_smooth, aug_smooth, reshape_transform: see `jaxcam.hires_cam`.
+    fn.__name__ = fn.__qualname__ = rule
+    fn.__doc__ = summary + "\n" + _SHARED_DOC + example
+    return method(family="gradient", options=GRADIENT_OPTIONS, **declaration)(fn)
 
-    Returns:
-      (N, H, W) float32 maps in [0, 1] at input resolution.
 
+grad_cam = _declare(
+    "grad_cam", "Grad-CAM (Selvaraju et al. 2017): map = ReLU(sum_k mean_ij(dy/dA_k) A_k).", """
     Example:
       >>> import jax, jaxcam
       >>> model = jaxcam.models.resnet18(num_classes=10)
-      >>> x = jax.random.normal(jax.random.key(0), (2, 64, 64, 3))
-      >>> jaxcam.grad_cam(model, x, layer="layer4").shape
+      >>> jaxcam.grad_cam(model, jax.numpy.ones((2, 64, 64, 3)), layer="layer4").shape
       (2, 64, 64)
-    """
-    return _gradient_method("grad_cam", model, x, layer, targets, score, final_activation, eigen_smooth=eigen_smooth,
-                            aug_smooth=aug_smooth, reshape_transform=reshape_transform, normalize=normalize)
+""", formula='ReLU(sum_k mean_ij(G_k) A_k)',
+    aliases=("gradcam",), paper="Selvaraju et al., ICCV 2017", pgc="GradCAM")
+hires_cam = _declare(
+    "hires_cam", "HiResCAM (Draelos & Carin 2020): map = ReLU(sum_k dy/dA_k * A_k). Equals Grad-CAM under a "
+    "GAP+FC head.", formula='ReLU(sum_k G_k ⊙ A_k)',
+    aliases=("hires",), paper="Draelos & Carin, 2020", pgc="HiResCAM")
+grad_cam_elementwise = _declare(
+    "grad_cam_elementwise", "Grad-CAM element-wise: map = ReLU(sum_k ReLU(dy/dA_k * A_k)).",
+    formula='ReLU(sum_k ReLU(G_k ⊙ A_k))',
+    aliases=("elementwise",), paper="pytorch-grad-cam's element-wise Grad-CAM", pgc="GradCAMElementWise")
+grad_cam_pp = _declare(
+    "grad_cam_pp", "Grad-CAM++ (Chattopadhyay et al. 2018), pytorch-grad-cam's form: w_k = sum_ij ReLU(G) a_ij "
+    "with\n    a_ij = G^2 / (2 G^2 + sum_ij(A_k) G^3 + 1e-6) (0 where G = 0); map = ReLU(sum_k w_k A_k).",
+    formula='Grad-CAM++ (Chattopadhyay et al.) weights from G², G³',
+    aliases=("grad_cam_plus_plus", "gradcam++", "grad_cam++"), paper="Chattopadhyay et al., WACV 2018",
+    pgc="GradCAMPlusPlus")
+xgrad_cam = _declare(
+    "xgrad_cam", "XGrad-CAM (Fu et al. 2020): w_k = sum_ij G A_k / (sum_ij A_k + 1e-7); map = ReLU(sum_k w_k A_k).",
+    formula='w_k = sum_ij G A_k / sum_ij A_k (Fu et al.)',
+    aliases=("xgradcam",), paper="Fu et al., BMVC 2020", pgc="XGradCAM")
+layer_cam = _declare(
+    "layer_cam", "LayerCAM (Jiang et al. 2021): map = ReLU(sum_k ReLU(dy/dA_k) * A_k).",
+    formula='ReLU(sum_k ReLU(G_k) A_k) (Jiang et al.)',
+    aliases=("layercam",), paper="Jiang et al., IEEE TIP 2021", pgc="LayerCAM")
 
 
-@_document("HiResCAM (Draelos & Carin 2020): map = ReLU(sum_k dy/dA_k * A_k). Equals Grad-CAM under a GAP+FC head.")
-def hires_cam(model, x, layer=None, targets=None, *, score="logit", final_activation="relu",
-              eigen_smooth=False, aug_smooth=False, reshape_transform=None, normalize=True):
-    return _gradient_method("hires_cam", model, x, layer, targets, score, final_activation,
-                            eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, reshape_transform=reshape_transform, normalize=normalize)
-
-
-@_document("Grad-CAM element-wise: map = ReLU(sum_k ReLU(dy/dA_k * A_k)).")
-def grad_cam_elementwise(model, x, layer=None, targets=None, *, score="logit", final_activation="relu",
-                         eigen_smooth=False, aug_smooth=False, reshape_transform=None, normalize=True):
-    return _gradient_method("grad_cam_elementwise", model, x, layer, targets, score, final_activation,
-                            eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, reshape_transform=reshape_transform, normalize=normalize)
-
-
-@_document(
-    "Grad-CAM++ (Chattopadhyay et al. 2018), pytorch-grad-cam's form: w_k = sum_ij ReLU(G) a_ij with\n"
-    "    a_ij = G^2 / (2 G^2 + sum_ij(A_k) G^3 + 1e-6) (0 where G = 0); map = ReLU(sum_k w_k A_k)."
-)
-def grad_cam_pp(model, x, layer=None, targets=None, *, score="logit", final_activation="relu",
-                eigen_smooth=False, aug_smooth=False, reshape_transform=None, normalize=True):
-    return _gradient_method("grad_cam_pp", model, x, layer, targets, score, final_activation,
-                            eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, reshape_transform=reshape_transform, normalize=normalize)
-
-
-@_document("XGrad-CAM (Fu et al. 2020): w_k = sum_ij G A_k / (sum_ij A_k + 1e-7); map = ReLU(sum_k w_k A_k).")
-def xgrad_cam(model, x, layer=None, targets=None, *, score="logit", final_activation="relu",
-              eigen_smooth=False, aug_smooth=False, reshape_transform=None, normalize=True):
-    return _gradient_method("xgrad_cam", model, x, layer, targets, score, final_activation,
-                            eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, reshape_transform=reshape_transform, normalize=normalize)
-
-
-@_document("LayerCAM (Jiang et al. 2021): map = ReLU(sum_k ReLU(dy/dA_k) * A_k).")
-def layer_cam(model, x, layer=None, targets=None, *, score="logit", final_activation="relu",
-              eigen_smooth=False, aug_smooth=False, reshape_transform=None, normalize=True):
-    return _gradient_method("layer_cam", model, x, layer, targets, score, final_activation,
-                            eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, reshape_transform=reshape_transform, normalize=normalize)
-
-
+@method(formula='the six gradient maps from one forward + backward', family="gradient", output="maps",
+        options=(Option("methods", tuple(RULES), "which gradient maps to compute from the one backward pass", cli=False),) + GRADIENT_OPTIONS,
+        aliases=("all_gradient",),
+        paper="grad_cam, hires_cam, grad_cam_elementwise, grad_cam_pp, xgrad_cam, layer_cam")
 def gradient_cams(model, x, layer=None, targets=None, *, methods=tuple(RULES), score="logit",
                   final_activation="relu", eigen_smooth=False, aug_smooth=False, reshape_transform=None,
                   normalize=True) -> dict:
@@ -223,26 +199,3 @@ def gradient_cams(model, x, layer=None, targets=None, *, methods=tuple(RULES), s
                   score=targets_lib.check_score(score), eigen_smooth=eigen_smooth, aug_smooth=aug_smooth,
                   reshape_transform=reshape_transform, normalize=normalize)
     return dict(zip(methods, jnp.split(stacked, len(methods), axis=0)))
-
-
-GRADIENT_OPTIONS = (SCORE, FINAL_ACTIVATION, EIGEN_SMOOTH, AUG_SMOOTH, RESHAPE_TRANSFORM, NORMALIZE)
-
-register(Method("grad_cam", grad_cam, family="gradient", options=GRADIENT_OPTIONS, aliases=("gradcam",),
-                paper="Selvaraju et al., ICCV 2017", pgc="GradCAM"))
-register(Method("hires_cam", hires_cam, family="gradient", options=GRADIENT_OPTIONS, aliases=("hires",),
-                paper="Draelos & Carin, 2020", pgc="HiResCAM"))
-register(Method("grad_cam_elementwise", grad_cam_elementwise, family="gradient", options=GRADIENT_OPTIONS,
-                aliases=("elementwise",), paper="pytorch-grad-cam's element-wise Grad-CAM", pgc="GradCAMElementWise"))
-register(Method("grad_cam_pp", grad_cam_pp, family="gradient", options=GRADIENT_OPTIONS,
-                aliases=("grad_cam_plus_plus", "gradcam++", "grad_cam++"), paper="Chattopadhyay et al., WACV 2018",
-                pgc="GradCAMPlusPlus"))
-register(Method("xgrad_cam", xgrad_cam, family="gradient", options=GRADIENT_OPTIONS, aliases=("xgradcam",),
-                paper="Fu et al., BMVC 2020", pgc="XGradCAM"))
-register(Method("layer_cam", layer_cam, family="gradient", options=GRADIENT_OPTIONS, aliases=("layercam",),
-                paper="Jiang et al., IEEE TIP 2021", pgc="LayerCAM"))
-register(Method(
-    "gradient_cams", gradient_cams, family="gradient", output="maps",
-    options=(Option("methods", tuple(RULES), "which gradient maps to compute from the one backward pass",
-                    cli=False),) + GRADIENT_OPTIONS,
-    aliases=("all_gradient",), paper="grad_cam, hires_cam, grad_cam_elementwise, grad_cam_pp, xgrad_cam, layer_cam",
-))

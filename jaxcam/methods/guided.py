@@ -14,6 +14,8 @@ their primal code; control flow (scan/while/cond) is kept as is and ReLUs inside
 """
 from __future__ import annotations
 
+__all__ = ['deprocess_gradients', 'guided_backprop', 'guided_grad_cam']  # public helpers beyond the registered methods
+
 import functools
 
 import jax
@@ -22,10 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcam._src import compile as compile_lib
-from jaxcam._src import targets as targets_lib
+from jaxcam._src import scores as targets_lib
 from jaxcam._src.request import check_input
 from jaxcam.methods.gradient import grad_cam
-from jaxcam.methods.registry import SCORE, Method, register
+from jaxcam.methods.registry import SCORE, method
 from jaxcam._src.kinds import as_model
 
 
@@ -135,6 +137,9 @@ def _guided_jit(model, x, classes, target_fn, score):
     return grads
 
 
+@method(formula='input gradients through guided ReLUs, batched (N, H, W, C)', family="guided", output="attribution",
+        options=(SCORE,), aliases=("guided", "guided_backpropagation"), paper="Springenberg et al., ICLR-W 2015",
+        pgc="GuidedBackpropReLUModel")
 def guided_backprop(model, x, targets=None, *, score="logit"):
     """Guided backpropagation: d y / d x with guided ReLUs, for a whole batch at once.
 
@@ -163,6 +168,8 @@ def guided_backprop(model, x, targets=None, *, score="logit"):
     return _guided_jit(model, x, None if target_fn else targets, target_fn, targets_lib.check_score(score))
 
 
+@method(formula='guided backprop × Grad-CAM map', family="composite", output="attribution", options=(SCORE,),
+        aliases=("guided_gradcam",), paper="Selvaraju et al., ICCV 2017 (Guided Grad-CAM)")
 def guided_grad_cam(model, x, layer=None, targets=None, *, score="logit"):
     """Guided Grad-CAM: guided backprop times the Grad-CAM map (N, H, W, C), batched.
 
@@ -182,10 +189,3 @@ def deprocess_gradients(g) -> jnp.ndarray:
     g = g - g.mean(axis=axes, keepdims=True)
     g = g / (g.std(axis=axes, keepdims=True) + 1e-5)
     return jnp.clip(g * 0.1 + 0.5, 0.0, 1.0)
-
-
-register(Method("guided_backprop", guided_backprop, family="guided", output="attribution", options=(SCORE,),
-                aliases=("guided", "guided_backpropagation"), paper="Springenberg et al., ICLR-W 2015",
-                pgc="GuidedBackpropReLUModel", takes_layer=False))
-register(Method("guided_grad_cam", guided_grad_cam, family="composite", output="attribution", options=(SCORE,),
-                aliases=("guided_gradcam",), paper="Selvaraju et al., ICCV 2017 (Guided Grad-CAM)", pgc=None))

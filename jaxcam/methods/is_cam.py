@@ -11,11 +11,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxcam._src import targets as targets_lib
+from jaxcam._src import scores as targets_lib
 from jaxcam._src.runner import run
-from jaxcam.methods.registry import (
-    AUG_SMOOTH, EIGEN_SMOOTH, FINAL_ACTIVATION, NORMALIZE, SCORE, Method, Option, check_options, register,
-)
+from jaxcam.methods.registry import AUG_SMOOTH, EIGEN_SMOOTH, FINAL_ACTIVATION, NORMALIZE, SCORE, method, Option
 from jaxcam.methods.ss_cam import channel_masks
 
 
@@ -45,6 +43,15 @@ def is_cam_map(split, x, targets, score="logit", num_samples=10, chunk_size=16):
     return jax.nn.softmax(scores.T, axis=-1)[:, None, None, :] * a
 
 
+IS_OPTIONS = (SCORE, FINAL_ACTIVATION,
+              Option("num_samples", 10, "points on the integration path", positive=True),
+              Option("chunk_size", 16, "channels per vmapped chunk of forwards", positive=True),
+              EIGEN_SMOOTH, AUG_SMOOTH, NORMALIZE)
+
+
+@method(formula="IS-CAM: Score-CAM weights averaged over `num_samples` scales of each masked input (torchcam 0.5's form). (Naidu et al., 2020 (arXiv:2010.03023); torchcam 0.5's ISCAM)",
+        family="score", options=IS_OPTIONS, aliases=("iscam", "integrated_score_cam"),
+        paper="Naidu et al., 2020 (arXiv:2010.03023); torchcam 0.5's ISCAM")
 def is_cam(model, x, layer=None, targets=None, *, num_samples: int = 10, score="logit", final_activation="relu",
            chunk_size: int = 16, eigen_smooth=False, aug_smooth=False, normalize=True):
     """IS-CAM: Score-CAM weights averaged over `num_samples` scales of each masked input (torchcam 0.5's form).
@@ -56,16 +63,5 @@ def is_cam(model, x, layer=None, targets=None, *, num_samples: int = 10, score="
     Returns:
       (N, H, W) float32 maps in [0, 1].
     """
-    check_options(IS_OPTIONS, score=score, final_activation=final_activation, num_samples=num_samples,
-                  chunk_size=chunk_size, aug_smooth=aug_smooth)
     return run(is_cam_map, model, x, layer, targets, final_activation, score=score, num_samples=int(num_samples),
                chunk_size=int(chunk_size), eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, normalize=normalize)
-
-
-IS_OPTIONS = (SCORE, FINAL_ACTIVATION,
-              Option("num_samples", 10, "points on the integration path", positive=True),
-              Option("chunk_size", 16, "channels per vmapped chunk of forwards", positive=True),
-              EIGEN_SMOOTH, AUG_SMOOTH, NORMALIZE)
-
-register(Method("is_cam", is_cam, family="score", options=IS_OPTIONS, aliases=("iscam", "integrated_score_cam"),
-                paper="Naidu et al., 2020 (arXiv:2010.03023); torchcam 0.5's ISCAM"))

@@ -18,9 +18,8 @@ from typing import Optional
 import jax.numpy as jnp
 
 from jaxcam._src.runner import run
-from jaxcam.methods.registry import (
-    AUG_SMOOTH, FINAL_ACTIVATION, NORMALIZE, RESHAPE_TRANSFORM, Method, Option, check_options, register,
-)
+from jaxcam.methods.registry import AUG_SMOOTH, FINAL_ACTIVATION, NORMALIZE, RESHAPE_TRANSFORM, method, Option
+
 
 KERNELS = ("sigmoid", "rbf", "poly", "linear", "cosine")
 
@@ -59,6 +58,14 @@ def kpca_cam_map(split, x, targets, kernel: str = "sigmoid", gamma: Optional[flo
     return kpca_first_component(split.features(x), kernel, gamma)
 
 
+KPCA_OPTIONS = (Option("kernel", "sigmoid", "kernel of the kernel PCA", choices=KERNELS),
+                Option("gamma", None, "kernel coefficient (None: 1 / channels)"),
+                FINAL_ACTIVATION, AUG_SMOOTH, RESHAPE_TRANSFORM, NORMALIZE)
+
+
+@method(formula="KPCA-CAM: the layer's first kernel principal component (class-agnostic, no gradients). (Karmani et al., 2024 (arXiv:2410.00267))",
+        family="eigen", options=KPCA_OPTIONS, aliases=("kpca",), paper="Karmani et al., 2024 (arXiv:2410.00267)",
+        pgc="KPCA_CAM")
 def kpca_cam(model, x, layer=None, targets=None, *, kernel: str = "sigmoid", gamma: Optional[float] = None,
              final_activation="relu", aug_smooth=False, reshape_transform=None, normalize=True):
     """KPCA-CAM: the layer's first kernel principal component (class-agnostic, no gradients).
@@ -71,15 +78,6 @@ def kpca_cam(model, x, layer=None, targets=None, *, kernel: str = "sigmoid", gam
     Returns:
       (N, H, W) float32 maps in [0, 1].
     """
-    check_options(KPCA_OPTIONS, kernel=kernel, final_activation=final_activation, aug_smooth=aug_smooth)
     return run(kpca_cam_map, model, x, layer, targets, final_activation, kernel=kernel,
                gamma=None if gamma is None else float(gamma), aug_smooth=aug_smooth,
                reshape_transform=reshape_transform, normalize=normalize)
-
-
-KPCA_OPTIONS = (Option("kernel", "sigmoid", "kernel of the kernel PCA", choices=KERNELS),
-                Option("gamma", None, "kernel coefficient (None: 1 / channels)"),
-                FINAL_ACTIVATION, AUG_SMOOTH, RESHAPE_TRANSFORM, NORMALIZE)
-
-register(Method("kpca_cam", kpca_cam, family="eigen", options=KPCA_OPTIONS, aliases=("kpca",),
-                paper="Karmani et al., 2024 (arXiv:2410.00267)", pgc="KPCA_CAM"))

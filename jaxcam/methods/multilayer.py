@@ -6,6 +6,8 @@ the input size, the layers are averaged, and the mean is min-maxed.
 """
 from __future__ import annotations
 
+__all__ = ['multi_layer']  # public helpers beyond the registered methods
+
 from jaxcam._src.runner import collect_layer_maps
 
 

@@ -11,7 +11,7 @@ import jax
 
 from jaxcam._src.runner import run
 from jaxcam.methods.registry import (
-    AUG_SMOOTH, EIGEN_SMOOTH, FINAL_ACTIVATION, NORMALIZE, RESHAPE_TRANSFORM, Method, Option, check_options, register,
+    AUG_SMOOTH, EIGEN_SMOOTH, FINAL_ACTIVATION, NORMALIZE, RESHAPE_TRANSFORM, method, Option,
 )
 
 
@@ -25,6 +25,13 @@ def random_cam_map(split, x, targets, seed: int = 0):
     return random_weights(seed, a.shape[0], a.shape[-1]) * a
 
 
+RANDOM_OPTIONS = (Option("seed", 0, "seed of the random channel weights"), FINAL_ACTIVATION, EIGEN_SMOOTH,
+                  AUG_SMOOTH, RESHAPE_TRANSFORM, NORMALIZE)
+
+
+@method(formula='Random-CAM: map = ReLU(sum_k w_k A_k), w ~ Uniform(-1, 1) seeded by `seed` (same seed, same map). (sanity baseline (Adebayo et al., NeurIPS 2018))',
+        family="random", options=RANDOM_OPTIONS, aliases=("random",),
+        paper="sanity baseline (Adebayo et al., NeurIPS 2018)", pgc="RandomCAM")
 def random_cam(model, x, layer=None, targets=None, *, seed: int = 0, final_activation="relu", eigen_smooth=False,
                aug_smooth=False, reshape_transform=None, normalize=True):
     """Random-CAM: map = ReLU(sum_k w_k A_k), w ~ Uniform(-1, 1) seeded by `seed` (same seed, same map).
@@ -34,13 +41,5 @@ def random_cam(model, x, layer=None, targets=None, *, seed: int = 0, final_activ
     Returns:
       (N, H, W) float32 maps in [0, 1].
     """
-    check_options(RANDOM_OPTIONS, final_activation=final_activation, aug_smooth=aug_smooth)
     return run(random_cam_map, model, x, layer, targets, final_activation, seed=int(seed), eigen_smooth=eigen_smooth,
                aug_smooth=aug_smooth, reshape_transform=reshape_transform, normalize=normalize)
-
-
-RANDOM_OPTIONS = (Option("seed", 0, "seed of the random channel weights"), FINAL_ACTIVATION, EIGEN_SMOOTH,
-                  AUG_SMOOTH, RESHAPE_TRANSFORM, NORMALIZE)
-
-register(Method("random_cam", random_cam, family="random", options=RANDOM_OPTIONS, aliases=("random",),
-                paper="sanity baseline (Adebayo et al., NeurIPS 2018)", pgc="RandomCAM"))

@@ -11,9 +11,13 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from jaxcam._src import maps
-from jaxcam.methods.registry import Method, Option, get, register
+from jaxcam.methods.registry import get, method, Option
 
 
+@method(formula="RefineCAM: the product of the base method's maps at each layer of `layer`, min-maxed. (pytorch-grad-cam 1.5.7 RefineCAM (arXiv:2605.14641))",
+        family="composite",
+        options=(Option("base", "grad_cam_pp", "the method whose per-layer maps are multiplied"),),
+        aliases=("refine",), paper="pytorch-grad-cam 1.5.7 RefineCAM (arXiv:2605.14641)", pgc="RefineCAM")
 def refine_cam(model, x, layer=None, targets=None, *, base="grad_cam_pp", **options):
     """RefineCAM: the product of the base method's maps at each layer of `layer`, min-maxed.
 
@@ -31,8 +35,3 @@ def refine_cam(model, x, layer=None, targets=None, *, base="grad_cam_pp", **opti
         raise ValueError("refine_cam needs at least one layer: pass layer=[...]")
     product = jnp.prod(jnp.stack([method(model, x, one, targets, **options) for one in layers]), axis=0)
     return maps.minmax(product.reshape(-1, *product.shape[-2:])).reshape(product.shape)
-
-
-register(Method("refine_cam", refine_cam, family="composite",
-                options=(Option("base", "grad_cam_pp", "the method whose per-layer maps are multiplied"),),
-                aliases=("refine",), paper="pytorch-grad-cam 1.5.7 RefineCAM (arXiv:2605.14641)", pgc="RefineCAM"))

@@ -1,22 +1,36 @@
-"""The method registry: one description of every CAM method, iterated by scripts, benchmarks and tests.
+"""The method registry: one description of every CAM method, iterated by commands, benchmarks and tests.
 
-    from jaxcam.methods.registry import Method, Option, register, get, names, REGISTRY
+A method is declared once, by decorating its public function:
+
+    @method(family="gradient", options=(SCORE, Option("k", 2.0, "threshold")), aliases=("mine",))
+    def my_cam(model, x, layer=None, targets=None, *, score="logit", k=2.0):
+        "My-CAM: ... (the docstring help() shows)."
+        return run(my_cam_map, model, x, layer, targets, score=score, k=k)
+
+The decorator registers it (`REGISTRY`, `get`, `names`), checks the options a caller passes (once
+per call, with the `Option` checks below) and keeps the function's own signature and docstring;
+``jaxcam.methods`` imports every method file, `jaxcam.__all__`, the README table and the flags of
+``jaxcam render`` come from the registry (`Option.flag_type` reads an option's command-line value).
+
     m = get("GradCAMPlusPlus")          # aliases and pytorch-grad-cam class names, case-insensitive
     maps = m(model, x, layer="layer4", targets=None, score="softmax")
     names(family="ablation")            # ['ablation_cam', 'fast_ablation_cam', 'spatial_ablation_cam']
-
-A method file ends with its ``register(Method(...))`` call; `jaxcam.methods` imports every method
-file, so importing `jaxcam` fills the registry. Option checks (choices, positive ints) live here,
-once: methods call `check_options`, scripts call `Method.check` before any work is done.
+    call = m.bind(score="softmax")      # options checked once; call(model, x, layer=..., targets=...)
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
+import functools
+import inspect
 import warnings
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
+
+from jaxcam._src.hints import ConfigError
+
 
 FAMILIES = ("gradient", "ablation", "score", "eigen", "cam", "guided", "composite", "random")
 OUTPUTS = ("map", "attribution", "maps")
@@ -42,6 +56,24 @@ class Option:
     choices: Optional[Tuple[Any, ...]] = None
     positive: bool = False
     cli: bool = True
+    type: Optional[type] = None  # of a command-line value when the default does not say (e.g. None)
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def flag_type(self, text: str):
+        """The option's value from command-line `text` (argparse ``type=``); checked later by `check`."""
+        if self.choices is not None:
+            for c in self.choices:
+                if str(c).lower() == str(text).strip().lower():
+                    return c
+            raise argparse.ArgumentTypeError(f"must be one of {', '.join(map(str, self.choices))}; got {text!r}")
+        kind = self.type or (int if self.positive else type(self.default) if self.default is not None else str)
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {text!r}") from None
 
     def check(self, value):
         """`value` if valid, else a ValueError saying what the option accepts."""
@@ -88,8 +120,10 @@ class Method:
     paper: Optional[str] = None
     pgc: Optional[str] = None
     takes_layer: bool = True
+    formula: str = ""  # what it computes, one line (the README table's column)
 
     def __post_init__(self):
+        object.__setattr__(self, "rule", getattr(self.fn, "__wrapped__", self.fn))  # the undecorated function
         if self.family not in FAMILIES:
             raise ValueError(f"family must be one of {FAMILIES}, got {self.family!r}")
         if self.output not in OUTPUTS:
@@ -120,9 +154,26 @@ class Method:
         return {k: v for k, v in options.items() if k in known}, sorted(set(options) - known)
 
     def __call__(self, model, x, layer=None, targets=None, **options):
+        """The public function (which checks the options it knows, once)."""
         if self.takes_layer:
             return self.fn(model, x, layer, targets, **options)
         return self.fn(model, x, targets, **options)
+
+    def bind(self, **options) -> Callable:
+        """``call(model, x, layer=None, targets=None)`` with `options` checked now, once (not per call)."""
+        return self.bound(self.check(**options))
+
+    def bound(self, checked: Dict[str, Any]) -> Callable:
+        """As `bind`, for options a command has already checked with `check` (not checked again)."""
+        rule = self.rule
+
+        def call(model, x, layer=None, targets=None):
+            if self.takes_layer:
+                return rule(model, x, layer, targets, **checked)
+            return rule(model, x, targets, **checked)
+
+        call.method = self
+        return call
 
     @property
     def doc(self) -> str:
@@ -166,16 +217,79 @@ def get(name: str) -> Method:
     raise ValueError(f"unknown method {name!r}.{hint} Valid methods: {', '.join(names())}")
 
 
+def parse(spec: str, option: str = "--method") -> List[Method]:
+    """Registry methods from a comma-separated list of names/aliases (or 'all'), each once, in order.
+    An unknown or empty one raises `ConfigError` naming `option`."""
+    wanted = [s.strip() for s in str(spec).split(",") if s.strip()]
+    if not wanted:
+        raise ConfigError(f"{option} is empty; valid methods: {', '.join(names())}")
+    if wanted == ["all"]:
+        return [REGISTRY[n] for n in names()]
+    chosen = []
+    for name in wanted:
+        try:
+            m = get(name)
+        except ValueError as err:
+            raise ConfigError(f"{option}: {err}") from None
+        if m not in chosen:
+            chosen.append(m)
+    return chosen
+
+
 def names(family: Optional[str] = None, output: Optional[str] = None) -> List[str]:
     """Canonical names, sorted, optionally only of one family and/or output kind."""
     return sorted(n for n, m in REGISTRY.items()
                   if (family is None or m.family == family) and (output is None or m.output == output))
 
 
-def check_options(options: Tuple[Option, ...], **values) -> Dict[str, Any]:
-    """Validate `values` against `options` (by name); used by the method functions themselves."""
-    known = {o.name: o for o in options}
-    return {k: known[k].check(v) if k in known else v for k, v in values.items()}
+def method(name: Optional[str] = None, *, family: str, output: str = "map", options: Tuple[Option, ...] = (),
+           aliases: Tuple[str, ...] = (), paper: Optional[str] = None, pgc: Optional[str] = None,
+           formula: str = "") -> Callable:
+    """Declare a CAM method once (decorator): its registry entry, option checks and public function.
+
+    Args:
+      name: the registry name (default: the function's name).
+      family, output, aliases, paper, pgc, formula: as `Method`.
+      options: the keyword options the registry knows (checked on every call that passes them; the
+        commands make flags of them).
+
+    Returns:
+      A decorator returning the public function: the same signature and docstring, the options a
+      caller passes checked once, then the body run.
+    """
+    def declare(fn):
+        known = {o.name: o for o in options}
+
+        @functools.wraps(fn)
+        def public(*args, **kwargs):
+            for key in kwargs.keys() & known.keys():
+                kwargs[key] = known[key].check(kwargs[key])
+            return fn(*args, **kwargs)
+
+        register(Method(name or fn.__name__, public, family, output, tuple(options), tuple(aliases), paper, pgc,
+                        takes_layer="layer" in inspect.signature(fn).parameters, formula=formula))
+        return public
+
+    return declare
+
+
+def markdown_table() -> str:
+    """The README's methods table, one row per registered method (``python -m jaxcam.methods``)."""
+    head = ("| method | aliases | family | output | what it computes (A = layer activations, G = dy/dA, y = target "
+            "score) | pytorch-grad-cam |\n|---|---|---|---|---|---|\n")
+    order = sorted(REGISTRY.values(), key=lambda m: (FAMILIES.index(m.family), m.name))
+    return head + "".join(f"| `{m.name}` | {', '.join(m.aliases)} | {m.family} | {m.output} | {m.formula} | "
+                          f"{m.pgc or '–'} |\n" for m in order)
+
+
+def cli_options() -> Dict[str, Option]:
+    """Every command-line-settable option of the registered methods, by name (one flag each)."""
+    found: Dict[str, Option] = {}
+    for m in REGISTRY.values():
+        for o in m.options:
+            if o.cli and o.name not in found:
+                found[o.name] = o
+    return found
 
 
 def renamed(new_value, old_value, new: str = "chunk_size", old: str = "batch_size", where: str = ""):
@@ -187,3 +301,4 @@ def renamed(new_value, old_value, new: str = "chunk_size", old: str = "batch_siz
     warnings.warn(f"{where}: {old}= is deprecated, use {new}= (ablated/masked copies per chunk); "
                   f"{old} will be removed in the next release", DeprecationWarning, stacklevel=3)
     return old_value
+

@@ -15,11 +15,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcam._src import maps
-from jaxcam._src import targets as targets_lib
+from jaxcam._src import scores as targets_lib
 from jaxcam._src.runner import run
 from jaxcam.methods.registry import (
-    AUG_SMOOTH, EIGEN_SMOOTH, FINAL_ACTIVATION, NORMALIZE, RESHAPE_TRANSFORM, SCORE, Method, Option, check_options, register, renamed,
+    AUG_SMOOTH, EIGEN_SMOOTH, FINAL_ACTIVATION, NORMALIZE, RESHAPE_TRANSFORM, SCORE, method, Option, renamed,
 )
+
 
 MASK_EPS = 1e-8  # pytorch-grad-cam's
 
@@ -68,6 +69,17 @@ def score_cam_map(split, x, targets, score="logit", chunk_size=16, align_corners
     return weights.reshape(weights.shape[0], *(1,) * len(size), -1) * a
 
 
+SCORE_OPTIONS = (
+    SCORE, FINAL_ACTIVATION,
+    Option("chunk_size", 16, "masked inputs (channels) per vmapped chunk of forwards", positive=True),
+    Option("align_corners", True, "upsample masks with aligned corners (pytorch-grad-cam) or half-pixel",
+           choices=(True, False)),
+    EIGEN_SMOOTH, AUG_SMOOTH, RESHAPE_TRANSFORM, NORMALIZE,
+)
+
+
+@method(formula='w = softmax_k y(x ⊙ minmax(upsample(A_k))); whole model per channel, `chunk_size` at a time',
+        family="score", options=SCORE_OPTIONS, aliases=("score",), paper="Wang et al., CVPR-W 2020", pgc="ScoreCAM")
 def score_cam(model, x, layer=None, targets=None, *, score="logit", final_activation="relu", chunk_size: int = None,
               align_corners: bool = True, eigen_smooth=False, aug_smooth=False, reshape_transform=None,
               batch_size=None, normalize=True):
@@ -86,29 +98,12 @@ def score_cam(model, x, layer=None, targets=None, *, score="logit", final_activa
       (N, H, W) float32 maps in [0, 1].
 
     Example:
-      >>> import jax, jaxcam
-      >>> model = jaxcam.models.resnet18(num_classes=10)
-      >>> x = jax.random.normal(jax.random.key(0), (1, 64, 64, 3))
-      >>> jaxcam.score_cam(model, x, layer="layer4", chunk_size=64).shape
-      (1, 64, 64)
+      >>> import jax.numpy as jnp, jaxcam
+      >>> jaxcam.score_cam(jaxcam.models.resnet20(weights=None), jnp.ones((1, 32, 32, 3)), chunk_size=64).shape
+      (1, 32, 32)
     """
     chunk_size = renamed(chunk_size, batch_size, where="score_cam")
     chunk_size = 16 if chunk_size is None else chunk_size
-    check_options(SCORE_OPTIONS, score=score, chunk_size=chunk_size)
     return run(score_cam_map, model, x, layer, targets, final_activation, score=score,
                chunk_size=int(chunk_size), align_corners=bool(align_corners), eigen_smooth=eigen_smooth,
                aug_smooth=aug_smooth, reshape_transform=reshape_transform, normalize=normalize)
-
-
-SCORE_OPTIONS = (
-    SCORE, FINAL_ACTIVATION,
-    Option("chunk_size", 16, "masked inputs (channels) per vmapped chunk of forwards", positive=True),
-    Option("align_corners", True, "upsample masks with aligned corners (pytorch-grad-cam) or half-pixel",
-           choices=(True, False)),
-    EIGEN_SMOOTH, AUG_SMOOTH, RESHAPE_TRANSFORM, NORMALIZE,
-)
-
-register(Method(
-    "score_cam", score_cam, family="score", output="map", options=SCORE_OPTIONS, aliases=("score",),
-    paper="Wang et al., CVPR-W 2020", pgc="ScoreCAM",
-))

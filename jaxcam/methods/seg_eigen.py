@@ -13,9 +13,7 @@ import jax.numpy as jnp
 from jaxcam._src.projection import first_component
 from jaxcam._src.runner import run
 from jaxcam.methods.gradient import activations_and_grads
-from jaxcam.methods.registry import (
-    AUG_SMOOTH, FINAL_ACTIVATION, NORMALIZE, RESHAPE_TRANSFORM, SCORE, Method, check_options, register,
-)
+from jaxcam.methods.registry import AUG_SMOOTH, FINAL_ACTIVATION, NORMALIZE, RESHAPE_TRANSFORM, SCORE, method
 
 
 def seg_eigen_cam_map(split, x, targets, score: str = "logit"):
@@ -26,6 +24,12 @@ def seg_eigen_cam_map(split, x, targets, score: str = "logit"):
     return jnp.where(flip[:, None, None], -p, p)
 
 
+SEG_EIGEN_OPTIONS = (SCORE, FINAL_ACTIVATION, AUG_SMOOTH, RESHAPE_TRANSFORM, NORMALIZE)
+
+
+@method(formula='Seg-Eigen-CAM: first principal component of /dy/dA/ * A, sign-corrected. Args as `jaxcam.hires_cam`. (Chung & Ying, Applied Sciences 2025)',
+        family="eigen", options=SEG_EIGEN_OPTIONS, aliases=("seg_eigen",),
+        paper="Chung & Ying, Applied Sciences 2025", pgc="SegEigenCAM")
 def seg_eigen_cam(model, x, layer=None, targets=None, *, score="logit", final_activation="relu", aug_smooth=False,
                   reshape_transform=None, normalize=True):
     """Seg-Eigen-CAM: first principal component of |dy/dA| * A, sign-corrected. Args as `jaxcam.hires_cam`.
@@ -33,12 +37,5 @@ def seg_eigen_cam(model, x, layer=None, targets=None, *, score="logit", final_ac
     Returns:
       (N, H, W) float32 maps in [0, 1].
     """
-    check_options(SEG_EIGEN_OPTIONS, score=score, final_activation=final_activation, aug_smooth=aug_smooth)
     return run(seg_eigen_cam_map, model, x, layer, targets, final_activation, score=score, aug_smooth=aug_smooth,
                reshape_transform=reshape_transform, normalize=normalize)
-
-
-SEG_EIGEN_OPTIONS = (SCORE, FINAL_ACTIVATION, AUG_SMOOTH, RESHAPE_TRANSFORM, NORMALIZE)
-
-register(Method("seg_eigen_cam", seg_eigen_cam, family="eigen", options=SEG_EIGEN_OPTIONS, aliases=("seg_eigen",),
-                paper="Chung & Ying, Applied Sciences 2025", pgc="SegEigenCAM"))

@@ -21,8 +21,9 @@ import numpy as np
 
 from jaxcam._src import maps
 from jaxcam._src.request import check_input
-from jaxcam.methods.registry import Method, Option, get, register
+from jaxcam.methods.registry import get, method, Option
 from jaxcam._src.kinds import as_model
+
 
 BLUR_SIZE, BLUR_SIGMA = 11, 5.0
 
@@ -81,6 +82,12 @@ def _in_chunks(fn, batch, targets, size: int):
     return jax.tree_util.tree_map(lambda *v: jnp.concatenate(v), *parts)
 
 
+@method(formula="SESS over any base method: windows of rescaled copies, fused back at the image's size. (Tyagi et al., ECCV 2022 (arXiv:2207.01769))",
+        family="composite",
+        options=(Option("base", "grad_cam", "the method run on every window"), Option("num_scales", 12, "number of scales", positive=True), Option("pool", "mean", "fusion of the window maps", choices=("mean", "max")), Option("smooth", True, "Gaussian blur of the fused map", choices=(True, False)),
+                  Option("chunk_size", 16, "patches per call of the model and the base method", positive=True)),
+        aliases=("saliency_enhancing_scaling_sliding",), paper="Tyagi et al., ECCV 2022 (arXiv:2207.01769)",
+        pgc="SESS")
 def sess(model, x, layer=None, targets=None, *, base="grad_cam", scales: Optional[Sequence[int]] = None,
          num_scales: int = 12, step_ratio: float = 2.0 / 7.0, window: Optional[int] = None,
          step: Optional[int] = None, theta: float = 0.0, pool: str = "mean", smooth: bool = True,
@@ -151,13 +158,3 @@ def sess(model, x, layer=None, targets=None, *, base="grad_cam", scales: Optiona
     if smooth:
         fused = gaussian_blur(fused)
     return maps.minmax(fused)
-
-
-register(Method("sess", sess, family="composite",
-                options=(Option("base", "grad_cam", "the method run on every window"),
-                         Option("num_scales", 12, "number of scales", positive=True),
-                         Option("pool", "mean", "fusion of the window maps", choices=("mean", "max")),
-                         Option("smooth", True, "Gaussian blur of the fused map", choices=(True, False)),
-                         Option("chunk_size", 16, "patches per call of the model and the base method", positive=True)),
-                aliases=("saliency_enhancing_scaling_sliding",),
-                paper="Tyagi et al., ECCV 2022 (arXiv:2207.01769)", pgc="SESS"))

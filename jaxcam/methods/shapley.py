@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import jax
 
-from jaxcam._src import targets as targets_lib
+from jaxcam._src import scores as targets_lib
 from jaxcam._src.runner import run
 from jaxcam.methods.registry import (
-    AUG_SMOOTH, EIGEN_SMOOTH, FINAL_ACTIVATION, NORMALIZE, RESHAPE_TRANSFORM, SCORE, Method, check_options, register,
+    AUG_SMOOTH, EIGEN_SMOOTH, FINAL_ACTIVATION, NORMALIZE, RESHAPE_TRANSFORM, SCORE, method,
 )
 
 
@@ -30,6 +30,12 @@ def shapley_cam_map(split, x, targets, score: str = "logit"):
     return (g - 0.5 * hessian_a).mean(axis=(1, 2), keepdims=True) * a
 
 
+SHAPLEY_OPTIONS = (SCORE, FINAL_ACTIVATION, EIGEN_SMOOTH, AUG_SMOOTH, RESHAPE_TRANSFORM, NORMALIZE)
+
+
+@method(formula='ShapleyCAM: w_k = mean_ij(dy/dA - 1/2 Hessian(y) A)_k; map = ReLU(sum_k w_k A_k). (Cai et al., ICLR 2025 (arXiv:2501.06261))',
+        family="gradient", options=SHAPLEY_OPTIONS, aliases=("shapley",),
+        paper="Cai et al., ICLR 2025 (arXiv:2501.06261)", pgc="ShapleyCAM")
 def shapley_cam(model, x, layer=None, targets=None, *, score="logit", final_activation="relu", eigen_smooth=False,
                 aug_smooth=False, reshape_transform=None, normalize=True):
     """ShapleyCAM: w_k = mean_ij(dy/dA - 1/2 Hessian(y) A)_k; map = ReLU(sum_k w_k A_k).
@@ -39,12 +45,5 @@ def shapley_cam(model, x, layer=None, targets=None, *, score="logit", final_acti
     Returns:
       (N, H, W) float32 maps in [0, 1].
     """
-    check_options(SHAPLEY_OPTIONS, score=score, final_activation=final_activation, aug_smooth=aug_smooth)
     return run(shapley_cam_map, model, x, layer, targets, final_activation, score=score, eigen_smooth=eigen_smooth,
                aug_smooth=aug_smooth, reshape_transform=reshape_transform, normalize=normalize)
-
-
-SHAPLEY_OPTIONS = (SCORE, FINAL_ACTIVATION, EIGEN_SMOOTH, AUG_SMOOTH, RESHAPE_TRANSFORM, NORMALIZE)
-
-register(Method("shapley_cam", shapley_cam, family="gradient", options=SHAPLEY_OPTIONS, aliases=("shapley",),
-                paper="Cai et al., ICLR 2025 (arXiv:2501.06261)", pgc="ShapleyCAM"))

@@ -14,12 +14,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxcam._src import targets as targets_lib
+from jaxcam._src import scores as targets_lib
 from jaxcam._src.runner import run
 from jaxcam.methods.gradient import activations_and_grads
-from jaxcam.methods.registry import (
-    AUG_SMOOTH, EIGEN_SMOOTH, FINAL_ACTIVATION, NORMALIZE, SCORE, Method, Option, check_options, register,
-)
+from jaxcam.methods.registry import AUG_SMOOTH, EIGEN_SMOOTH, FINAL_ACTIVATION, NORMALIZE, SCORE, method, Option
+
 
 EPS = 1e-8  # torchcam's
 
@@ -43,6 +42,16 @@ def smoothgrad_cam_pp_map(split, x, targets, score="logit", num_samples=4, std=0
     return (alpha * jax.nn.relu(d1)).sum(axis=(1, 2), keepdims=True) * a
 
 
+SG_OPTIONS = (SCORE, FINAL_ACTIVATION,
+              Option("num_samples", 4, "noisy input copies", positive=True),
+              Option("std", 0.3, "standard deviation of the input noise"),
+              Option("seed", 0, "seed of the noise"),
+              EIGEN_SMOOTH, AUG_SMOOTH, NORMALIZE)
+
+
+@method(formula="SmoothGrad-CAM++: Grad-CAM++ weights from gradients averaged over `num_samples` noisy inputs. (Omeiza et al., 2019 (arXiv:1908.01224); torchcam 0.5's SmoothGradCAMpp)",
+        family="gradient", options=SG_OPTIONS, aliases=("smooth_grad_cam_pp", "smoothgradcampp"),
+        paper="Omeiza et al., 2019 (arXiv:1908.01224); torchcam 0.5's SmoothGradCAMpp")
 def smoothgrad_cam_pp(model, x, layer=None, targets=None, *, num_samples: int = 4, std: float = 0.3, seed: int = 0,
                       score="logit", final_activation="relu", eigen_smooth=False, aug_smooth=False, normalize=True):
     """SmoothGrad-CAM++: Grad-CAM++ weights from gradients averaged over `num_samples` noisy inputs.
@@ -54,19 +63,6 @@ def smoothgrad_cam_pp(model, x, layer=None, targets=None, *, num_samples: int = 
     Returns:
       (N, H, W) float32 maps in [0, 1].
     """
-    check_options(SG_OPTIONS, score=score, final_activation=final_activation, num_samples=num_samples,
-                  aug_smooth=aug_smooth)
     return run(smoothgrad_cam_pp_map, model, x, layer, targets, final_activation, score=score,
                num_samples=int(num_samples), std=float(std), seed=int(seed), eigen_smooth=eigen_smooth,
                aug_smooth=aug_smooth, normalize=normalize)
-
-
-SG_OPTIONS = (SCORE, FINAL_ACTIVATION,
-              Option("num_samples", 4, "noisy input copies", positive=True),
-              Option("std", 0.3, "standard deviation of the input noise"),
-              Option("seed", 0, "seed of the noise"),
-              EIGEN_SMOOTH, AUG_SMOOTH, NORMALIZE)
-
-register(Method("smoothgrad_cam_pp", smoothgrad_cam_pp, family="gradient", options=SG_OPTIONS,
-                aliases=("smooth_grad_cam_pp", "smoothgradcampp"),
-                paper="Omeiza et al., 2019 (arXiv:1908.01224); torchcam 0.5's SmoothGradCAMpp"))

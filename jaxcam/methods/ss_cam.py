@@ -13,11 +13,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxcam._src import targets as targets_lib
+from jaxcam._src import scores as targets_lib
 from jaxcam._src.runner import run
-from jaxcam.methods.registry import (
-    AUG_SMOOTH, EIGEN_SMOOTH, FINAL_ACTIVATION, NORMALIZE, SCORE, Method, Option, check_options, register,
-)
+from jaxcam.methods.registry import AUG_SMOOTH, EIGEN_SMOOTH, FINAL_ACTIVATION, NORMALIZE, SCORE, method, Option
+
 
 NORM_EPS = 1e-8  # torchcam's
 
@@ -56,6 +55,17 @@ def ss_cam_map(split, x, targets, score="logit", num_samples=35, std=2.0, seed=0
     return jax.nn.softmax(scores.T, axis=-1)[:, None, None, :] * a
 
 
+SS_OPTIONS = (SCORE, FINAL_ACTIVATION,
+              Option("num_samples", 35, "noisy samples per channel", positive=True),
+              Option("std", 2.0, "standard deviation of the mask noise"),
+              Option("seed", 0, "seed of the noise"),
+              Option("chunk_size", 16, "channels per vmapped chunk of forwards", positive=True),
+              EIGEN_SMOOTH, AUG_SMOOTH, NORMALIZE)
+
+
+@method(formula="SS-CAM: Score-CAM weights averaged over `num_samples` noisy copies of each mask (torchcam 0.5's form). (Wang et al., 2020 (arXiv:2006.14255); torchcam 0.5's SSCAM)",
+        family="score", options=SS_OPTIONS, aliases=("sscam", "smoothed_score_cam"),
+        paper="Wang et al., 2020 (arXiv:2006.14255); torchcam 0.5's SSCAM")
 def ss_cam(model, x, layer=None, targets=None, *, num_samples: int = 35, std: float = 2.0, seed: int = 0,
            score="logit", final_activation="relu", chunk_size: int = 16, eigen_smooth=False, aug_smooth=False,
            normalize=True):
@@ -68,19 +78,6 @@ def ss_cam(model, x, layer=None, targets=None, *, num_samples: int = 35, std: fl
     Returns:
       (N, H, W) float32 maps in [0, 1].
     """
-    check_options(SS_OPTIONS, score=score, final_activation=final_activation, num_samples=num_samples,
-                  chunk_size=chunk_size, aug_smooth=aug_smooth)
     return run(ss_cam_map, model, x, layer, targets, final_activation, score=score, num_samples=int(num_samples),
                std=float(std), seed=int(seed), chunk_size=int(chunk_size), eigen_smooth=eigen_smooth,
                aug_smooth=aug_smooth, normalize=normalize)
-
-
-SS_OPTIONS = (SCORE, FINAL_ACTIVATION,
-              Option("num_samples", 35, "noisy samples per channel", positive=True),
-              Option("std", 2.0, "standard deviation of the mask noise"),
-              Option("seed", 0, "seed of the noise"),
-              Option("chunk_size", 16, "channels per vmapped chunk of forwards", positive=True),
-              EIGEN_SMOOTH, AUG_SMOOTH, NORMALIZE)
-
-register(Method("ss_cam", ss_cam, family="score", options=SS_OPTIONS, aliases=("sscam", "smoothed_score_cam"),
-                paper="Wang et al., 2020 (arXiv:2006.14255); torchcam 0.5's SSCAM"))

@@ -10,10 +10,10 @@ from typing import Callable, Optional
 import jax
 import jax.numpy as jnp
 
-from jaxcam._src import targets as targets_lib
+from jaxcam._src import scores as targets_lib
 from jaxcam._src.request import check_input
 from jaxcam._src.kinds import as_model
-from jaxcam.model import Model
+from jaxcam._src.model import Model
 
 
 def check_call(model, x, maps, targets):

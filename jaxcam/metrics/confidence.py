@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxcam.metrics import _common
-from jaxcam._src.targets import check_score
+from jaxcam._src.scores import check_score
 
 
 def explanation_scores(model, x, maps, targets=None, score: str = "softmax"):

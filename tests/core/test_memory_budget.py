@@ -1,4 +1,4 @@
-"""jaxcam._src.memory: sizes parse, XLA's compiled sizes grow with the chunk, and the plan fits the limit.
+"""jaxcam._src.memory_budget: sizes parse, XLA's compiled sizes grow with the chunk, and the plan fits the limit.
 
 The plan is checked against brute force: the compiled size of every chunk on a tiny model.
 """
@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import pytest
 
 import jaxcam
-from jaxcam._src import memory
+from jaxcam._src import memory_budget as memory
 
 
 class Tiny(nn.Module):

@@ -10,7 +10,7 @@ import torch
 import jax
 
 from jaxcam.models import load
-from jaxcam.models.checkpoint import CheckpointError, read_state_dict, read_torch
+from jaxcam.models.torch_io import CheckpointError, read_state_dict, read_torch
 from jaxcam.models.loading import download
 
 ZIP, LEGACY = True, False

@@ -3,7 +3,7 @@
 Each check compares against something computed independently of jaxcam's method code: exact
 answers of linear / GAP+FC toy models worked out in numpy, gradients taken through an explicit
 additive perturbation instead of jaxcam's split, numpy's SVD. pytorch-grad-cam parity is in
-tests/test_parity_pgc_family.py. Tiny models keep compilations cheap.
+tests/methods/test_parity_pgc_families.py. Tiny models keep compilations cheap.
 """
 import flax.linen as nn
 import jax

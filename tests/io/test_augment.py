@@ -1,4 +1,4 @@
-"""jaxcam.augment: values of each transform against closed forms / brute force, per-image randomness.
+"""jaxcam.data.augmentations: values of each transform against closed forms / brute force, per-image randomness.
 
 Its cost against a train step is a benchmark (benchmarks/augment_cost.py), not a timed test."""
 import jax
@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcam import augment as A
+from jaxcam.data import augmentations as A
 
 
 def _img(h=16, w=16, seed=0):

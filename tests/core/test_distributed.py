@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 HERE = os.path.abspath(__file__)
-ROOT = os.path.dirname(os.path.dirname(HERE))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
 
 
 def driver(argv=None) -> int:

@@ -8,7 +8,7 @@ weights. Every reference map must span > 0.5 of [0, 1] (no blank-vs-blank agreem
 agree within 1e-5 (measured: <= 2.5e-6 max-abs, float32 on both sides).
 
 Compilations dominate the run time, so all gradient methods come from one `jaxcam.gradient_cams`
-call per (model, layer); tests/test_methods_family.py checks that it equals the single methods.
+call per (model, layer); tests/methods/test_families.py checks that it equals the single methods.
 """
 import flax.linen as nn
 import jax.numpy as jnp

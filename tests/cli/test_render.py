@@ -14,7 +14,7 @@ from jaxcam import images as images_lib
 from jaxcam.cli import common
 from jaxcam.methods import registry
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "render.py"  # a shim over jaxcam.cli.render
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "render.py"  # a shim over jaxcam.cli.render
 TINY = ["--model", "resnet20", "--weights", "none", "--image-size", "32", "--batch-size", "2"]
 
 

@@ -163,7 +163,7 @@ def test_from_functions_unknown_layer_lists_the_valid_one():
 
 
 def test_signal_and_volume_figures_draw_the_map():
-    from jaxcam import plots
+    from jaxcam.viz import plots
 
     cam = np.linspace(0, 1, 16, dtype=np.float32)
     fig = plots.signal_figure(np.sin(np.arange(16.0)), cam)

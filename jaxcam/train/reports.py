@@ -2,7 +2,7 @@
 per_class.csv, misclassified.png and cams.png (Grad-CAM of the predicted class per network stage).
 
     reports.write_metrics(out, history)                      # after every epoch
-    reports.write_final(out, model, images, labels, logits, class_names, image_size)   # at the end
+    reports.write_final(out, model, images, labels, logits, class_names)   # at the end (size: the model's)
 
 Works for any data set: class names come from the data, image sizes from the model input.
 """
@@ -14,7 +14,14 @@ import os
 import re
 from typing import Optional, Sequence
 
+import jax.numpy as jnp
 import numpy as np
+from tqdm import tqdm
+
+from jaxcam import jobs
+from jaxcam._src.split import input_shape, layer_shapes, list_layers
+from jaxcam.methods.gradient import grad_cam
+from jaxcam.train.steps import input_size, preprocess
 
 
 def _plt():
@@ -28,14 +35,10 @@ def _plt():
 
 def write_json(path: str, data) -> None:
     """Atomically (jaxcam.jobs): a kill never leaves a partial file under `path`, nor a temp file it would keep."""
-    from jaxcam import jobs
-
     jobs.write_bytes(path, json.dumps(data, indent=1).encode())
 
 
 def _savefig(fig, path: str, **kwargs) -> None:
-    from jaxcam import jobs
-
     with jobs.atomic_path(path) as tmp:
         fig.savefig(tmp, format=os.path.splitext(path)[1][1:] or "png", **kwargs)
 
@@ -46,8 +49,6 @@ def write_metrics(out: str, history: Sequence[dict]) -> None:
     keys = []
     for h in history:
         keys += [k for k in h if k not in keys]
-    from jaxcam import jobs
-
     with jobs.atomic_path(os.path.join(out, "metrics.csv")) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, keys)
         writer.writeheader()
@@ -120,18 +121,15 @@ def plot_confusion(path: str, cm: np.ndarray, class_names: Sequence[str]) -> Non
     plt.close(fig)
 
 
-def stage_layers(model, image_size: int) -> list:
+def stage_layers(model, image_size: Optional[int] = None) -> list:
     """The network's stages for cams.png: ``layer1..N`` (ResNets), else the blocks that change
     resolution (EfficientNet ``_blocks/i``, VGG/DenseNet ``features/...``), else the default layer."""
-    import jaxcam
-
-    layers = jaxcam.list_layers(model, (1, image_size, image_size, 3))
+    x_shape = input_shape(model, image_size)
+    layers = list_layers(model, x_shape)
     stages = [name for name in layers if re.fullmatch(r"(layer|stage)\d+", name)]
     if stages:
         return stages
-    from jaxcam._src.split import layer_shapes
-
-    shapes = layer_shapes(model, (1, image_size, image_size, 3))
+    shapes = layer_shapes(model, x_shape)
     top = [p for p in layers if p.count("/") == 1 and re.fullmatch(r"[^/]+/\d+", p)]
     last_of_size = {}
     for p in top:
@@ -147,20 +145,19 @@ def _softmax(logits):
 
 
 def write_final(out: str, model, images: np.ndarray, labels: np.ndarray, logits: np.ndarray,
-                class_names: Sequence[str], image_size: int, gallery: int = 10,
+                class_names: Sequence[str], image_size: Optional[int] = None, gallery: int = 10,
                 cam_layers: Optional[Sequence[str]] = None, title: str = "") -> dict:
     """confusion.png, per_class.csv (+ .json), misclassified.png and cams.png; returns a summary.
 
     `gallery` is the number of misclassified images shown (most confident mistakes first); 0 = no
-    gallery and no CAM figure.
+    gallery and no CAM figure. `image_size`: the model's own (``model.info.input_size``) unless given.
     """
+    image_size = input_size(model, image_size)
     pred = np.argmax(logits, -1)
     k = len(class_names)
     cm = confusion_matrix(labels, pred, k)
     plot_confusion(os.path.join(out, "confusion.png"), cm, class_names)
     rows = per_class(cm, class_names)
-    from jaxcam import jobs
-
     with jobs.atomic_path(os.path.join(out, "per_class.csv")) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, ["class", "images", "correct", "accuracy"])
         writer.writeheader()
@@ -199,16 +196,10 @@ def _gallery(path, images, titles):
 
 
 def _cams(path, model, images, targets, titles, image_size, layers, title):
-    import jax.numpy as jnp
-    from tqdm import tqdm
-
-    import jaxcam
-    from jaxcam.train import preprocess
-
     plt = _plt()
     x = preprocess(jnp.asarray(images), model.info.mean, model.info.std, image_size)
     t = jnp.asarray(targets)
-    rows = [np.asarray(jaxcam.grad_cam(model, x, layer=layer, targets=t))
+    rows = [np.asarray(grad_cam(model, x, layer=layer, targets=t))
             for layer in tqdm(layers, desc="Grad-CAM per stage", unit="layer")]
     n = len(images)
     fig, axes = plt.subplots(len(layers) + 1, n, figsize=(1.6 * n, 1.7 * (len(layers) + 1)), squeeze=False)

@@ -20,7 +20,7 @@ import jaxcam
 import jaxcam.metrics as M
 
 SIZE = 48
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "scripts"))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "scripts"))
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SLOW = bool(os.environ.get("JAXCAM_SLOW_TESTS"))
 KILLS = 5 if SLOW else 2
 TIMING = {"seconds", "warm", "seconds_per_image", "images_per_second", "trained_minutes", "wall_seconds",

@@ -1,33 +1,32 @@
-"""Training helpers for image classifiers built by `jaxcam.models`: optimizer + schedule, a jitted
-train/eval step sharded over all local devices, orbax checkpoints, and `load_checkpoint`.
+"""The pieces of a training run: optimizer + schedule, a jitted train/eval step sharded over all
+local devices, and the frozen-prefix mode (features computed once). `jaxcam.train.fit` puts them together.
 
     state = train.init_state(model, tx)
-    step = train.make_train_step(model, tx, image_size=32)
+    step = train.make_train_step(model, tx)          # input size: model.info.input_size
     state, metrics = step(state, *train.shard_batch(images_uint8, labels))
 
-Images go into the steps as uint8 (N, h, w, 3); the step converts, resizes to `image_size` and
-normalizes with the model's mean/std on the device.
+Images go into the steps as uint8 (N, h, w, 3); the step converts, resizes to the model's input size
+(``model.info.input_size``, or an explicit `image_size`) and normalizes with the model's mean/std on
+the device.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import flax
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxcam._src.compile import jit as tuned_jit
-from jaxcam._src.hostmem import reuse_host_memory  # noqa: F401  (re-exported)
-from jaxcam.model import Model
+from jaxcam._src.split import Split, check_layer
+from jaxcam._src.host_memory import reuse_host_memory  # noqa: F401  (re-exported)
+from jaxcam._src.model import Model
 from jaxcam.models import loading
-from jaxcam.models.loading import CheckpointMismatchError, load_checkpoint  # noqa: F401  (re-exported)
 from jaxcam.sharding import BATCH_AXIS, batch_mesh
 
 DATA_AXIS = BATCH_AXIS  # one mesh axis name for training and explaining (jaxcam.sharding)
@@ -75,7 +74,7 @@ def make_schedule(name: str, peak_lr: float, total_steps: int, warmup_steps: int
         return optax.piecewise_constant_schedule(peak_lr, boundaries)
     if name in ("constant", "plateau"):
         return optax.constant_schedule(peak_lr)
-    raise ValueError(f"unknown schedule {name!r}; use one of cosine, onecycle, step, plateau, constant")
+    raise ValueError(f"unknown schedule {name!r}; use one of {', '.join(SCHEDULES)}")
 
 
 class Plateau:
@@ -192,12 +191,18 @@ def shard_batch(*arrays, device_mesh: Optional[Mesh] = None):
 # ---------------------------------------------------------------- steps
 
 
-def preprocess(images, mean, std, image_size: int, dtype=jnp.float32):
-    """uint8 (N, h, w, 3) -> normalized (N, image_size, image_size, 3) of `dtype`, bilinear resize."""
+def to_unit(images, image_size: int):
+    """uint8 (N, h, w, 3) -> float32 in [0, 1] (N, image_size, image_size, 3), bilinear resize."""
     x = images.astype(jnp.float32) / 255.0
     n, h, w, c = x.shape
     if (h, w) != (image_size, image_size):
         x = jax.image.resize(x, (n, image_size, image_size, c), "bilinear")
+    return x
+
+
+def preprocess(images, mean, std, image_size: int, dtype=jnp.float32):
+    """uint8 (N, h, w, 3) -> normalized (N, image_size, image_size, 3) of `dtype`, bilinear resize."""
+    x = to_unit(images, image_size)
     x = (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
     return x.astype(dtype)
 
@@ -206,7 +211,21 @@ def _cast(tree, dtype):
     return jax.tree_util.tree_map(lambda p: p.astype(dtype) if jnp.issubdtype(p.dtype, jnp.floating) else p, tree)
 
 
-def make_train_step(model: Model, tx: optax.GradientTransformation, image_size: int, label_smoothing: float = 0.0,
+def augment_uint8(augment, image_size: int):
+    """Jitted ``(key, uint8 images (B, h, w, 3)) -> float images 0..255 (B, size, size, 3)``: resize on
+    the device to `image_size` (as `preprocess`), then `augment(key, x in [0, 1])`."""
+    return jax.jit(lambda k, images: augment(k, to_unit(images, image_size)) * 255.0)
+
+
+def input_size(model: Model, image_size: Optional[int] = None) -> int:
+    """The square input size a step feeds `model`: `image_size` when given, else the model's own."""
+    size = image_size or model.info.input_size
+    if not size:
+        raise ValueError(f"{model.info.name} records no input size; pass image_size=")
+    return int(size)
+
+
+def make_train_step(model: Model, tx: optax.GradientTransformation, image_size: Optional[int] = None, label_smoothing: float = 0.0,
                     compute_dtype=jnp.float32, train_batch_norm: bool = True, device_mesh: Optional[Mesh] = None,
                     seed: int = 0):
     """Jitted ``step(state, images uint8 (B,h,w,3), labels int32 (B,)) -> (state, {"loss", "correct"})``.
@@ -222,6 +241,7 @@ def make_train_step(model: Model, tx: optax.GradientTransformation, image_size: 
     device_mesh = device_mesh or mesh()
     module, info = model.module, model.info
     num_classes = _num_classes(model)
+    image_size = input_size(model, image_size)
 
     def loss_fn(params, batch_stats, images, labels, step_count):
         x = preprocess(images, info.mean, info.std, image_size, compute_dtype)
@@ -239,32 +259,43 @@ def make_train_step(model: Model, tx: optax.GradientTransformation, image_size: 
         loss = optax.softmax_cross_entropy(logits, targets).mean()
         return loss, (batch_stats, logits)
 
-    def step(state: TrainState, images, labels):
+    return _jit_step(loss_fn, tx, device_mesh)
+
+
+def _jit_step(loss_fn, tx: optax.GradientTransformation, device_mesh: Mesh):
+    """Jitted ``step(state, inputs, labels) -> (state, {"loss", "correct"})`` from
+    ``loss_fn(params, batch_stats, inputs, labels, step) -> (loss, (batch_stats, logits))``: the state
+    replicated, the batch sharded over the mesh, the old state's buffers donated."""
+    def step(state: TrainState, inputs, labels):
         (loss, (batch_stats, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, state.batch_stats, images, labels, state.step)
+            state.params, state.batch_stats, inputs, labels, state.step)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         correct = jnp.sum(jnp.argmax(logits, -1) == labels)
         new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
         return new_state, {"loss": loss, "correct": correct}
 
-    rep = NamedSharding(device_mesh, PartitionSpec())
-    data = NamedSharding(device_mesh, PartitionSpec(DATA_AXIS))
+    rep, data = _shardings(device_mesh)
     return tuned_jit(step, in_shardings=(rep, data, data), out_shardings=(rep, rep), donate_argnums=0)
 
 
-def make_eval_step(model: Model, image_size: int, compute_dtype=jnp.float32, device_mesh: Optional[Mesh] = None):
+def _shardings(device_mesh: Mesh):
+    """(replicated, split along the batch axis) over the mesh."""
+    return NamedSharding(device_mesh, PartitionSpec()), NamedSharding(device_mesh, PartitionSpec(DATA_AXIS))
+
+
+def make_eval_step(model: Model, image_size: Optional[int] = None, compute_dtype=jnp.float32, device_mesh: Optional[Mesh] = None):
     """Jitted ``logits(variables, images uint8 (B,h,w,3)) -> (B, num_classes) float32``, eval mode."""
     device_mesh = device_mesh or mesh()
     module, info = model.module, model.info
+    image_size = input_size(model, image_size)
 
     def logits(variables, images):
         x = preprocess(images, info.mean, info.std, image_size, compute_dtype)
         variables = dict(variables, params=_cast(variables["params"], compute_dtype))
         return module.apply(variables, x, train=False).astype(jnp.float32)
 
-    rep = NamedSharding(device_mesh, PartitionSpec())
-    data = NamedSharding(device_mesh, PartitionSpec(DATA_AXIS))
+    rep, data = _shardings(device_mesh)
     return tuned_jit(logits, in_shardings=(rep, data), out_shardings=data)
 
 
@@ -306,85 +337,6 @@ def build_model(name: str, num_classes: int, class_names: Sequence[str] = (), se
     return model
 
 
-# ---------------------------------------------------------------- checkpoints
-
-
-class Checkpoints:
-    """Orbax checkpoints of a run: ``<dir>/last`` (every epoch) and ``<dir>/best`` (best test accuracy).
-
-    Each checkpoint holds the train state and a JSON ``meta`` (model name, num_classes, class names,
-    image size, epoch, metrics history, config) so that `load_checkpoint` can rebuild the model alone.
-    A new checkpoint is written completely before the previous one is removed, so a kill at any
-    moment leaves a usable ``last``.
-    """
-
-    def __init__(self, directory: str):
-        self.directory = os.path.abspath(directory)
-        options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
-        self._managers = {kind: ocp.CheckpointManager(os.path.join(self.directory, kind), options=options,
-                                                      item_names=("state", "meta"))
-                          for kind in ("last", "best")}
-
-    def save(self, epoch: int, state: TrainState, meta: dict, best: bool) -> None:
-        state_tree = _state_dict(state)
-        for kind in ("last", "best") if best else ("last",):
-            self._managers[kind].save(epoch, args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state_tree), meta=ocp.args.JsonSave(meta)))
-
-    def wait(self) -> None:
-        for manager in self._managers.values():
-            manager.wait_until_finished()
-
-    def latest_meta(self) -> Optional[dict]:
-        manager = self._managers["last"]
-        step = manager.latest_step()
-        if step is None:
-            return None
-        return manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-
-    def restore_last(self, template: TrainState, expect: Dict[str, Any]) -> Optional[Tuple[TrainState, dict]]:
-        """(state, meta) of the last checkpoint, or None if there is none.
-
-        Raises:
-          CheckpointMismatchError: the checkpoint's model/num_classes/image_size differ from `expect`
-            or its arrays do not fit `template`.
-        """
-        meta = self.latest_meta()
-        if meta is None:
-            return None
-        check_meta(meta, expect, self.directory)
-        manager = self._managers["last"]
-        abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, _state_dict(template))
-        try:
-            restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract)))["state"]
-        except (ValueError, KeyError, TypeError) as e:
-            raise CheckpointMismatchError(
-                f"the checkpoint in {self.directory} does not fit this model/optimizer ({e}); "
-                "use another output directory or the same options as the run that wrote it") from e
-        return template.replace(**restored), meta
-
-
-def check_meta(meta: dict, expect: Dict[str, Any], where: str) -> None:
-    """Raise `CheckpointMismatchError` naming every field of `expect` that `meta` contradicts."""
-    diffs = [f"{k}: checkpoint {meta.get(k)!r} vs requested {v!r}" for k, v in expect.items() if meta.get(k) != v]
-    if diffs:
-        raise CheckpointMismatchError(
-            f"the checkpoint in {where} was written by another configuration ({'; '.join(diffs)}); "
-            "pass the same options to resume it, or choose a new output directory")
-
-
-def _state_dict(state: TrainState) -> dict:
-    return {"step": state.step, "params": state.params, "batch_stats": state.batch_stats, "opt_state": state.opt_state}
-
-
-def write_json(path: str, data) -> None:
-    """Write JSON atomically (temp file + rename)."""
-    from jaxcam import jobs
-
-    jobs.write_bytes(path, json.dumps(data, indent=1).encode())
-
-
 # ---------------------------------------------------------------- frozen prefix, features computed once
 
 
@@ -397,11 +349,10 @@ class FrozenPrefix:
     a step costs only the tail's forward and backward.
     """
 
-    def __init__(self, model: Model, layer: str, image_size: int):
-        from jaxcam._src.split import Split, check_layer
+    def __init__(self, model: Model, layer: str, image_size: Optional[int] = None):
 
         self.model = model
-        self.image_size = int(image_size)
+        self.image_size = input_size(model, image_size)
         self.x_shape = (1, self.image_size, self.image_size, 3)
         self.layer = check_layer(model, layer, self.x_shape)
         self.split = Split(model, self.layer, reshape=False)  # raw layer output (tokens stay tokens)
@@ -427,14 +378,11 @@ class FrozenPrefix:
         info, layer = self.model.info, self.layer
 
         def features(variables, images, flip):
-            from jaxcam._src.split import Split
-
             x = preprocess(images, info.mean, info.std, self.image_size, dtype)
             x = jnp.where(flip, x[:, :, ::-1], x)
             return Split(self.model.with_variables(variables), layer, reshape=False).features(x).astype(jnp.float32)
 
-        rep = NamedSharding(device_mesh, PartitionSpec())
-        data = NamedSharding(device_mesh, PartitionSpec(DATA_AXIS))
+        rep, data = _shardings(device_mesh)
         return tuned_jit(features, in_shardings=(rep, data, rep), out_shardings=data)
 
     def make_train_step(self, tx: optax.GradientTransformation, label_smoothing: float = 0.0, seed: int = 0,
@@ -457,18 +405,7 @@ class FrozenPrefix:
             targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes), label_smoothing)
             return optax.softmax_cross_entropy(logits, targets).mean(), (batch_stats, logits)
 
-        def step(state: TrainState, feats, labels):
-            (loss, (batch_stats, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-                state.params, state.batch_stats, feats, labels, state.step)
-            updates, opt_state = tx.update(grads, state.opt_state, state.params)
-            params = optax.apply_updates(state.params, updates)
-            correct = jnp.sum(jnp.argmax(logits, -1) == labels)
-            return state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                                 opt_state=opt_state), {"loss": loss, "correct": correct}
-
-        rep = NamedSharding(device_mesh, PartitionSpec())
-        data = NamedSharding(device_mesh, PartitionSpec(DATA_AXIS))
-        return tuned_jit(step, in_shardings=(rep, data, data), out_shardings=(rep, rep), donate_argnums=0)
+        return _jit_step(loss_fn, tx, device_mesh)
 
     def make_eval_step(self, device_mesh: Optional[Mesh] = None):
         """Jitted ``logits(variables, features) -> (B, num_classes)``, eval mode."""
@@ -479,15 +416,12 @@ class FrozenPrefix:
             x = jnp.zeros((feats.shape[0],) + x_shape[1:], jnp.float32)
             return split.apply_head(variables, x, feats.astype(jnp.float32), train=False).astype(jnp.float32)
 
-        rep = NamedSharding(device_mesh, PartitionSpec())
-        data = NamedSharding(device_mesh, PartitionSpec(DATA_AXIS))
+        rep, data = _shardings(device_mesh)
         return tuned_jit(logits, in_shardings=(rep, data), out_shardings=data)
 
 
 def tail_modules(model: Model, layer: Tuple[str, ...], x_shape) -> frozenset:
     """Module paths whose ``__call__`` starts after `layer`'s call has returned (abstract run)."""
-    import flax.linen as nn
-
     events = []
 
     def interceptor(next_fun, args, kwargs, context):

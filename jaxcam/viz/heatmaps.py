@@ -8,6 +8,8 @@ A map whose size differs from the image's is resized (bilinear) to the image.
 """
 from __future__ import annotations
 
+import difflib
+
 import matplotlib
 import numpy as np
 from PIL import Image
@@ -18,8 +20,6 @@ def check_colormap(name: str):
     try:
         return matplotlib.colormaps[name]
     except KeyError:
-        import difflib
-
         close = difflib.get_close_matches(name, list(matplotlib.colormaps), n=5)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
         raise ValueError(

@@ -1,6 +1,6 @@
 """Image augmentation on the device: jitted, random per image, named as torchvision/albumentations users know them.
 
-    aug = jaxcam.augment.pipeline({"random_resized_crop": {"scale": (0.5, 1.0)}, "horizontal_flip": {},
+    aug = jaxcam.data.augmentations.pipeline({"random_resized_crop": {"scale": (0.5, 1.0)}, "horizontal_flip": {},
                                    "coarse_dropout": {"max_holes": 1, "max_height": 8, "max_width": 8}})
     x = aug(key, x)          # x float (N, H, W, C) in [0, 1] -> same shape; one independent draw per image
 
@@ -23,11 +23,14 @@ bilinear sampling with a constant fill outside the image.
 """
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any, Callable, Dict, Mapping, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
+
+from jaxcam._src.hints import closest, unknown_name
 
 Transform = Callable[..., jnp.ndarray]
 
@@ -199,16 +202,12 @@ def canonical(name: str) -> str:
     key = str(name).strip().lower().replace("-", "_")
     key = ALIASES.get(key.replace("_", ""), ALIASES.get(key, key))
     if key not in TRANSFORMS:
-        from jaxcam.config import unknown_name
-
         raise ValueError(unknown_name("augmentation", name, sorted(TRANSFORMS)))
     return key
 
 
 def check_spec(spec: Mapping[str, Mapping[str, Any]]) -> Dict[str, Dict[str, Any]]:
     """Canonical names and known parameters (ValueError naming the transform and the parameter)."""
-    import inspect
-
     out = {}
     for name, params in (spec or {}).items():
         key = canonical(name)
@@ -216,8 +215,6 @@ def check_spec(spec: Mapping[str, Mapping[str, Any]]) -> Dict[str, Dict[str, Any
         allowed = [p for p in inspect.signature(TRANSFORMS[key]).parameters if p not in ("key", "image")]
         for p in params:
             if p not in allowed:
-                from jaxcam.config import closest
-
                 raise ValueError(f"augmentation {key}: unknown parameter {p!r}{closest(p, allowed)}; "
                                  f"it takes {', '.join(allowed)}")
         for p in ("p",):

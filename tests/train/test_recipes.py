@@ -12,7 +12,7 @@ from PIL import Image
 from jaxcam import train
 from jaxcam.cli import train as cli
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WNIDS = {"n01440764": "tench", "n02102040": "English springer", "n03000684": "chain saw"}
 
 

@@ -12,8 +12,10 @@ checked by a third compile (halved until it fits); when not even chunk 1 fits it
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import inspect
+import os
 import re
 from typing import Callable, Optional
 
@@ -39,8 +41,6 @@ def current_rss() -> int:
     """Resident set size of this process now, bytes (Linux /proc; 0 elsewhere)."""
     try:
         with open("/proc/self/statm") as f:
-            import os
-
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return 0
@@ -142,8 +142,6 @@ def plan(method: Callable, model, *, image_size: int, batch_size: int, max_bytes
 
 def limit_argument(text: str):
     """argparse type for --max-memory: a size (4G, 512M, 2.5GiB) or 'auto' (-> None: from the free memory)."""
-    import argparse
-
     if str(text).strip().lower() == "auto":
         return "auto"
     try:

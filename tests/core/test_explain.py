@@ -185,13 +185,13 @@ def test_function_and_module_helpers_are_both_reachable():
     import jaxcam.batching
     import jaxcam.models.loading
     import jaxcam.sharding
-    import jaxcam.visual
+    import jaxcam.viz.heatmaps
 
     assert callable(jaxcam.explain) and jaxcam.batching.explain is jaxcam.explain
     assert jaxcam.process_share is jaxcam.batching.process_share is jaxcam.sharding.process_share
     assert jaxcam.process_share(10) == slice(0, 10)
     assert jaxcam.batch_mesh().axis_names == (jaxcam.sharding.BATCH_AXIS,)
-    assert callable(jaxcam.overlay) and jaxcam.visual.overlay is jaxcam.overlay
+    assert callable(jaxcam.overlay) and jaxcam.viz.heatmaps.overlay is jaxcam.overlay
     assert callable(jaxcam.models.load) and jaxcam.models.loading.load is jaxcam.models.load
 
 

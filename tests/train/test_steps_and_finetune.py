@@ -14,7 +14,7 @@ from PIL import Image
 import jaxcam
 from jaxcam import train
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import finetune_cifar  # noqa: E402
 
