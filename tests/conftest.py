@@ -69,3 +69,26 @@ def resnet20(tv_resnet20):
     import jaxcam
 
     return jaxcam.models.load("resnet20", weights=tv_resnet20.state_dict())
+
+
+def png_bomb(width: int, height: int) -> bytes:
+    """A valid 1-bit grayscale PNG of width x height black pixels, written chunk by chunk (never held
+    decoded): 40000 x 40000 is 1.6 G pixels in ~190 kB, a decompression bomb."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    comp = zlib.compressobj(6)
+    row = bytes(1 + (width + 7) // 8)  # filter byte 0, then the packed bits
+    block = row * 1000
+    parts = [comp.compress(block) for _ in range(height // 1000)] + [comp.compress(row * (height % 1000)), comp.flush()]
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+            + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b""))
+
+
+@pytest.fixture(scope="session")
+def bomb_png():
+    """Bytes of a 40000 x 40000 1-bit PNG (PIL raises DecompressionBombError on opening it)."""
+    return png_bomb(40000, 40000)
