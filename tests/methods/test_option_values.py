@@ -390,3 +390,160 @@ def test_option_value_matches_pgc(twins, method, option, value):
         err = np.abs(got - expected).max()
     print(f"MEASURED {method} {option}={value}: {err:.2e}")
     assert err < TOL, err
+
+
+# ------------------------------------------------------------------ composite methods and the rest
+
+
+def views_mean(fn, x, mode):
+    """aug_smooth by hand: flips x {0.9, 1, 1.1} ("multiply": pixel values; "scale": torch resize), each view's
+    map (fn) brought back onto x's pixels, mean, min-max."""
+    size = x.shape[1:3]
+    out = []
+    for flip in (False, True):
+        base = np.ascontiguousarray(x[:, :, ::-1] if flip else x)
+        for factor in (0.9, 1.0, 1.1):
+            if mode == "multiply":
+                m = fn(base * np.float32(factor))
+            else:
+                scaled = tuple(max(1, round(s * factor)) for s in size)
+                if scaled == tuple(size):
+                    m = fn(base)
+                else:
+                    img = torch.nn.functional.interpolate(nchw(base), size=scaled, mode="bilinear",
+                                                          align_corners=False).numpy().transpose(0, 2, 3, 1)
+                    m = torch_resize(fn(np.ascontiguousarray(img)), size)
+            out.append(m[:, :, ::-1] if flip else m)
+    return minmax(np.mean(out, axis=0))
+
+
+def compare(what, got, expected, raw=False, tol=TOL):
+    got = np.asarray(got)
+    if raw:
+        err = np.abs(got - expected).max() / np.abs(expected).max()
+    else:
+        span = expected.max(axis=(1, 2)) - expected.min(axis=(1, 2))
+        assert (span > 0.5).all(), f"{what}: the reference map is blank"
+        err = np.abs(got - expected).max()
+    print(f"MEASURED {what}: {err:.2e}")
+    assert err < tol, (what, err)
+
+
+RULE_CLASSES = {"grad_cam": "GradCAM", "hires_cam": "HiResCAM", "grad_cam_elementwise": "GradCAMElementWise",
+                "grad_cam_pp": "GradCAMPlusPlus", "xgrad_cam": "XGradCAM", "layer_cam": "LayerCAM"}
+FINER_CASES = ([("base", b) for b in RULE_CLASSES] + [("comparisons", (1, 2)), ("alpha", 0.3)]
+               + [o for o in SHARED if o[0] != "score"])
+
+
+@pytest.mark.parametrize("option,value", FINER_CASES, ids=[f"{o}={v}" for o, v in FINER_CASES])
+def test_finer_cam_options_match_pgc(twins, option, value):
+    """pgc's FinerCAM (base_method = the rule's class, comparison_categories = the ranks)."""
+    model, tv, x = twins
+    options = {"alpha": 0.7, option: value}
+    base = options.get("base", "grad_cam")
+    act = options.get("final_activation", "relu")
+
+    def reference(images):
+        finer = pytorch_grad_cam.FinerCAM(model=tv, target_layers=[tv.block2],
+                                          base_method=getattr(pytorch_grad_cam, RULE_CLASSES[base]))
+        captured = []
+        inner = finer.base_cam.get_cam_image
+
+        def patched(*args):
+            r = np.asarray(inner(*args), np.float64)
+            captured.append(r)
+            return np.float32(activate(r, act))
+
+        finer.base_cam.get_cam_image = patched
+        try:
+            out = finer(input_tensor=nchw(images), targets=None, alpha=options["alpha"], target_idx=TARGETS[0],
+                        eigen_smooth=options.get("eigen_smooth", False),
+                        comparison_categories=list(options.get("comparisons", (1, 2, 3))))
+        finally:
+            finer.base_cam.activations_and_grads.release()
+        return torch_resize(captured[-1], images.shape[1:3]) if option == "normalize" else out
+
+    aug = options.get("aug_smooth", False)
+    expected = views_mean(reference, x, "multiply" if aug is True else aug) if aug else reference(x)
+    got = jaxcam.finer_cam(model, x, layer="block2", targets=TARGETS[0], **options)
+    compare(f"finer_cam {option}={value}", got, expected, raw=option == "normalize")
+
+
+def activate(r, act):
+    if act == "softmax":
+        flat = r.reshape(len(r), -1)
+        e = np.exp(flat - flat.max(1, keepdims=True))
+        return (e / e.sum(1, keepdims=True)).reshape(r.shape)
+    if act == "none":
+        return r - r.min(axis=(1, 2), keepdims=True)
+    return r
+
+
+def test_refine_cam_base_matches_pgc(twins):
+    model, tv, x = twins
+    cam = pytorch_grad_cam.RefineCAM(model=tv, target_layers=[tv.block1, tv.block2], base_method=pytorch_grad_cam.HiResCAM)
+    expected = cam(input_tensor=nchw(x), targets=[ClassifierOutputTarget(t) for t in TARGETS])
+    for base in cam.base_cam_per_layer:
+        base.activations_and_grads.release()
+    got = jaxcam.refine_cam(model, x, layer=["block1", "block2"], targets=np.array(TARGETS), base="hires_cam")
+    compare("refine_cam base=hires_cam", got, expected)
+
+
+@pytest.mark.parametrize("options", [{"base": "hires_cam", "scales": [12, 18]}, {"num_scales": 2},
+                                     {"smooth": False, "scales": [12, 18]}], ids=["base", "num_scales", "smooth"])
+def test_sess_options_match_pgc(twins, options):
+    model, tv, x = twins
+    ctor = dict(options)
+    base = ctor.pop("base", "grad_cam")
+    cam = pytorch_grad_cam.SESS(model=tv, target_layers=[tv.block2],
+                                base_method=getattr(pytorch_grad_cam, RULE_CLASSES[base]), **ctor)
+    expected = cam(input_tensor=nchw(x), targets=[ClassifierOutputTarget(t) for t in TARGETS])
+    cam.base_cam.activations_and_grads.release()
+    got = jaxcam.sess(model, x, layer="block2", targets=np.array(TARGETS), **options)
+    compare(f"sess {options}", got, expected)
+
+
+GRADIENT_CASES = [o for o in SHARED] + [("methods", (m,)) for m in RULE_CLASSES]
+
+
+@pytest.mark.parametrize("option,value", GRADIENT_CASES, ids=[f"{o}={v}" for o, v in GRADIENT_CASES])
+def test_gradient_cams_options_match_pgc(twins, option, value):
+    """`gradient_cams` (all six rules in one pass) with one option set: each rule against pgc."""
+    model, tv, x = twins
+    got = jaxcam.gradient_cams(model, x, layer="block2", targets=np.array(TARGETS), **{option: value})
+    names = list(value) if option == "methods" else list(RULE_CLASSES)
+    assert sorted(got) == sorted(names)
+    for name in names:
+        expected = reference(name, option, value, tv, x) if option != "methods" else pgc_map(name, tv, x)
+        compare(f"gradient_cams[{name}] {option}={value}", got[name], expected, raw=option == "normalize")
+
+
+@pytest.mark.parametrize("score", ["logit", "softmax", "sigmoid"])
+def test_affine_shortcut_ablation_matches_pgc(twins, score, monkeypatch):
+    """At `head` (feeding only the global average pool and fc) ablation takes its affine shortcut
+    (no head re-run) for logit and sigmoid scores; each score space against pgc's AblationCAM."""
+    model, tv, x = twins
+    ablation = importlib.import_module("jaxcam.methods.ablation")
+    calls = []
+    shortcut = ablation._affine_ablated_logits
+    monkeypatch.setattr(ablation, "_affine_ablated_logits", lambda *a: calls.append(1) or shortcut(*a))
+    got = jaxcam.ablation_cam(model, x, layer="head", targets=np.array(TARGETS), score=score, chunk_size=5)
+    assert bool(calls) == (score != "softmax"), "the affine shortcut serves logit and sigmoid scores (softmax needs every logit)"
+    compare(f"ablation_cam affine head score={score}", got, pgc_map("ablation_cam", tv, x, score=score, layer="head"))
+
+
+@pytest.mark.parametrize("option,value", [("score", "softmax"), ("score", "sigmoid"), ("aug_smooth", True),
+                                          ("aug_smooth", "multiply"), ("aug_smooth", "scale")])
+def test_fullgrad_options_match_pgc(twins, option, value):
+    model, tv, x = twins
+
+    def reference(images, **call):
+        with pytorch_grad_cam.FullGrad(model=tv, target_layers=[]) as cam:
+            return cam(input_tensor=nchw(images), targets=pgc_targets(call.get("score", "logit")))
+
+    if option == "aug_smooth":
+        expected = views_mean(reference, x, "multiply" if value is True else value)
+    else:
+        expected = reference(x, score=value)
+    got = jaxcam.fullgrad(model, x, targets=np.array(TARGETS), **{option: value})
+    compare(f"fullgrad {option}={value}", got, expected)
