@@ -547,3 +547,124 @@ def test_fullgrad_options_match_pgc(twins, option, value):
         expected = reference(x, score=value)
     got = jaxcam.fullgrad(model, x, targets=np.array(TARGETS), **{option: value})
     compare(f"fullgrad {option}={value}", got, expected)
+
+
+# ------------------------------------------------------------------ coverage of the registry's options
+
+HERE = "tests/methods/test_option_values.py"
+BRUTE = "tests/test_options_values.py"
+DEFAULTS = {  # method -> the test of its default call against an independent reference
+    "ablation_cam": "tests/test_ablation.py::test_resnet18_layer3_ablation_cam_equals_brute_force",
+    "cam": "tests/test_methods_family.py::test_cam_by_hand",
+    "deep_feature_factorization": "tests/methods/test_dff_reference.py::test_dff_matches_pgc",
+    "eigen_cam": "tests/test_parity_pgc_family.py::test_eigen_methods_match",
+    "eigen_grad_cam": "tests/test_parity_pgc_family.py::test_eigen_methods_match",
+    "fast_ablation_cam": f"{BRUTE}::test_fast_ablation_defaults_softmax_full_head",
+    "fem": f"{HERE}::test_option_value_matches_pgc",
+    "finer_cam": "tests/test_parity_pgc_new.py::test_finer_cam",
+    "fullgrad": "tests/test_parity_pgc_new.py::test_fullgrad",
+    "gradient_cams": "tests/test_parity_pgc_family.py::test_gradient_methods_match",
+    "guided_backprop": "tests/test_parity_pgc_family.py::test_guided_backprop_matches",
+    "guided_grad_cam": "tests/test_parity_pgc_family.py::test_guided_grad_cam_matches",
+    "is_cam": "tests/test_methods_new_torchcam.py::test_is_cam_matches_torchcam",
+    "kpca_cam": "tests/test_parity_pgc_new.py::test_kpca_cam",
+    "random_cam": "tests/methods/test_random_reference.py::test_random_cam_matches_numpy",
+    "refine_cam": "tests/test_parity_pgc_new.py::test_refine_cam",
+    "score_cam": "tests/test_parity_pgc_family.py::test_score_cam_matches",
+    "seg_eigen_cam": "tests/test_parity_pgc_new.py::test_seg_eigen_cam",
+    "sess": "tests/test_parity_pgc_new.py::test_sess",
+    "shapley_cam": "tests/test_parity_pgc_new.py::test_shapley_cam_rest_target",
+    "smoothgrad_cam_pp": "tests/test_methods_new_torchcam.py::test_smoothgrad_cam_pp_matches_definition",
+    "spatial_ablation_cam": f"{BRUTE}::test_option_values_match_brute_force",
+    "ss_cam": "tests/test_methods_new_torchcam.py::test_ss_cam_matches_torchcam",
+}
+for _m in RULE_CLASSES:
+    DEFAULTS[_m] = "tests/test_parity_pgc_family.py::test_single_gradient_methods_match"
+
+ANY = "*"  # an option without a list of choices: checked at (at least) one non-default value
+
+
+def coverage():
+    """{(method, option, value or ANY): test} for every non-default value checked somewhere."""
+    table = {}
+    for param in cases():
+        method, option, value = param.values
+        key = value if registry.get(method).option(option).choices else ANY
+        table[(method, option, key)] = f"{HERE}::test_option_value_matches_pgc[{param.id}]"
+    for option, value in FINER_CASES:
+        key = value if registry.get("finer_cam").option(option).choices else ANY
+        table[("finer_cam", option, key)] = f"{HERE}::test_finer_cam_options_match_pgc"
+    for option, value in GRADIENT_CASES:  # methods: each rule alone
+        table[("gradient_cams", option, ANY if option == "methods" else value)] = \
+            f"{HERE}::test_gradient_cams_options_match_pgc"
+    for option, value in [("score", "softmax"), ("score", "sigmoid"), ("aug_smooth", True),
+                          ("aug_smooth", "multiply"), ("aug_smooth", "scale")]:
+        table[("fullgrad", option, value)] = f"{HERE}::test_fullgrad_options_match_pgc"
+    table[("refine_cam", "base", ANY)] = f"{HERE}::test_refine_cam_base_matches_pgc"
+    for option in ("base", "num_scales"):
+        table[("sess", option, ANY)] = f"{HERE}::test_sess_options_match_pgc"
+    table[("sess", "smooth", False)] = f"{HERE}::test_sess_options_match_pgc"
+    table[("sess", "pool", "max")] = "tests/test_parity_pgc_new.py::test_sess"
+    table[("ablation_cam", "score", "sigmoid")] = f"{HERE}::test_affine_shortcut_ablation_matches_pgc"  # + block2
+    table[("ablation_cam", "ablation_value", ANY)] = f"{BRUTE}::test_option_values_match_brute_force"
+    for method in ("fast_ablation_cam", "spatial_ablation_cam"):
+        for option, value in [("score", "softmax"), ("score", "sigmoid"), ("score", "logit"),
+                              ("final_activation", "softmax"), ("final_activation", "none"),
+                              ("ablation_value", ANY), ("chunk_size", ANY), ("window", ANY), ("stride", ANY)]:
+            table[(method, option, value)] = f"{BRUTE}::test_option_values_match_brute_force"
+        table[(method, "normalize", False)] = f"{BRUTE}::test_normalize_false_is_the_raw_map_resized"
+        for value in (True, "multiply", "scale"):
+            table[(method, "aug_smooth", value)] = f"{BRUTE}::test_aug_smooth_modes_match_brute_force"
+    table[("fem", "k", ANY)] = f"{HERE}::test_option_value_matches_pgc[fem-k=1.0]"
+    for option in ("iterations", "seed"):
+        table[("deep_feature_factorization", option, ANY)] = \
+            "tests/methods/test_dff_reference.py::test_dff_iterations_and_seed_match_a_numpy_solver"
+    table[("deep_feature_factorization", "n_components", ANY)] = "tests/methods/test_dff_reference.py::test_dff_matches_pgc"
+    table[("smoothgrad_cam_pp", "num_samples", ANY)] = \
+        "tests/test_methods_new_torchcam.py::test_smoothgrad_cam_pp_matches_definition"
+    table[("ss_cam", "num_samples", ANY)] = "tests/test_methods_new_torchcam.py::test_ss_cam_matches_torchcam"
+    table[("grad_cam", "reshape_transform", ANY)] = \
+        "tests/test_methods_family.py::test_token_grad_cam_matches_perturbation_gradient"
+    table[("ablation_cam", "reshape_transform", ANY)] = \
+        "tests/test_methods_family.py::test_token_ablation_writes_back_into_tokens"
+    return table
+
+
+# Option values with no value test yet (each is reported by name; the list may only shrink).
+GAPS = {
+    # reshape_transform (token models) has value tests only for grad_cam and ablation_cam; the other methods
+    # share its code path (jaxcam/_src: ReshapedSplit) and test_transformers' pgc comparisons (GradCAM,
+    # GradCAM++, EigenCAM, ScoreCAM, AblationCAM) set it through ModelInfo, not the option.
+    *[(m, "reshape_transform", ANY) for m in sorted(registry.names())
+      if m not in ("grad_cam", "ablation_cam") and "reshape_transform" in {o.name for o in registry.get(m).options}],
+    ("fullgrad", "normalize", False),
+    ("guided_backprop", "score", "softmax"), ("guided_backprop", "score", "sigmoid"),
+    ("guided_grad_cam", "score", "softmax"), ("guided_grad_cam", "score", "sigmoid"),
+}
+
+
+def test_every_registry_option_value_is_covered():
+    """Every value of every option of every registered method is the default (checked by DEFAULTS[method]) or
+    has a value test listed in `coverage()`; new options or values fail here until a test is listed."""
+    import os
+
+    table = coverage()
+    missing, root = [], os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    for name in registry.names():
+        method = registry.get(name)
+        assert name in DEFAULTS, f"{name}: no test of its default call listed"
+        for opt in method.options:
+            values = [v for v in opt.choices if v is not opt.default and not (type(v) is type(opt.default) and v == opt.default)] \
+                if opt.choices else [ANY]
+            for value in values:
+                if (name, opt.name, value) not in table and (name, opt.name, value) not in GAPS:
+                    missing.append((name, opt.name, value))
+    assert not missing, f"option values with no value test: {missing}"
+    stale = [g for g in GAPS if g in table]
+    assert not stale, f"covered now, remove from GAPS: {stale}"
+    for test in set(table.values()) | set(DEFAULTS.values()):  # every listed test exists
+        path, func = test.split("::")
+        func = func.split("[")[0]
+        with open(os.path.join(root, path)) as f:
+            assert f"def {func}(" in f.read(), test
+    print(f"{len(table)} option values covered, {len(GAPS)} gaps: {sorted(GAPS, key=str)}")
