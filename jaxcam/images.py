@@ -14,9 +14,11 @@ an astronaut, a rocket; from scikit-image's data, resized to at most 512 px).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
 import os
+import warnings
 from pathlib import Path
 from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
 
@@ -117,16 +119,42 @@ def fit(image: Image.Image, size: Optional[int], crop_fraction: float = 1.0, bac
     return np.asarray(image, np.uint8)
 
 
+# What reading a bad file raises: PIL's errors for truncated, empty, fake and unsupported files, and
+# decompression bombs (an image whose header claims more than Image.MAX_IMAGE_PIXELS pixels: PIL raises
+# DecompressionBombError above twice the limit and only warns between 1x and 2x; `open_image` makes
+# the warning an error too, so such a file is never decoded).
+UNREADABLE = (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError,
+              Image.DecompressionBombWarning)
+
+
+@contextlib.contextmanager
+def open_image(fp):
+    """``PIL.Image.open(fp)`` with its pixels loaded; a decompression bomb raises (never decoded)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        img = Image.open(fp)
+    with img:
+        img.load()
+        yield img
+
+
+def unreadable_reason(err: BaseException) -> str:
+    """One line saying why a file in `UNREADABLE` could not be read."""
+    if isinstance(err, UnidentifiedImageError):
+        return "not an image (or an unsupported format)"
+    if isinstance(err, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        return f"decompression bomb, not decoded: {err}"
+    return " ".join(str(err).split()) or type(err).__name__
+
+
 def load(path: str, size: Optional[int] = None, crop_fraction: float = 1.0, background=WHITE) -> Loaded:
     """Read one image file as a person sees it (see `fit`, `to_rgb`); never raises for a bad file
-    (the reason is in ``.error``)."""
+    (the reason is in ``.error``), including a decompression bomb (see `open_image`)."""
     try:
-        with Image.open(path) as img:
-            img.load()
+        with open_image(path) as img:
             return Loaded(path, fit(img, size, crop_fraction, background))
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        reason = "not an image (or an unsupported format)" if isinstance(err, UnidentifiedImageError) else str(err)
-        return Loaded(path, error=reason)
+    except UNREADABLE as err:
+        return Loaded(path, error=unreadable_reason(err))
 
 
 def load_all(paths: Iterable[str], size: Optional[int] = None, crop_fraction: float = 1.0) -> Iterator[Loaded]:

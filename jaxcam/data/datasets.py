@@ -162,7 +162,9 @@ def human_names(folders: Sequence[str]) -> Tuple[str, ...]:
 
 def decode(data: bytes, size: Optional[int] = None) -> np.ndarray:
     """uint8 RGB (H, W, 3); with `size`: shorter side resized to `size`, centre-cropped square."""
-    with Image.open(io.BytesIO(data)) as im:
+    from jaxcam.images import open_image
+
+    with open_image(io.BytesIO(data)) as im:  # a decompression bomb raises instead of being decoded
         im = im.convert("RGB")
         if size is not None and im.size != (size, size):
             w, h = im.size
@@ -205,7 +207,7 @@ def load_dataset(source: str, split: str, size: Optional[int] = None, tfds_data_
         keep = np.sort(np.random.default_rng(seed).permutation(len(items))[:limit])
         items = [items[i] for i in keep]
     contents = tree.read_many([p for p, _ in items], progress)
-    images = [decode(contents[p]) for p, _ in items]
+    items, images = _readable(items, contents, source)
     if len({im.shape for im in images}) > 1:
         if size is None:
             shapes = sorted({im.shape for im in images})
@@ -213,6 +215,26 @@ def load_dataset(source: str, split: str, size: Optional[int] = None, tfds_data_
                              "give a size to bring them to one")
         images = [decode(contents[p], size) for p, _ in items]
     return Dataset(np.stack(images), np.asarray([l for _, l in items], np.int32), human_names(folders))
+
+
+def _readable(items, contents, source):
+    """(items, decoded images) without the unreadable files (truncated, not images, decompression
+    bombs): each is reported in one ``skipped <path>: <reason>`` line on stderr, the rest are kept."""
+    import sys
+
+    from jaxcam.images import UNREADABLE, unreadable_reason
+
+    kept, images = [], []
+    for path, label in items:
+        try:
+            images.append(decode(contents[path]))
+        except UNREADABLE as err:
+            print(f"skipped {path}: {unreadable_reason(err)}", file=sys.stderr)
+            continue
+        kept.append((path, label))
+    if items and not kept:
+        raise DataNotFoundError(f"{source}: none of the {len(items)} images could be read")
+    return kept, images
 
 
 # ---------------------------------------------------------------- tensorflow-datasets

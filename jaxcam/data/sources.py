@@ -13,11 +13,11 @@ import dataclasses
 import io
 import os
 import pickle
+import sys
 import tarfile
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
-from PIL import Image
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -99,7 +99,9 @@ def _from_tfds(split: str, data_dir: Optional[str]) -> Dataset:
 
 
 def _decode(data: bytes) -> np.ndarray:
-    with Image.open(io.BytesIO(data)) as im:
+    from jaxcam.images import open_image
+
+    with open_image(io.BytesIO(data)) as im:  # a decompression bomb raises instead of being decoded
         return np.asarray(im.convert("RGB"), np.uint8)
 
 
@@ -118,12 +120,20 @@ def _split_members(paths: List[str], split: str) -> Dict[str, List[str]]:
 
 
 def _stack(by_class: Dict[str, List[str]], read) -> Dataset:
+    from jaxcam.images import UNREADABLE, unreadable_reason
+
     class_names = tuple(sorted(by_class))
     images, labels = [], []
     for label, name in enumerate(class_names):
         for path in sorted(by_class[name]):
-            images.append(_decode(read(path)))
+            try:
+                images.append(_decode(read(path)))
+            except UNREADABLE as err:  # truncated, not an image, a decompression bomb: one line, skipped
+                print(f"skipped {path}: {unreadable_reason(err)}", file=sys.stderr)
+                continue
             labels.append(label)
+    if not images:
+        raise DataNotFoundError("none of the images in the image-folder source could be read")
     shapes = {im.shape for im in images}
     if len(shapes) != 1:
         raise ValueError(f"images of different sizes {sorted(shapes)[:3]}...; resize them to one size first")

@@ -102,7 +102,16 @@ def list_images(folder: str, limit) -> list:
         raise ConfigError(f"--data {folder!r}: no images ({', '.join(images_lib.IMAGE_SUFFIXES)})")
     if limit and limit < len(files):
         files = [files[i] for i in np.linspace(0, len(files) - 1, limit).round().astype(int)]
-    return files
+    readable = []
+    for f in files:  # unreadable files (truncated, not images, decompression bombs): one line each, skipped
+        error = images_lib.load(os.path.join(folder, f)).error
+        if error:
+            print(f"skipped {os.path.join(folder, f)}: {error}", file=sys.stderr)
+        else:
+            readable.append(f)
+    if not readable:
+        raise ConfigError(f"--data {folder!r}: none of the {len(files)} images could be read")
+    return readable
 
 
 def read_labels(folder: str) -> dict:

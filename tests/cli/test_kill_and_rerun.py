@@ -35,7 +35,7 @@ TIMING = {"seconds", "warm", "seconds_per_image", "images_per_second", "trained_
 
 def _env():
     return dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-                JAX_COMPILATION_CACHE_DIR=os.path.expanduser("~/.cache/jaxcam-test-xla"),
+                JAX_COMPILATION_CACHE_DIR=os.environ["JAX_COMPILATION_CACHE_DIR"],  # tests/conftest.py: per run
                 JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5", TQDM_DISABLE="1")
 
 

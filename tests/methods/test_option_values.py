@@ -182,6 +182,9 @@ def test_fast_ablation_softmax_with_callable_target(net, x):
         ("ablation_cam", dict(score="sigmoid", ablation_value=-0.5)),
         ("ablation_cam", dict(final_activation="softmax")),
         ("spatial_ablation_cam", dict(score="sigmoid", window=3, stride=2, final_activation="none")),
+        ("fast_ablation_cam", dict(chunk_size=3)),
+        ("spatial_ablation_cam", dict(score="softmax", final_activation="softmax")),
+        ("spatial_ablation_cam", dict(ablation_value=0.4, chunk_size=2)),
     ],
 )
 def test_option_values_match_brute_force(net, x, method, options):
@@ -189,6 +192,7 @@ def test_option_values_match_brute_force(net, x, method, options):
     targets = options.pop("targets", np.array([1, 3]))
     got = getattr(jaxcam, method)(net, x, layer="block2", targets=targets, **options)
     ref = dict(options)
+    ref.pop("chunk_size", None)  # ablated copies per chunk: never changes the map
     want_score = ref.pop("score", "softmax" if method == "fast_ablation_cam" else "logit")
     want = brute_force(
         net, x, method, targets, score=want_score,
@@ -197,23 +201,39 @@ def test_option_values_match_brute_force(net, x, method, options):
     check(got, want, TOL if want_score == "logit" else SOFTMAX_TOL)
 
 
-@pytest.mark.parametrize("mode", ["multiply", "scale"])
-def test_aug_smooth_modes_match_brute_force(net, x, mode):
+@pytest.mark.parametrize("method", ["fast_ablation_cam", "spatial_ablation_cam"])
+def test_normalize_false_is_the_raw_map_resized(net, x, method):
+    """normalize=False: the brute-force raw map (no final activation, no min-max) resized to the input."""
+    targets = np.array([1, 3])
+    score = "softmax" if method == "fast_ablation_cam" else "logit"
+    got = np.asarray(getattr(jaxcam, method)(net, x, layer="block2", targets=targets, normalize=False))
+    want = torch_resize(brute_force(net, x, method, targets, score=score, raw=True), (SIZE, SIZE))
+    err = np.abs(got - want).max() / np.abs(want).max()
+    print(f"max-abs error / scale {err:.1e}")
+    assert err < SOFTMAX_TOL  # measured 9.3e-6 (fast, softmax) and 1.4e-6 (spatial) relative to the largest value
+
+
+@pytest.mark.parametrize("method,mode", [("fast_ablation_cam", "multiply"), ("fast_ablation_cam", "scale"),
+                                         ("fast_ablation_cam", True), ("spatial_ablation_cam", True),
+                                         ("spatial_ablation_cam", "scale")])
+def test_aug_smooth_modes_match_brute_force(net, x, method, mode):
     """Six views {identity, horizontal flip} x {0.9, 1.0, 1.1}: pixel values multiplied ("multiply")
     or the image resized to round(12 * factor) = 11, 12, 13 px ("scale"); each view's map (brute force)
     is brought back to 12 x 12 and unflipped; the mean is min-maxed."""
     targets = np.array([2, 4])
-    got = jaxcam.fast_ablation_cam(net, x, targets=targets, aug_smooth=mode)
+    got = getattr(jaxcam, method)(net, x, targets=targets, aug_smooth=mode)
+    score = "softmax" if method == "fast_ablation_cam" else "logit"
+    mode = "multiply" if mode is True else mode
     views = []
     for flip in (False, True):
         base = x[:, :, ::-1].copy() if flip else x
         for factor in (0.9, 1.0, 1.1):
             if mode == "multiply":
-                m = brute_force(net, base * np.float32(factor), "fast_ablation_cam", targets, "softmax")
+                m = brute_force(net, base * np.float32(factor), method, targets, score)
             else:
                 side = int(round(SIZE * factor))
                 view = base if side == SIZE else torch_resize(base, (side, side))
-                m = brute_force(net, view, "fast_ablation_cam", targets, "softmax")
+                m = brute_force(net, view, method, targets, score)
                 m = m if side == SIZE else torch_resize(m, (SIZE, SIZE))
             views.append(m[:, :, ::-1] if flip else m)
     check(got, minmax(np.mean(views, axis=0)), SOFTMAX_TOL)

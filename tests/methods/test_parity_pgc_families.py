@@ -10,6 +10,8 @@ agree within 1e-5 (measured: <= 2.5e-6 max-abs, float32 on both sides).
 Compilations dominate the run time, so all gradient methods come from one `jaxcam.gradient_cams`
 call per (model, layer); tests/methods/test_families.py checks that it equals the single methods.
 """
+import contextlib
+
 import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
@@ -28,9 +30,12 @@ SIZE = 64
 TARGETS = [3, 7]  # classes whose reference maps are not blank for these seeds (checked by report)
 TOL = 1e-5
 EIGEN_TOL = 5e-5  # measured 1.3e-5 (EigenGradCAM, ResNet-18 layer4): float32 SVD on both sides
-# Fused GradCAM on the tiny VGG differs by 2.4e-4 although each layer's map agrees to 3e-7 and the
-# fused LayerCAM agrees to 2.3e-6 (open question, notes/issue-19.md); the tolerance sits above it.
-FUSED_GRAD_CAM_TOL = 5e-4
+# Fused GradCAM on the tiny VGG differed from pgc by 2.4e-4 although each layer's map agrees to 3e-7.
+# Explained: pgc min-maxes each layer as (x - min) / (max - min + 1e-7) before averaging the layers; the
+# Grad-CAM maps there span only 1.4e-4 to 3.7e-4, so the 1e-7 weighs the two layers differently by
+# 1e-7 / span (3e-4 to 7e-4 relative), which the final min-max cannot undo (jaxcam: no epsilon, a constant map
+# becomes zeros). Against pgc with that epsilon removed the fused map agrees to 5.4e-7 (measured), so the
+# fused check uses TOL against the epsilon-free pgc (`pgc_without_epsilon`).
 GRADIENT_METHODS = {
     "grad_cam": "GradCAM",
     "hires_cam": "HiResCAM",
@@ -303,6 +308,29 @@ def test_multi_layer_matches(tv_vgg, vgg, vgg_images):
         expected = cam(input_tensor=nchw(vgg_images), targets=[ClassifierOutputTarget(t) for t in TARGETS])
     report("tiny_vgg/[features/3, features] LayerCAM fused", fused, expected)
     got = jaxcam.grad_cam(vgg, vgg_images, layer=layers, targets=np.array(TARGETS))
-    with pytorch_grad_cam.GradCAM(model=tv_vgg, target_layers=[tv_vgg.features[3], tv_vgg.features]) as cam:
-        expected = cam(input_tensor=nchw(vgg_images), targets=[ClassifierOutputTarget(t) for t in TARGETS])
-    report("tiny_vgg/[features/3, features] GradCAM fused", got, expected, tol=FUSED_GRAD_CAM_TOL)
+    with pgc_without_epsilon():
+        with pytorch_grad_cam.GradCAM(model=tv_vgg, target_layers=[tv_vgg.features[3], tv_vgg.features]) as cam:
+            expected = cam(input_tensor=nchw(vgg_images), targets=[ClassifierOutputTarget(t) for t in TARGETS])
+    report("tiny_vgg/[features/3, features] GradCAM fused (pgc without its 1e-7)", got, expected)
+
+
+@contextlib.contextmanager
+def pgc_without_epsilon():
+    """pgc's scale_cam_image with (x - min) / (max - min) instead of / (max - min + 1e-7)."""
+    import cv2
+    import pytorch_grad_cam.base_cam as base_cam
+
+    def scale(cam, target_size=None):
+        out = []
+        for img in cam:
+            img = img - np.min(img)
+            img = img / np.max(img) if np.max(img) > 0 else img
+            out.append(cv2.resize(np.float32(img), target_size) if target_size is not None else img)
+        return np.float32(out)
+
+    original = base_cam.scale_cam_image
+    base_cam.scale_cam_image = scale
+    try:
+        yield
+    finally:
+        base_cam.scale_cam_image = original

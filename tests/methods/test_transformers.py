@@ -30,7 +30,8 @@ import jaxcam
 from tests.test_parity_pgc_family import deterministic_svd_sign, report  # noqa: F401 (autouse fixture)
 from tests.torch_utils import nhwc_to_torch
 
-TOL = 1e-3
+TOL = 1e-5  # measured 4.2e-7 to 2.6e-6 (GradCAM, GradCAM++, EigenCAM, ScoreCAM on the tiny ViT and Swin)
+ABLATION_TOL = 2e-4  # measured 2.4e-5 (ViT) and 2.4e-5 (Swin)
 TARGETS = [3, 7]
 VIT = dict(image_size=32, patch_size=8, num_layers=2, num_heads=4, hidden_dim=64, mlp_dim=128, num_classes=10)
 SWIN = dict(patch_size=[4, 4], embed_dim=16, depths=[2, 2], num_heads=[2, 4], window_size=[2, 2], num_classes=10)
@@ -142,7 +143,7 @@ def test_methods_equal_pytorch_grad_cam(case):
     report(f"{name} ScoreCAM", jaxcam.score_cam(model, images, targets=TARGETS),
            pgc("ScoreCAM", tv_model, layer, images, transform), TOL)
     report(f"{name} AblationCAM", jaxcam.ablation_cam(model, images, targets=TARGETS),
-           pgc("AblationCAM", tv_model, layer, images, transform, ablation_layer=GridAblation(skip)), TOL)
+           pgc("AblationCAM", tv_model, layer, images, transform, ablation_layer=GridAblation(skip)), ABLATION_TOL)
 
 
 def test_grid_round_trip_keeps_class_token(tiny_vit):

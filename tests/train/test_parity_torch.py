@@ -12,6 +12,9 @@ torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
 
 
+STATS_TOL = 3e-5  # relative to each tensor's largest value; measured 3.2e-6 (fast path) and 3.8e-6 (plain)
+
+
 def _torch_step(net, images, labels, mean, std, lr, dtype=None):
     dtype = dtype or torch.float32
     net.train()
@@ -39,7 +42,12 @@ def test_resnet18_sgd_step_matches_torch(plain):
         step = train.make_train_step(model, tx, 32)
         state, metrics = step(train.init_state(model, tx), *train.shard_batch(images, labels))
     before = jax.tree_util.tree_map(np.asarray, model.variables["params"])
+    bn_counts = {}
+    hooks = [m.register_forward_hook(lambda m, i, o, name=name: bn_counts.update({name: i[0].numel() // i[0].shape[1]}))
+             for name, m in net.named_modules() if isinstance(m, torch.nn.BatchNorm2d)]
     loss = _torch_step(net, images, labels, model.info.mean, model.info.std, lr)
+    for h in hooks:
+        h.remove()
     np.testing.assert_allclose(float(metrics["loss"]), loss, rtol=1e-5)
     want = jaxcam.models.resnet18(num_classes=5, weights=net.state_dict()).variables["params"]
     flat_got = jax.tree_util.tree_leaves_with_path(state.params)
@@ -55,6 +63,26 @@ def test_resnet18_sgd_step_matches_torch(plain):
         np.testing.assert_allclose(got, ref, rtol=0, atol=tol, err_msg=str(path))
         moved += np.abs(ref - old).max() > 1e-4
     assert moved > 10  # the step changed the parameters (the comparison is not of two unchanged copies)
+
+    # BatchNorm running statistics after the step against torch's (momentum 0.1). torch's running variance
+    # takes the UNBIASED batch variance (x n / (n - 1), n = values per channel); jaxcam's (Flax's convention)
+    # the biased one: the reference undoes torch's factor from torch's own update (n from the BatchNorm inputs
+    # seen in torch's step); a wrong momentum, mean or variance would still be off by the update's size.
+    stats_want = dict(jax.tree_util.tree_leaves_with_path(
+        jaxcam.models.resnet18(num_classes=5, weights=net.state_dict()).variables["batch_stats"]))
+    stats_before = dict(jax.tree_util.tree_leaves_with_path(model.variables["batch_stats"]))
+    stats_got = jax.tree_util.tree_leaves_with_path(state.batch_stats)
+    assert len(stats_got) == len(stats_want) == 40  # mean and var of 20 BatchNorms
+    worst = 0.0
+    for path, got in stats_got:
+        got, ref, old = np.asarray(got), np.asarray(stats_want[path]), np.asarray(stats_before[path])
+        assert np.abs(ref - old).max() > 1e-3, path  # the step moved them
+        if path[-1].key == "var":
+            n = bn_counts[".".join(str(k.key) for k in path[:-1])]
+            ref = 0.9 * old + (ref - 0.9 * old) * (n - 1) / n
+        worst = max(worst, np.abs(got - ref).max() / np.abs(ref).max())
+    print(f"BatchNorm running statistics vs torch: max-abs / scale {worst:.1e}")
+    assert worst < STATS_TOL
 
 
 
