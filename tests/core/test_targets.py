@@ -103,7 +103,7 @@ def test_class_targets_need_class_scores():
 
 @pytest.fixture(scope="module")
 def vgg_like():
-    from tests.test_parity_pgc_family import FlaxVGG
+    from tests.methods.test_parity_pgc_families import FlaxVGG
     return jaxcam.models.build(FlaxVGG(), jaxcam.ModelInfo(name="tiny_vgg", default_layer="features", input_size=32,
                                                            classifier="classifier/2"))
 

@@ -8,7 +8,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget, 
 
 import jaxcam
 import jaxcam.metrics as M
-from tests.test_parity_pgc_family import nchw, tv_vgg, vgg, vgg_images  # noqa: F401  (fixtures)
+from tests.methods.test_parity_pgc_families import nchw, tv_vgg, vgg, vgg_images  # noqa: F401  (fixtures)
 
 CLASSES = [3, 8]
 

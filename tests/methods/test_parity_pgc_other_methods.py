@@ -11,7 +11,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputReST, Classifie
 import jaxcam
 from jaxcam import targets as T
 from jaxcam.methods.random_baseline import random_weights
-from tests.test_parity_pgc_family import (  # noqa: F401  (fixtures)
+from tests.methods.test_parity_pgc_families import (  # noqa: F401  (fixtures)
     TARGETS, images, make_case, nchw, report, tv_vgg, vgg, vgg_images,
 )
 

@@ -23,7 +23,7 @@ from torchcam.methods import ISCAM, SSCAM, SmoothGradCAMpp
 import jaxcam
 from jaxcam.methods.smoothgrad_cam_pp import input_noise
 from jaxcam.methods.ss_cam import mask_noise
-from tests.test_parity_pgc_family import tv_vgg, vgg, vgg_images  # noqa: F401  (fixtures)
+from tests.methods.test_parity_pgc_families import tv_vgg, vgg, vgg_images  # noqa: F401  (fixtures)
 from tests.torch_utils import nhwc_to_torch
 
 CLASSES = np.array([2, 7])

@@ -27,7 +27,7 @@ from torchvision.models.swin_transformer import SwinTransformer
 from torchvision.models.vision_transformer import VisionTransformer
 
 import jaxcam
-from tests.test_parity_pgc_family import deterministic_svd_sign, report  # noqa: F401 (autouse fixture)
+from tests.methods.test_parity_pgc_families import deterministic_svd_sign, report  # noqa: F401 (autouse fixture)
 from tests.torch_utils import nhwc_to_torch
 
 TOL = 1e-5  # measured 4.2e-7 to 2.6e-6 (GradCAM, GradCAM++, EigenCAM, ScoreCAM on the tiny ViT and Swin)
