@@ -17,6 +17,8 @@ backward, which re-runs the pooling forward for its workspace.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import jax
 import jax.numpy as jnp
@@ -81,9 +83,20 @@ input_grad_p.def_abstract_eval(
     lambda g, w, *, x_shape, strides, pads, groups: ShapedArray((g.shape[0],) + tuple(x_shape[1:]), g.dtype))
 kernel_grad_p.def_abstract_eval(lambda x, g, *, w_shape, strides, pads, groups: ShapedArray(tuple(w_shape), x.dtype))
 
-# concrete evaluation (outside jit) compiles the one-primitive program
+@functools.lru_cache(maxsize=None)
+def _compiled(fn, params: tuple):
+    """One jitted program per primitive (or lax formulation) and parameters, reused by every eager call."""
+    kwargs = dict(params)
+    return jax.jit(lambda *a: fn(*a, **kwargs))
+
+
+def _eager(fn):
+    """An impl rule: outside jit, run `fn` as its own compiled program (compiled once per parameters)."""
+    return lambda *args, **params: _compiled(fn, tuple(sorted(params.items())))(*args)
+
+
 for _p in (conv_p, input_grad_p, kernel_grad_p):
-    _p.def_impl(lambda *args, _p=_p, **params: jax.jit(lambda *a: _p.bind(*a, **params))(*args))
+    _p.def_impl(_eager(_p.bind))
 
 
 def _attrs(strides, pads, groups):
@@ -209,9 +222,9 @@ pool_tangent_p.def_abstract_eval(lambda t, x, *, window, strides, pads: ShapedAr
     (x.shape[0],) + out_hw(x.shape, window, strides, pads) + (x.shape[3],), t.dtype))
 pool_grad_p.def_abstract_eval(lambda g, x, **_: ShapedArray(x.shape, g.dtype))
 
-pool_p.def_impl(lambda x, **p: jax.jit(lambda x: lax_max_pool(x, **p))(x))
-pool_tangent_p.def_impl(lambda t, x, **p: jax.jit(lambda t, x: _pool_tangent_lax(t, x, **p))(t, x))
-pool_grad_p.def_impl(lambda g, x, **p: jax.jit(lambda g, x: pool_grad_p.bind(g, x, **p))(g, x))
+pool_p.def_impl(_eager(lax_max_pool))
+pool_tangent_p.def_impl(_eager(_pool_tangent_lax))
+pool_grad_p.def_impl(_eager(pool_grad_p.bind))
 
 mlir.register_lowering(pool_p, mlir.lower_fun(lambda x, **p: [lax_max_pool(x, **p)], multiple_results=True))
 mlir.register_lowering(pool_tangent_p, mlir.lower_fun(lambda t, x, **p: [_pool_tangent_lax(t, x, **p)],
