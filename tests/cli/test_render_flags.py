@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 import jaxcam
+import jaxcam.viz.figures
 from jaxcam import images as images_lib
 from jaxcam.methods import registry
 
@@ -67,7 +68,7 @@ def test_save_maps_equal_the_library_call_with_the_same_flags(folder, model, pix
         overlays.append((np.asarray(cam), colormap, alpha))
         return overlay(image, cam, colormap, alpha, **kw)
 
-    monkeypatch.setattr(jaxcam, "overlay", spy)
+    monkeypatch.setattr(jaxcam.viz.figures, "overlay", spy)  # where render draws its overlays
     out = tmp_path / "out"
     status, text, err = run([str(folder), "--method", "grad_cam_pp,spatial_ablation_cam", "--out", str(out)]
                             + ARGV_FLAGS + TINY)
