@@ -116,7 +116,8 @@ def test_many_targets_equal_single_calls(vgg_like, method):
     many = np.asarray(fn(vgg_like, x, layer="features/3", targets=classes))
     single = np.stack([np.asarray(fn(vgg_like, x, layer="features/3", targets=classes[:, t])) for t in range(3)], 1)
     assert many.shape == (2, 3, 32, 32) and single.max() > 0.5
-    np.testing.assert_allclose(many, single, atol=1e-5)
+    # batched targets sum the backward in another order: float32 noise on maps scaled to [0, 1]
+    np.testing.assert_allclose(many, single, atol=1e-4)
 
 
 def test_raw_maps_and_automatic_layer(vgg_like):

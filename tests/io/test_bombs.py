@@ -71,12 +71,12 @@ def test_load_cifar10_image_folder_skips_a_bomb(tmp_path, bomb_png, capsys):
 
 
 def test_evaluate_input_folder_skips_a_bomb(tmp_path, bomb_png, capsys):
-    from jaxcam.cli import evaluate
+    from jaxcam.metrics import evaluation
 
     _png(tmp_path / "good.png", 0)
     (tmp_path / "bomb.png").write_bytes(bomb_png)
     (tmp_path / "trunc.png").write_bytes((tmp_path / "good.png").read_bytes()[:100])
-    assert evaluate.list_images(str(tmp_path), None) == ["good.png"]
+    assert evaluation.list_images(str(tmp_path), None) == ["good.png"]
     err = capsys.readouterr().err.splitlines()
     assert sum(line.startswith("skipped") and "bomb.png" in line and "decompression bomb" in line for line in err) == 1
     assert sum(line.startswith("skipped") and "trunc.png" in line for line in err) == 1

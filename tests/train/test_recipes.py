@@ -60,10 +60,11 @@ def test_recipe_c_config_early_stopping_human_names_and_render(tmp_path, capsys,
 
     # then explain 3 random val/ images with the trained run: triptychs titled with the classes
     from jaxcam.cli import render
+    from jaxcam.viz import render as render_work
 
     headings = []
-    save = render.save_figure
-    monkeypatch.setattr(render, "save_figure", lambda path, shown, heading: (headings.append(heading),
+    save = render_work.save_figure
+    monkeypatch.setattr(render_work, "save_figure", lambda path, shown, heading: (headings.append(heading),
                                                                             save(path, shown, heading)))
     renders = tmp_path / "renders"
     assert render.main(["--checkpoint", str(out), "--dataset", str(data), "--split", "val", "--random", "3",
