@@ -33,6 +33,7 @@ import jaxcam
 from jaxcam._src import compile as compile_lib
 from jaxcam._src.split import Split, parse_layer
 from jaxcam.methods.ablation import auto_chunk_size
+from rows import emit
 
 
 def plain_copies(model, layer, x):
@@ -113,17 +114,12 @@ def main():
             row = {"model": arch, "batch": batch, "size": args.size, "forward_ms": round(t_fwd * 1e3, 2),
                    "ablation_layer4_ms": round(t_l4 * 1e3, 2), "layer4_x_forward": round(t_l4 / t_fwd, 3),
                    "ablation_layer3_ms": round(t_l3 * 1e3, 2), "layer3_plain_copies_ms": round(t_plain * 1e3, 2),
-                   "layer3_masked_over_plain": round(t_l3 / t_plain, 3), "malloc": args.malloc,
-                   "load_start": round(load, 2), "load_end": round(os.getloadavg()[0], 2)}
-            row["provisional"] = max(row["load_start"], row["load_end"]) >= 1.5
-            rows.append(row)
-            if args.json:
-                print(json.dumps(row), flush=True)
-            else:
-                print(f"| {arch} | {batch} | {row['forward_ms']:.1f} | {row['ablation_layer4_ms']:.1f} | "
-                      f"{row['layer4_x_forward']:.2f} | {row['ablation_layer3_ms']:.0f} | {row['layer3_plain_copies_ms']:.0f} | "
-                      f"{row['layer3_masked_over_plain']:.2f} | {row['load_start']:.1f}-{row['load_end']:.1f}"
-                      + (" provisional" if row["provisional"] else "") + " |", flush=True)
+                   "layer3_masked_over_plain": round(t_l3 / t_plain, 3), "malloc": args.malloc}
+            rows.append(emit(row, load, args.json, lambda r: (
+                f"| {arch} | {batch} | {r['forward_ms']:.1f} | {r['ablation_layer4_ms']:.1f} | "
+                f"{r['layer4_x_forward']:.2f} | {r['ablation_layer3_ms']:.0f} | {r['layer3_plain_copies_ms']:.0f} | "
+                f"{r['layer3_masked_over_plain']:.2f} | {r['load_start']:.1f}-{r['load_end']:.1f}"
+                + (" provisional" if r["provisional"] else "") + " |")))
     return rows
 
 

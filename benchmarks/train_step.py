@@ -30,6 +30,8 @@ import os
 import sys
 import time
 
+from rows import emit
+
 ROWS = {  # model -> (image size, batch size)
     "resnet20": (32, 128),
     "resnet18": (128, 32),
@@ -203,16 +205,11 @@ def main():
         steps = args.steps or max(2, int(round(3 * {"resnet20": 300, "resnet18": 40, "efficientnet_lite0": 30}.get(name, 20) / batch)))
         row = measure_row(name, size, batch, steps, args.rounds, args.plain, args.xla)
         row["malloc"] = args.malloc
-        row["load_start"] = round(load_before, 2)
-        row["load_end"] = round(os.getloadavg()[0], 2)
-        results.append(row)
-        if args.json:
-            print(json.dumps(row), flush=True)
-        else:
-            print(f"| {name}{' (plain)' if args.plain else ''} | {size} | {batch} | {row['jaxcam_img_s']:.1f} | "
-                  f"{row['torch_nchw_img_s']:.1f} | {row['torch_channels_last_img_s']:.1f} | "
-                  f"{row['ratio_vs_nchw']:.2f} | {row['ratio_vs_channels_last']:.2f} |"
-                  + (f" jaxcam without native convs: {row['jaxcam_xla_img_s']:.1f}" if args.xla else ""), flush=True)
+        results.append(emit(row, load_before, args.json, lambda r: (
+            f"| {name}{' (plain)' if args.plain else ''} | {size} | {batch} | {r['jaxcam_img_s']:.1f} | "
+            f"{r['torch_nchw_img_s']:.1f} | {r['torch_channels_last_img_s']:.1f} | "
+            f"{r['ratio_vs_nchw']:.2f} | {r['ratio_vs_channels_last']:.2f} |"
+            + (f" jaxcam without native convs: {r['jaxcam_xla_img_s']:.1f}" if args.xla else ""))))
         load_before = os.getloadavg()[0]
     if not args.json:
         load = os.getloadavg()[0]

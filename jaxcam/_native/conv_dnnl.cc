@@ -186,6 +186,14 @@ ffi::Error guarded(F&& f) {
   return ffi::Error::Success();
 }
 
+// The kernel in the layout the primitive wants: the user's HWIO buffer, or its reordered copy.
+memory weights(Entry& e, float* hwio) {
+  memory user(e.wei_user, engine(), hwio);
+  if (!e.reorder_wei) return user;
+  e.wei_reorder.execute(stream(), user, e.wei_mem);
+  return e.wei_mem;
+}
+
 ffi::Error ConvFwdImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w, ffi::ResultBuffer<ffi::F32> y, int64_t sh,
                        int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t groups) {
   return guarded([&] {
@@ -193,12 +201,8 @@ ffi::Error ConvFwdImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w, ffi::Re
     Entry* e = get(kFwd, g);
     Entry& d = *e;
     memory src(d.src, engine(), x.typed_data());
-    memory wei(d.wei_user, engine(), w.typed_data());
+    memory wei = weights(*e, w.typed_data());
     memory dst(d.dst, engine(), y->typed_data());
-    if (e->reorder_wei) {
-      e->wei_reorder.execute(stream(), wei, e->wei_mem);
-      wei = e->wei_mem;
-    }
     e->prim.execute(stream(), {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}, {DNNL_ARG_SCRATCHPAD, e->scratch}});
     stream().wait();
   });
@@ -212,12 +216,8 @@ ffi::Error ConvBwdDataImpl(ffi::Buffer<ffi::F32> g_, ffi::Buffer<ffi::F32> w, ff
     Entry* e = get(kBwdData, g);
     Entry& d = *e;
     memory diff_dst(d.dst, engine(), g_.typed_data());
-    memory wei(d.wei_user, engine(), w.typed_data());
+    memory wei = weights(*e, w.typed_data());
     memory diff_src(d.src, engine(), dx->typed_data());
-    if (e->reorder_wei) {
-      e->wei_reorder.execute(stream(), wei, e->wei_mem);
-      wei = e->wei_mem;
-    }
     e->prim.execute(stream(), {{DNNL_ARG_DIFF_DST, diff_dst}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DIFF_SRC, diff_src},
                             {DNNL_ARG_SCRATCHPAD, e->scratch}});
     stream().wait();

@@ -39,24 +39,29 @@ class Downsample(nn.Module):
         return batch_norm(train, "1")(x)
 
 
-class BasicBlock(nn.Module):
+class Block(nn.Module):
+    """What torchvision's two residual blocks share: ``planes``, ``stride`` and the optional ``downsample``."""
+
     planes: int
     stride: int = 1
     downsample: bool = False
     expansion = 1
 
+    def shortcut(self, x, train: bool):
+        if not self.downsample:
+            return x
+        return Downsample(self.planes * self.expansion, self.stride, name="downsample")(x, train)
+
+
+class BasicBlock(Block):
     @nn.compact
     def __call__(self, x, train: bool = False):
         out = nn.relu(batch_norm(train, "bn1")(conv(self.planes, 3, self.stride, "conv1")(x)))
         out = batch_norm(train, "bn2")(conv(self.planes, 3, 1, "conv2")(out))
-        identity = Downsample(self.planes, self.stride, name="downsample")(x, train) if self.downsample else x
-        return nn.relu(out + identity)
+        return nn.relu(out + self.shortcut(x, train))
 
 
-class Bottleneck(nn.Module):
-    planes: int
-    stride: int = 1
-    downsample: bool = False
+class Bottleneck(Block):
     expansion = 4
 
     @nn.compact
@@ -64,8 +69,7 @@ class Bottleneck(nn.Module):
         out = nn.relu(batch_norm(train, "bn1")(conv(self.planes, 1, 1, "conv1")(x)))
         out = nn.relu(batch_norm(train, "bn2")(conv(self.planes, 3, self.stride, "conv2")(out)))
         out = batch_norm(train, "bn3")(conv(self.planes * 4, 1, 1, "conv3")(out))
-        identity = Downsample(self.planes * 4, self.stride, name="downsample")(x, train) if self.downsample else x
-        return nn.relu(out + identity)
+        return nn.relu(out + self.shortcut(x, train))
 
 
 class Stage(nn.Module):

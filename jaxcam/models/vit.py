@@ -88,17 +88,15 @@ class Layers(nn.Module):
 
 
 class Encoder(nn.Module):
+    """torchvision's ``encoder``: position embedding, the ``layers`` Sequential, final ``ln``."""
+
     seq_length: int
-    num_layers: int
-    num_heads: int
-    hidden_dim: int
-    mlp_dim: int
+    layers: Layers
 
     @nn.compact
     def __call__(self, x):
-        pos = self.param("pos_embedding", nn.initializers.normal(0.02), (1, self.seq_length, self.hidden_dim))
-        x = Layers(self.num_layers, self.num_heads, self.hidden_dim, self.mlp_dim, name="layers")(x + pos)
-        return LayerNorm(name="ln")(x)
+        pos = self.param("pos_embedding", nn.initializers.normal(0.02), (1, self.seq_length, self.layers.hidden_dim))
+        return LayerNorm(name="ln")(self.layers(x + pos))
 
 
 class Heads(nn.Module):
@@ -137,7 +135,7 @@ class VisionTransformer(nn.Module):
         cls = self.param("class_token", nn.initializers.zeros, (1, 1, d))
         x = jnp.concatenate([jnp.broadcast_to(cls, (n, 1, d)).astype(x.dtype), x], axis=1)
         seq = (self.image_size // p) ** 2 + 1
-        x = Encoder(seq, self.num_layers, self.num_heads, d, self.mlp_dim, name="encoder")(x)
+        x = Encoder(seq, Layers(self.num_layers, self.num_heads, d, self.mlp_dim, parent=None), name="encoder")(x)
         return Heads(self.num_classes, name="heads")(x[:, 0])
 
 
