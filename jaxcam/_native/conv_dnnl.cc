@@ -124,6 +124,21 @@ std::map<Key, std::unique_ptr<Entry>>& cache() {
 
 enum Op { kFwd = 0, kBwdData = 1, kBwdWeights = 2 };
 
+// The primitive of `pd` and its own scratchpad; returns the weights layout it wants.
+template <class Prim, class PD>
+memory::desc install(Entry& e, const PD& pd, const memory::desc& weights) {
+  e.prim = Prim(pd);
+  e.scratch = scratchpad(pd.scratchpad_desc());
+  return weights;
+}
+
+// Both backward passes take the same descriptors, hinted by the forward.
+template <class PD>
+PD backward_pd(const Descs& d) {
+  return PD(engine(), dnnl::algorithm::convolution_direct, d.src, d.wei_any, d.dst, d.strides, d.pad_l, d.pad_r,
+            d.fwd, attr());
+}
+
 Entry* get(Op op, const Geometry& g) {
   Key key{op, g.key()};
   auto& c = cache();
@@ -136,23 +151,13 @@ Entry* get(Op op, const Geometry& g) {
   e->wei_user = d.wei_user;
   memory::desc wei_prim;
   if (op == kFwd) {
-    e->prim = dnnl::convolution_forward(d.fwd);
-    wei_prim = d.fwd.weights_desc();
-    e->scratch = scratchpad(d.fwd.scratchpad_desc());
+    wei_prim = install<dnnl::convolution_forward>(*e, d.fwd, d.fwd.weights_desc());
   } else if (op == kBwdData) {
-    auto pd = dnnl::convolution_backward_data::primitive_desc(
-        engine(), dnnl::algorithm::convolution_direct, d.src, d.wei_any, d.dst, d.strides, d.pad_l, d.pad_r, d.fwd,
-        attr());
-    e->prim = dnnl::convolution_backward_data(pd);
-    wei_prim = pd.weights_desc();
-    e->scratch = scratchpad(pd.scratchpad_desc());
+    auto pd = backward_pd<dnnl::convolution_backward_data::primitive_desc>(d);
+    wei_prim = install<dnnl::convolution_backward_data>(*e, pd, pd.weights_desc());
   } else {
-    auto pd = dnnl::convolution_backward_weights::primitive_desc(
-        engine(), dnnl::algorithm::convolution_direct, d.src, d.wei_any, d.dst, d.strides, d.pad_l, d.pad_r, d.fwd,
-        attr());
-    e->prim = dnnl::convolution_backward_weights(pd);
-    wei_prim = pd.diff_weights_desc();
-    e->scratch = scratchpad(pd.scratchpad_desc());
+    auto pd = backward_pd<dnnl::convolution_backward_weights::primitive_desc>(d);
+    wei_prim = install<dnnl::convolution_backward_weights>(*e, pd, pd.diff_weights_desc());
   }
   if (wei_prim != d.wei_user) {
     e->reorder_wei = true;
