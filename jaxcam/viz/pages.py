@@ -366,5 +366,5 @@ def train_page(out: str) -> str:
     if os.path.exists(os.path.join(out, "config.yaml")):
         with open(os.path.join(out, "config.yaml")) as f:
             body.append(f'<h2>Config</h2><p><a href="config.yaml">config.yaml</a></p><pre>{esc(f.read())}</pre>')
-    done = "finished" if summary else f"{len(history)} epochs so far (reload to follow the run)"
+    done = "finished" if summary else f"epochs so far: {len(history)} (reload to follow the run)"
     return write_page(out, f"jaxcam training run {os.path.basename(os.path.abspath(out))}", "\n".join(body), done)
