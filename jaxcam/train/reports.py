@@ -42,6 +42,12 @@ def write_json(path: str, data) -> None:
     jobs.write_bytes(path, json.dumps(data, indent=1).encode())
 
 
+def write_summary(out: str, result: dict) -> None:
+    """summary.json of a finished run, and its page (now "finished")."""
+    write_json(os.path.join(out, "summary.json"), result)
+    pages.train_page(out)
+
+
 def _savefig(fig, path: str, **kwargs) -> None:
     with jobs.atomic_path(path) as tmp:
         fig.savefig(tmp, format=os.path.splitext(path)[1][1:] or "png", **kwargs)

@@ -121,6 +121,10 @@ def controls(classes: Optional[Dict[str, Sequence[str]]] = None, alpha: float = 
     return f'<div class="controls">{"".join(parts)}</div>'
 
 
+# Grid images load when scrolled near (a page of 50 x 8 cells opens at once; hidden drill-downs cost nothing).
+LAZY = ' loading="lazy" decoding="async"'
+
+
 def grid(rows: list, columns: Sequence[str], first: str = "image") -> str:
     """A table of images x `columns`. rows: (name, {data attribute: value}, [Cell or None per column])."""
     head = f"<th>{esc(first)}</th>" + "".join(
@@ -136,8 +140,8 @@ def grid(rows: list, columns: Sequence[str], first: str = "image") -> str:
                 continue
             caption = "".join(f"<div>{line}</div>" for line in cell.caption)
             tds.append(f'<td class="cell" tabindex="0" data-col="{i}" data-title="{esc(cell.title)}">'
-                       f'<div class="stack"><img class="orig" src="{url(cell.orig)}" alt="{esc(name)}">'
-                       f'<img class="heat" src="{url(cell.heat)}" alt="{esc(columns[i])}"></div>'
+                       f'<div class="stack"><img class="orig" src="{url(cell.orig)}" alt="{esc(name)}"{LAZY}>'
+                       f'<img class="heat" src="{url(cell.heat)}" alt="{esc(columns[i])}"{LAZY}></div>'
                        f'<div class="caption">{caption}</div></td>')
         label = "<br>".join(esc(line) for line in str(name).split("\n"))
         body.append(f'<tr class="row"{data}><td class="name">{label}</td>{"".join(tds)}</tr>')

@@ -1,7 +1,7 @@
 """One headless Chromium for the whole session (the Debian package, driven by PyPI playwright with
 ``executable_path``: no browser download), and `open_page`: a page opened from ``file://`` that must
 load with no console error, no uncaught exception, no failed request, no request off the disk, and
-every image decoded."""
+every image decoded (lazy images, loaded when scrolled near, are all made to load first)."""
 import os
 import shutil
 from pathlib import Path
@@ -38,6 +38,7 @@ class Opened:
     def check(self):
         """No console error, no failed request, only file:// (and data:) requests, every image decoded."""
         self.page.wait_for_load_state("load")
+        self.page.evaluate("document.querySelectorAll('img[loading=lazy]').forEach(i => { i.loading = 'eager'; })")
         self.page.wait_for_function("Array.from(document.images).every(i => !i.hasAttribute('src') || i.complete)")
         assert not self.errors, self.errors
         assert not self.failed, self.failed

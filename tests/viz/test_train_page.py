@@ -83,3 +83,8 @@ def test_run_page_follows_the_epochs_and_shows_the_final_reports(open_page, tmp_
     assert page.locator("#large").is_visible() and "conv2" in page.locator(".large-caption").inner_text()
     assert Path(out / "confusion.png").exists() and page.locator('img[src="confusion.png"]').count() == 1
     o.check()
+
+    reports.write_summary(str(out), {"best_epoch": 2, "val_acc": 0.25, "wall_seconds": 12.5})
+    o = open_page(out / "index.html").check()
+    assert o.page.locator("header .sub").inner_text() == "finished"
+    assert o.page.locator("table").first.locator("td").all_inner_texts()[:2] == ["best_epoch", "2"]
