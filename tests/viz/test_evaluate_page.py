@@ -5,11 +5,11 @@ import statistics
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from jaxcam.cli import evaluate
 from jaxcam.metrics import evaluation
 from jaxcam.viz import pages
+from tests.cli.test_evaluate import BASE, data  # noqa: F401  (the fixture: 3 random images img0..2.png)
 
 Z = statistics.NormalDist().inv_cdf(0.975)
 
@@ -20,14 +20,9 @@ def interval(values):
 
 
 @pytest.fixture(scope="module")
-def evaluated(tmp_path_factory):
-    data = tmp_path_factory.mktemp("images")
-    rng = np.random.default_rng(4)
-    for i in range(3):
-        Image.fromarray(rng.integers(0, 255, (40, 44, 3), dtype=np.uint8)).save(data / f"img{i}.png")
+def evaluated(tmp_path_factory, data):  # noqa: F811
     out = tmp_path_factory.mktemp("eval")
-    argv = ["--model", "resnet20", "--weights", "random", "--size", "32", "--batch-size", "2", "--data", str(data),
-            "--methods", "grad_cam", "--steps", "4", "--percentiles", "50", "--out", str(out)]
+    argv = BASE + ["--data", str(data), "--methods", "grad_cam", "--steps", "4", "--percentiles", "50", "--out", str(out)]
     rows, failed = evaluate.run(argv, progress=False)
     assert not failed
     return out

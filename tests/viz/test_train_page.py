@@ -6,26 +6,9 @@ import numpy as np
 import pytest
 
 from jaxcam.train import reports
+from tests.core.test_distributed import tiny_model
 
-CLASSES = ["ant", "bee", "cat", "dog"]
-
-
-def tiny_model():
-    import flax.linen as nn
-    import jax
-    import jax.numpy as jnp
-    import jaxcam
-
-    class Tiny(nn.Module):
-        @nn.compact
-        def __call__(self, x):
-            x = nn.relu(nn.Conv(8, (3, 3), name="conv1")(x))
-            x = nn.relu(nn.Conv(16, (3, 3), strides=2, name="conv2")(x))
-            return nn.Dense(len(CLASSES), name="fc")(x.mean(axis=(1, 2)))
-
-    variables = Tiny().init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))
-    return jaxcam.Model(Tiny(), variables, jaxcam.ModelInfo(name="tiny", default_layer="conv2", classifier="fc",
-                                                             input_size=16, class_names=tuple(CLASSES)))
+CLASSES = ["ant", "bee", "cat", "dog", "eel"]  # tiny_model: 5 classes, layers conv1 and conv2
 
 
 def epoch(e):
@@ -53,8 +36,8 @@ def test_run_page_follows_the_epochs_and_shows_the_final_reports(open_page, tmp_
     assert all((out / href).exists() for href in links)
 
     rng = np.random.default_rng(0)
-    labels = np.repeat(np.arange(4), 5)
-    logits = rng.normal(size=(20, 4)) + 2.5 * np.eye(4)[labels] * (rng.random(20) < np.array([0.9, 0.5, 0.2, 0.7])[labels])[:, None]
+    labels = np.repeat(np.arange(5), 4)
+    logits = rng.normal(size=(20, 5)) + 2.5 * np.eye(5)[labels] * (rng.random(20) < np.array([0.9, 0.5, 0.2, 0.7, 0.6])[labels])[:, None]
     images = rng.integers(0, 256, (20, 16, 16, 3), dtype=np.uint8)
     reports.write_final(str(out), tiny_model(), images, labels, logits, CLASSES, gallery=3, cam_layers=["conv1", "conv2"])
     o = open_page(out / "index.html").check()
