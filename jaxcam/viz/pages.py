@@ -371,4 +371,4 @@ def train_page(out: str) -> str:
         with open(os.path.join(out, "config.yaml")) as f:
             body.append(f'<h2>Config</h2><p><a href="config.yaml">config.yaml</a></p><pre>{esc(f.read())}</pre>')
     done = "finished" if summary else f"epochs so far: {len(history)} (reload to follow the run)"
-    return write_page(out, f"jaxcam training run {os.path.basename(os.path.abspath(out))}", "\n".join(body), done)
+    return write_page(out, "jaxcam training run", "\n".join(body), done)
