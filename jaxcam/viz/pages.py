@@ -24,7 +24,8 @@ import os
 import re
 import string
 from importlib import resources
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
+from urllib.parse import quote
 
 import numpy as np
 from PIL import Image, PngImagePlugin
@@ -95,8 +96,6 @@ def esc(value) -> str:
 
 def url(path: str) -> str:
     """A relative path as a URL (spaces, #, ? and non-ASCII escaped)."""
-    from urllib.parse import quote
-
     return quote(path.replace(os.sep, "/"))
 
 

@@ -237,9 +237,10 @@ def render(args: Job, model, size, target, chosen, options, items, unmatched) ->
                                              title(model, m.name, probs[i], target, ld.label))
                 explained = int(np.argmax(probs[i])) if target is None else int(target)
                 if report:
-                    cells[it.name, m.name] = {"explained": model.class_name(explained), "label": ld.label,
-                                              "score": float(probs[i, explained]), "heading": shown[it.name][2][m.name][1],
-                                              "predicted": model.class_name(int(np.argmax(probs[i])))}
+                    cells[it.name, m.name] = {
+                        "explained": model.class_name(explained), "score": float(probs[i, explained]),
+                        "predicted": model.class_name(int(np.argmax(probs[i]))), "label": ld.label,
+                        "heading": shown[it.name][2][m.name][1]}
         return shown
 
     bar = tqdm(total=sum(map(len, todo)), unit="img", desc="render", disable=not distributed.is_main())
