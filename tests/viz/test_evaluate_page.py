@@ -22,7 +22,8 @@ def interval(values):
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory, data):  # noqa: F811
     out = tmp_path_factory.mktemp("eval")
-    argv = BASE + ["--data", str(data), "--methods", "grad_cam", "--steps", "4", "--percentiles", "50", "--out", str(out)]
+    argv = BASE + ["--data", str(data), "--methods", "grad_cam", "--steps", "4", "--percentiles", "50",
+                   "--out", str(out)]
     rows, failed = evaluate.run(argv, progress=False)
     assert not failed
     return out

@@ -42,7 +42,8 @@ def test_grid_controls_and_keyboard_from_a_moved_folder(open_page, tmp_path):
     assert page.locator("td.cell").count() == 6 * 3
     assert page.locator("tr.row").count() == 6  # the never-rendered name has no row
     captions = page.locator("td.cell .caption").all_inner_texts()
-    want = [f"{truth[f'img {i}', m]['explained']} {truth[f'img {i}', m]['score']:.2f}" for i in range(6) for m in METHODS]
+    want = [f"{truth[f'img {i}', m]['explained']} {truth[f'img {i}', m]['score']:.2f}"
+            for i in range(6) for m in METHODS]
     assert [c.strip() for c in captions] == want
 
     heat = page.locator("td.cell img.heat").first

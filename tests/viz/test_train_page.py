@@ -37,9 +37,11 @@ def test_run_page_follows_the_epochs_and_shows_the_final_reports(open_page, tmp_
 
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(5), 4)
-    logits = rng.normal(size=(20, 5)) + 2.5 * np.eye(5)[labels] * (rng.random(20) < np.array([0.9, 0.5, 0.2, 0.7, 0.6])[labels])[:, None]
+    right = rng.random(20) < np.array([0.9, 0.5, 0.2, 0.7, 0.6])[labels]  # per-class chance of a clear logit
+    logits = rng.normal(size=(20, 5)) + 2.5 * np.eye(5)[labels] * right[:, None]
     images = rng.integers(0, 256, (20, 16, 16, 3), dtype=np.uint8)
-    reports.write_final(str(out), tiny_model(), images, labels, logits, CLASSES, gallery=3, cam_layers=["conv1", "conv2"])
+    reports.write_final(str(out), tiny_model(), images, labels, logits, CLASSES, gallery=3,
+                        cam_layers=["conv1", "conv2"])
     o = open_page(out / "index.html").check()
     page = o.page
     pred = logits.argmax(1)
