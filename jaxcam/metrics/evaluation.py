@@ -11,7 +11,10 @@ loudly (a row with its error, a message on stderr); the others still run. Files 
   table.csv, table.md     mean over the images per method, and seconds per image to compute the
                           maps (batches after the first, so without compilation, when there are any)
   curves.png              mean deletion and insertion curves per method
-  cache/<config>/<method>/<image>.npz   per-image results, written atomically (jaxcam.jobs).
+  index.html              the table (mean and 95 % confidence interval, sortable) and every image's
+                          maps with its scores (`jaxcam.viz.pages`)
+  cache/<config>/<method>/<image>.npz   per-image results, written atomically (jaxcam.jobs), after
+  cache/<config>/<method>/<image>.png   the map's heatmap, and cache/<config>/_images/<image>.jpg.
 Several processes (`jaxcam.distributed`) each evaluate their share of whole batches; process 0
 gathers the results and writes the tables once.
 """
@@ -41,6 +44,8 @@ from jaxcam._src.hints import ConfigError
 from jaxcam.batching import Batch, explain_batches
 from jaxcam.metrics.suite import all_metrics
 from jaxcam.methods import registry
+from jaxcam.viz import pages
+from jaxcam.viz.heatmaps import heatmap
 
 RANDOM = "random"
 # Higher is better (+) or lower is better (-), for the table header.
@@ -157,8 +162,13 @@ def atomic_write(path: str, write) -> None:
         write(f)
 
 
-def cache_path(cache: str, method: str, image: str) -> str:
-    return os.path.join(cache, method, os.path.splitext(image)[0] + ".npz")
+def cache_path(cache: str, method: str, image: str, suffix: str = ".npz") -> str:
+    return os.path.join(cache, method, os.path.splitext(image)[0] + suffix)
+
+
+def picture_path(cache: str, method: Optional[str], image: str) -> str:
+    """The page's pictures: a method's heatmap of `image` (PNG), or with `method` None the image itself (JPEG)."""
+    return cache_path(cache, "_images", image, ".jpg") if method is None else cache_path(cache, method, image, ".png")
 
 
 def evaluate(args: Settings, model, files, labels, methods, cache, progress=True) -> dict:
@@ -195,8 +205,8 @@ def evaluate(args: Settings, model, files, labels, methods, cache, progress=True
                 maps = jax.block_until_ready(batch.maps)
                 seconds = (time.perf_counter() - start) / batch.count
                 batch_files = todo[batch.start : batch.start + batch.count]
-                x = model.preprocess(np.stack([load_image(os.path.join(args.data, f), args.image_size)
-                                               for f in batch_files]))
+                pixels = np.stack([load_image(os.path.join(args.data, f), args.image_size) for f in batch_files])
+                x = model.preprocess(pixels)
                 t = None if targets is None else jnp.asarray(targets[batch.start : batch.start + batch.count])
                 index = files.index(batch_files[0])
                 results = all_metrics(
@@ -209,6 +219,9 @@ def evaluate(args: Settings, model, files, labels, methods, cache, progress=True
                     row["seconds"] = np.float32(seconds)
                     row["warm"] = np.bool_(compiled)
                     if not os.path.exists(cache_path(cache, name, f)):  # never written twice
+                        for method, picture in ((None, pixels[i]), (name, heatmap(np.asarray(maps[i])))):
+                            if not os.path.exists(picture_path(cache, method, f)):  # before the .npz
+                                pages.save_image(picture_path(cache, method, f), picture)
                         atomic_write(cache_path(cache, name, f), lambda fh, row=row: np.savez(fh, **row))
                 compiled = True
                 bar.update(batch.count)
@@ -362,8 +375,11 @@ def run(args: Settings, model, files, labels, methods, out: str, progress: bool 
         raise ConfigError(f"nothing cached yet in {cache}")
     rows = summary_rows(table)
     write_outputs(out, rows, table, args.steps)
+    pages.evaluate_page(out, cache, files, rows, table, COLUMNS,
+                        lambda m, f: picture_path(cache, m, f) if os.path.exists(picture_path(cache, m, f)) else None)
     print(markdown(rows))
     for method, message in failed.items():
         print(f"error: {method} failed: {message}", file=sys.stderr)
-    print(f"wall time {time.perf_counter() - started:.1f} s; tables and curves.png in {out}", file=sys.stderr)
+    print(f"wall time {time.perf_counter() - started:.1f} s; tables, curves.png and index.html in {out}",
+          file=sys.stderr)
     return rows, failed

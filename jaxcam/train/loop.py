@@ -138,7 +138,7 @@ def run(cfg: Dict[str, Any], where=None, options=OPTIONS, progress: Optional[Pro
     result = {"best_epoch": best_epoch["epoch"], "val_acc": summary["accuracy"], "epochs_run": len(history),
               "early_stopped": bool(stopped and stopped.startswith("early")), "wall_seconds": time.time() - t_start,
               "trained_minutes": sum(h["seconds"] for h in history) / 60}
-    reports.write_json(os.path.join(out, "summary.json"), result)
+    reports.write_summary(out, result)
     print(f"{val_split} accuracy {summary['accuracy']:.4f} ({len(val)} images, best epoch {best_epoch['epoch']}); "
           f"wall time {result['wall_seconds'] / 60:.1f} min; outputs in {out}", flush=True)
     return result

@@ -1,5 +1,7 @@
 """What a training run leaves in its folder: metrics.csv/json, curves.png, confusion.png,
-per_class.csv, misclassified.png and cams.png (Grad-CAM of the predicted class per network stage).
+per_class.csv, misclassified.png and cams.png (Grad-CAM of the predicted class per network stage),
+and index.html, a page of all of it rebuilt after every epoch (`jaxcam.viz.pages`; the gallery's
+pictures in ``page/``).
 
     reports.write_metrics(out, history)                      # after every epoch
     reports.write_final(out, model, images, labels, logits, class_names)   # at the end (size: the model's)
@@ -22,6 +24,8 @@ from jaxcam import jobs
 from jaxcam._src.split import input_shape, layer_shapes, list_layers
 from jaxcam.methods.gradient import grad_cam
 from jaxcam.train.steps import input_size, preprocess
+from jaxcam.viz import pages
+from jaxcam.viz.heatmaps import heatmap
 
 
 def _plt():
@@ -38,13 +42,19 @@ def write_json(path: str, data) -> None:
     jobs.write_bytes(path, json.dumps(data, indent=1).encode())
 
 
+def write_summary(out: str, result: dict) -> None:
+    """summary.json of a finished run, and its page (now "finished")."""
+    write_json(os.path.join(out, "summary.json"), result)
+    pages.train_page(out)
+
+
 def _savefig(fig, path: str, **kwargs) -> None:
     with jobs.atomic_path(path) as tmp:
         fig.savefig(tmp, format=os.path.splitext(path)[1][1:] or "png", **kwargs)
 
 
 def write_metrics(out: str, history: Sequence[dict]) -> None:
-    """metrics.json, metrics.csv (one row per epoch) and curves.png."""
+    """metrics.json, metrics.csv (one row per epoch), curves.png and index.html."""
     write_json(os.path.join(out, "metrics.json"), list(history))
     keys = []
     for h in history:
@@ -54,6 +64,7 @@ def write_metrics(out: str, history: Sequence[dict]) -> None:
         writer.writeheader()
         writer.writerows(history)
     plot_curves(os.path.join(out, "curves.png"), history)
+    pages.train_page(out)
 
 
 def plot_curves(path: str, history: Sequence[dict]) -> None:
@@ -147,7 +158,7 @@ def _softmax(logits):
 def write_final(out: str, model, images: np.ndarray, labels: np.ndarray, logits: np.ndarray,
                 class_names: Sequence[str], image_size: Optional[int] = None, gallery: int = 10,
                 cam_layers: Optional[Sequence[str]] = None, title: str = "") -> dict:
-    """confusion.png, per_class.csv (+ .json), misclassified.png and cams.png; returns a summary.
+    """confusion.png, per_class.csv (+ .json), misclassified.png and cams.png (and index.html); returns a summary.
 
     `gallery` is the number of misclassified images shown (most confident mistakes first); 0 = no
     gallery and no CAM figure. `image_size`: the model's own (``model.info.input_size``) unless given.
@@ -166,6 +177,7 @@ def write_final(out: str, model, images: np.ndarray, labels: np.ndarray, logits:
     write_json(os.path.join(out, "per_class.json"), summary)
     wrong = np.flatnonzero(pred != labels)
     if gallery <= 0 or len(wrong) == 0:
+        pages.train_page(out)
         return summary
     prob = _softmax(logits[wrong].astype(np.float64))
     chosen = wrong[np.argsort(-prob.max(-1), kind="stable")][:gallery]
@@ -174,8 +186,10 @@ def write_final(out: str, model, images: np.ndarray, labels: np.ndarray, logits:
               for j, i in enumerate(chosen)]
     shown = images[chosen]
     _gallery(os.path.join(out, "misclassified.png"), shown, titles)
-    _cams(os.path.join(out, "cams.png"), model, shown, pred[chosen], titles, image_size,
-          list(cam_layers) if cam_layers else stage_layers(model, image_size), title)
+    layers = list(cam_layers) if cam_layers else stage_layers(model, image_size)
+    cams = _cams(os.path.join(out, "cams.png"), model, shown, pred[chosen], titles, image_size, layers, title)
+    pages.save_gallery(out, shown, titles, layers, [heatmap(c) for c in cams])
+    pages.train_page(out)
     return summary
 
 
@@ -219,3 +233,4 @@ def _cams(path, model, images, targets, titles, image_size, layers, title):
     fig.tight_layout()
     _savefig(fig, path, dpi=120)
     plt.close(fig)
+    return rows

@@ -5,7 +5,8 @@ a grid of images x methods. What ``jaxcam render`` runs, callable from Python:
     method = jaxcam.registry.get("grad_cam")
     render.render(render.Job(out="/tmp/cams"), model, 224, None, [method], {"grad_cam": {}}, items, unmatched)
 
-Files: ``<out>/<image>_<method>.png``; with several map methods also ``<out>/grid.png``. Outputs are
+Files: ``<out>/<image>_<method>.png``; with several map methods also ``<out>/grid.png``; and the page
+``<out>/index.html`` (`jaxcam.viz.pages`, from ``<out>/page/``: each original and each heatmap). Outputs are
 written atomically, a rerun skips finished images (``overwrite`` redoes them), and several processes
 (`jaxcam.distributed`) each render their share of whole batches; process 0 writes grid.png.
 Unreadable files are reported and skipped.
@@ -28,6 +29,7 @@ from jaxcam import images as images_lib
 from jaxcam._src.hints import ConfigError
 from jaxcam.batching import explain_batches
 from jaxcam.models import classes as classes_lib
+from jaxcam.viz import pages
 from jaxcam.viz.figures import panels, save_figure, save_grid, title
 
 DEFAULT_MODEL = "efficientnet_lite0"
@@ -182,7 +184,8 @@ def render(args: Job, model, size, target, chosen, options, items, unmatched) ->
     # Fixed batches of the whole list (a resumed or multi-process run computes every image in the same
     # batch as one uninterrupted process); this process takes its share of whole batches.
     bs = args.batch_size
-    outputs = lambda it: [output_path(args.out, it, m) for m in names]  # noqa: E731
+    outputs = lambda it: [output_path(args.out, it, m) for m in names] + [  # noqa: E731
+        pages.original_path(args.out, it.name)] + [pages.cell_path(args.out, it.name, m) for m in names]
     done = lambda it: not args.overwrite and all(os.path.exists(p) for p in outputs(it))  # noqa: E731
     mine = distributed.share(len(items), block=bs)
     batches = [items[i : i + bs] for i in range(mine.start, mine.stop, bs)]
@@ -202,6 +205,7 @@ def render(args: Job, model, size, target, chosen, options, items, unmatched) ->
     map_methods = [m.name for m in chosen if m.output == "map"]
     calls = {m.name: m.bound(options[m.name]) for m in chosen}  # options were checked once, by the caller
     failures, rendered, overlays = [], [], {}
+    cells = {}  # (image, method) -> what its page cell says (pages.save_cell)
 
     def explain(batch, report=True, maps=None):
         """Load and explain one batch; {item name: (item, loaded, {method: shown panels})} of the good ones."""
@@ -231,13 +235,24 @@ def render(args: Job, model, size, target, chosen, options, items, unmatched) ->
                     maps.setdefault(it.name, {})[m.name] = np.asarray(one, np.float32)
                 shown[it.name][2][m.name] = (panels(m.output, ld.image, one, args.colormap, args.alpha),
                                              title(model, m.name, probs[i], target, ld.label))
+                explained = int(np.argmax(probs[i])) if target is None else int(target)
+                if report:
+                    cells[it.name, m.name] = {
+                        "explained": model.class_name(explained), "score": float(probs[i, explained]),
+                        "predicted": model.class_name(int(np.argmax(probs[i]))), "label": ld.label,
+                        "heading": shown[it.name][2][m.name][1]}
         return shown
 
     bar = tqdm(total=sum(map(len, todo)), unit="img", desc="render", disable=not distributed.is_main())
     raw = {}  # --save-maps: item name -> {method: map}
     for batch in todo:
         for name, (it, ld, per_method) in explain(batch, maps=raw).items():
+            if args.overwrite or not os.path.exists(pages.original_path(args.out, name)):
+                pages.save_image(pages.original_path(args.out, name), ld.image)
             for m, (panel, heading) in per_method.items():
+                info = cells.pop((name, m))
+                if args.overwrite or not os.path.exists(pages.cell_path(args.out, name, m)):  # before the PNG
+                    pages.save_cell(args.out, name, m, panel[1][1], info)
                 if args.overwrite or not os.path.exists(output_path(args.out, it, m)):  # never write twice
                     npy = output_path(args.out, it, m)[:-4] + ".npy"
                     if args.save_maps and m in raw.get(name, {}) and (args.overwrite or not os.path.exists(npy)):
@@ -267,8 +282,10 @@ def render(args: Job, model, size, target, chosen, options, items, unmatched) ->
                           if it.name in overlays][: GRID_MAX - len(grid_rows)]
     if grid_rows:
         save_grid(os.path.join(args.out, "grid.png"), grid_rows, map_methods)
+    if distributed.is_main():  # from the files of every process and every earlier (killed) run
+        pages.render_page(args.out, [it.name for it in items], names, args.alpha)
     print(f"\nrendered {len(rendered)} images x {len(names)} methods -> {os.path.abspath(args.out)}/"
-          + (" (+ grid.png)" if grid_rows else ""))
+          + (" (+ grid.png)" if grid_rows else "") + "; open index.html")
     if done_before:
         print(f"already done before: {done_before}")
     if failures:

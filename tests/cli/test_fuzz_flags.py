@@ -121,7 +121,8 @@ def test_render_finishes_the_rest_of_the_batch(tmp_path):
                               "--image-size", "32", "--batch-size", "4", "--out", str(tmp_path / "out")])
     text = out.getvalue()
     assert status == 0, text
-    assert sorted(os.listdir(tmp_path / "out")) == ["good0_grad_cam.png", "good1_grad_cam.png", "render.json"]
+    assert sorted(os.listdir(tmp_path / "out")) == ["good0_grad_cam.png", "good1_grad_cam.png", "index.html", "page",
+                                                    "render.json"]
     for name in ("truncated.png", "empty.jpg", "fake.png"):
         assert sum(line.startswith("skipped") and name in line for line in text.splitlines()) == 1, text
 

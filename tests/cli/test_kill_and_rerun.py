@@ -16,6 +16,7 @@ import io
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -81,6 +82,8 @@ def content(path: Path, root: Path):
         data = json.loads(_text(path, root))
         strip = lambda d: {k: v for k, v in d.items() if k not in TIMING} if isinstance(d, dict) else d  # noqa: E731
         return [strip(d) for d in data] if isinstance(data, list) else strip(data)
+    if suffix == ".html":  # a page (jaxcam.viz.pages): drop its wall-clock cells and rows (class "timing")
+        return re.sub(r'<(td|tr) class="[^"]*timing[^"]*".*?</\1>', "", _text(path, root), flags=re.S)
     if suffix == ".md":  # markdown table: drop the timing column
         rows = [line.split("|") for line in _text(path, root).splitlines()]
         return [r[:-2] for r in rows]
@@ -175,8 +178,9 @@ def test_render_killed_and_rerun(images, tmp_path):
 
     rc, _, log = run(cmd(tmp_path / "ref"))
     assert rc == 0, log[-3000:]
-    assert len(files(tmp_path / "ref")) == 12 * 2 + 2  # triptychs, grid.png, render.json
-    per_item = lambda rel: rel != "grid.png" and rel.endswith(".png")  # noqa: E731
+    # triptychs, grid.png, render.json, index.html and its pictures (12 originals, 12 x 2 heatmaps)
+    assert len(files(tmp_path / "ref")) == 12 * 2 + 3 + 12 * 3
+    per_item = lambda rel: rel != "grid.png" and rel.endswith((".png", ".jpg"))  # noqa: E731
     seen = kill_and_rerun(cmd, tmp_path / "ref", tmp_path / "work", 24, lambda w: _count(w, "*_*.png"), 1, per_item)
     assert seen, "no kill happened while images were being written"
 
@@ -228,7 +232,7 @@ def test_training_killed_and_rerun(tmp_path):
     assert rc == 0, log[-3000:]
     kill_and_rerun(cmd, tmp_path / "ref", tmp_path / "work", 4, _epochs, 3, per_item=lambda rel: False,
                    skip=("checkpoints",), check_after_kill=at_most_the_current_epoch_lost,
-                   growing=("metrics.json", "metrics.csv", "curves.png"))
+                   growing=("metrics.json", "metrics.csv", "curves.png", "index.html"))
     a, b = (train_lib.load_checkpoint(str(tmp_path / d / "checkpoints" / "last")) for d in ("ref", "work"))
     import jax
 

@@ -21,7 +21,8 @@ def test_render_skips_a_bomb_and_renders_the_rest(tmp_path, bomb_png):
                               "--image-size", "32", "--batch-size", "2", "--out", str(tmp_path / "out")])
     text = out.getvalue()
     assert status == 0, text
-    assert sorted(os.listdir(tmp_path / "out")) == ["good_grad_cam.png", "render.json"]
+    assert sorted(os.listdir(tmp_path / "out")) == ["good_grad_cam.png", "index.html", "page", "render.json"]
+    assert sorted(os.listdir(tmp_path / "out" / "page")) == ["good.jpg", "good_grad_cam.png"]  # the page's pictures
     assert text.count(f"skipped {folder / 'bomb.png'}: decompression bomb") == 1, text  # one line (tqdm.write)
     assert "skipped 1 unreadable" in text
     assert "Traceback" not in text
