@@ -25,9 +25,11 @@ import argparse
 import gzip
 import os
 import shutil
+import multiprocessing
 import subprocess
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 import flax.linen as nn
 import jax
@@ -40,7 +42,7 @@ from jaxcam import losses
 
 DATA = "/usr/share/datasets/fashion-mnist"
 PATCH = 4
-MARGIN = 2
+MARGIN = 6  # pixels around the patch: the receptive field of conv3's cells (the decoy leaks that far)
 LAYER = "conv3"
 
 
@@ -88,14 +90,14 @@ class SmallCNN(nn.Module):
         x = nn.max_pool(x, (2, 2), (2, 2))
         x = nn.relu(nn.Conv(32, (3, 3), name="conv2")(x))
         x = nn.relu(nn.Conv(32, (3, 3), name="conv3")(x))
-        return nn.Dense(10, name="fc")(x.mean(axis=(1, 2)))
+        return nn.Dense(10, name="fc")(x.reshape(x.shape[0], -1))  # a flat head reads the corners directly
 
 
 def to_input(images):
     return (jnp.asarray(images, jnp.float32)[..., None] / 255.0 - 0.29) / 0.35
 
 
-def train(images, labels, avoid, *, seed: int, steps: int, batch: int, weight: float):
+def train(images, labels, avoid, *, seed: int, steps: int, batch: int, weight: float, method: str = "grad_cam"):
     """Adam, `steps` steps of `batch` images; the guidance term only when `weight` > 0. Returns params."""
     net = SmallCNN()
     params = net.init(jax.random.key(seed), to_input(images[:1]))["params"]
@@ -106,7 +108,7 @@ def train(images, labels, avoid, *, seed: int, steps: int, batch: int, weight: f
         ce = optax.softmax_cross_entropy_with_integer_labels(model(x), y).mean()
         if weight == 0:
             return ce
-        return ce + weight * losses.guidance_loss(model, x, avoid=mask, targets=y)
+        return ce + weight * losses.guidance_loss(model, x, avoid=mask, method=method, targets=y)
 
     @jax.jit
     def step(params, opt_state, x, y, mask):
@@ -124,14 +126,14 @@ def train(images, labels, avoid, *, seed: int, steps: int, batch: int, weight: f
     return params
 
 
-def evaluate(params, images, labels, avoid, batch: int = 500):
-    """(test accuracy, mean share of the normalized Grad-CAM energy on the avoid region)."""
+def evaluate(params, images, labels, avoid, method: str = "grad_cam", batch: int = 500):
+    """(test accuracy, mean share of the normalized map's energy on the avoid region)."""
     model = jaxcam.Model(SmallCNN(), {"params": params}, jaxcam.ModelInfo(default_layer=LAYER))
 
     @jax.jit
     def one(x, y, mask):
         correct = jnp.sum(jnp.argmax(model(x), -1) == y)
-        share = losses.energy_share(jaxcam.grad_cam(model, x, LAYER, y), mask).sum()
+        share = losses.energy_share(jaxcam.registry.get(method).fn(model, x, LAYER, y), mask).sum()
         return correct, share
 
     correct = share = 0.0
@@ -142,8 +144,8 @@ def evaluate(params, images, labels, avoid, batch: int = 500):
     return correct / len(images), share / len(images)
 
 
-def figure(path, runs, test_images, test_labels, avoid):
-    """Test images with the Grad-CAM of each kind of model (seed 0)."""
+def figure(path, runs, test_images, test_labels, method: str = "grad_cam"):
+    """Test images with the map of each kind of model (seed 0)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -156,7 +158,7 @@ def figure(path, runs, test_images, test_labels, avoid):
     for row, (kind, params) in enumerate(runs.items(), start=1):
         model = jaxcam.Model(SmallCNN(), {"params": params}, jaxcam.ModelInfo(default_layer=LAYER))
         x = to_input(test_images[picks])
-        maps = np.asarray(jaxcam.grad_cam(model, x, LAYER, jnp.asarray(test_labels[picks])))
+        maps = np.asarray(jaxcam.registry.get(method).fn(model, x, LAYER, jnp.asarray(test_labels[picks])))
         pred = np.asarray(jnp.argmax(model(x), -1))
         for j in range(len(picks)):
             axes[row, j].imshow(test_images[picks[j]], cmap="gray")
@@ -170,50 +172,68 @@ def figure(path, runs, test_images, test_labels, avoid):
     print(f"figure: {path}")
 
 
+def load(train_size: int, test_size: int):
+    """(train images, labels, decoy images, their avoid masks, test images, labels, decoy test images, masks)."""
+    folder = locate_fashion_mnist()
+    rng = np.random.default_rng(0)
+    train_x = read_idx(os.path.join(folder, "train-images-idx3-ubyte.gz"))[:train_size]
+    train_y = read_idx(os.path.join(folder, "train-labels-idx1-ubyte.gz"))[:train_size]
+    test_x = read_idx(os.path.join(folder, "t10k-images-idx3-ubyte.gz"))[:test_size]
+    test_y = read_idx(os.path.join(folder, "t10k-labels-idx1-ubyte.gz"))[:test_size]
+    decoy_x, decoy_avoid = add_decoy(train_x, train_y, rng, random_level=False)
+    test_decoy_x, test_avoid = add_decoy(test_x, test_y, rng, random_level=True)
+    return train_x, train_y, decoy_x, decoy_avoid, test_x, test_y, test_decoy_x, test_avoid
+
+
+def run_seed(seed: int, args) -> dict:
+    """{kind: (test accuracy, energy share on the patch, params as numpy)} of one seed's three runs."""
+    train_x, train_y, decoy_x, decoy_avoid, test_x, test_y, test_decoy_x, test_avoid = load(args.train_size, args.test_size)
+    kinds = {"clean": (train_x, 0.0, test_x), "decoy": (decoy_x, 0.0, test_decoy_x),
+             "guided": (decoy_x, args.weight, test_decoy_x)}
+    out = {}
+    for kind, (images, weight, test_images) in kinds.items():
+        t = time.time()
+        params = train(images, train_y, decoy_avoid, seed=seed, steps=args.steps, batch=args.batch, weight=weight,
+                       method=args.method)
+        acc, share = evaluate(params, test_images, test_y, test_avoid, args.method)
+        out[kind] = (acc, share, jax.tree_util.tree_map(np.asarray, params))
+        print(f"seed {seed} {kind:6s}: test accuracy {acc:.4f}, {args.method} energy on the patch {share:.3f} "
+              f"({time.time() - t:.0f} s, load {os.getloadavg()[0]:.1f})", flush=True)
+    return out
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--jobs", type=int, default=3, help="seeds run in parallel processes")
+    parser.add_argument("--method", default="hires_cam", help="the map guided and measured")
     parser.add_argument("--weight", type=float, default=10.0, help="guidance loss weight")
     parser.add_argument("--train-size", type=int, default=20000)
-    parser.add_argument("--test-size", type=int, default=5000)
+    parser.add_argument("--test-size", type=int, default=2000)
     parser.add_argument("--figure", default="docs/decoy_mnist.png")
     args = parser.parse_args(argv)
 
-    folder = locate_fashion_mnist()
-    rng = np.random.default_rng(0)
-    train_x = read_idx(os.path.join(folder, "train-images-idx3-ubyte.gz"))[:args.train_size]
-    train_y = read_idx(os.path.join(folder, "train-labels-idx1-ubyte.gz"))[:args.train_size]
-    test_x = read_idx(os.path.join(folder, "t10k-images-idx3-ubyte.gz"))[:args.test_size]
-    test_y = read_idx(os.path.join(folder, "t10k-labels-idx1-ubyte.gz"))[:args.test_size]
-    decoy_x, decoy_avoid = add_decoy(train_x, train_y, rng, random_level=False)
-    test_decoy_x, test_avoid = add_decoy(test_x, test_y, rng, random_level=True)
-    kinds = {
-        "clean": (train_x, decoy_avoid, 0.0, test_x),
-        "decoy": (decoy_x, decoy_avoid, 0.0, test_decoy_x),
-        "guided": (decoy_x, decoy_avoid, args.weight, test_decoy_x),
-    }
+    locate_fashion_mnist()
     print(f"load average before: {os.getloadavg()}", flush=True)
-    results, first = {k: [] for k in kinds}, {}
-    for seed in range(args.seeds):
-        for kind, (images, avoid, weight, test_images) in kinds.items():
-            t = time.time()
-            params = train(images, train_y, avoid, seed=seed, steps=args.steps, batch=args.batch, weight=weight)
-            acc, share = evaluate(params, test_images, test_y, test_avoid)
-            results[kind].append((acc, share))
-            first.setdefault(kind, params)
-            print(f"seed {seed} {kind:6s}: test accuracy {acc:.4f}, Grad-CAM energy on the patch {share:.3f} "
-                  f"({time.time() - t:.0f} s, load {os.getloadavg()[0]:.1f})", flush=True)
-    print(f"\n{args.steps} steps x {args.batch} images, {args.seeds} seeds, guidance weight {args.weight}")
-    print("| training | test accuracy (mean ± std) | Grad-CAM energy on the patch region |")
+    t = time.time()
+    if args.jobs > 1:
+        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            per_seed = list(pool.map(run_seed, range(args.seeds), [args] * args.seeds))
+    else:
+        per_seed = [run_seed(seed, args) for seed in range(args.seeds)]
+    print(f"\n{args.steps} steps x {args.batch} images, {args.seeds} seeds, {args.method} guidance weight "
+          f"{args.weight}, {time.time() - t:.0f} s")
+    print(f"| training | test accuracy (mean ± std) | {args.method} energy on the patch region (mean ± std) |")
     print("|---|---|---|")
-    for kind, rows in results.items():
-        acc, share = np.array(rows).T
+    for kind in per_seed[0]:
+        acc, share = np.array([run[kind][:2] for run in per_seed]).T
         print(f"| {kind} | {acc.mean():.3f} ± {acc.std():.3f} | {share.mean():.3f} ± {share.std():.3f} |")
     print(f"load average after: {os.getloadavg()}")
     if args.figure:
-        figure(args.figure, first, test_decoy_x, test_y, test_avoid)
+        _, _, _, _, _, test_y, test_decoy_x, _ = load(args.train_size, args.test_size)
+        figure(args.figure, {kind: run[2] for kind, run in per_seed[0].items()}, test_decoy_x, test_y, args.method)
 
 
 if __name__ == "__main__":

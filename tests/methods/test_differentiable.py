@@ -31,12 +31,14 @@ CASES = [
 
 
 class SmoothNet(nn.Module):
+    dtype: type = jnp.float64  # of the parameters
+
     @nn.compact
     def __call__(self, x):
-        x = nn.softplus(nn.Conv(4, (3, 3), name="conv1", param_dtype=jnp.float64)(x))
-        x = jnp.tanh(nn.Conv(5, (3, 3), name="conv2", param_dtype=jnp.float64)(x))
-        x = nn.Conv(6, (3, 3), name="conv3", param_dtype=jnp.float64)(x)
-        return nn.Dense(3, name="fc", param_dtype=jnp.float64)(x.mean(axis=(1, 2)))
+        x = nn.softplus(nn.Conv(4, (3, 3), name="conv1", param_dtype=self.dtype)(x))
+        x = jnp.tanh(nn.Conv(5, (3, 3), name="conv2", param_dtype=self.dtype)(x))
+        x = nn.Conv(6, (3, 3), name="conv3", param_dtype=self.dtype)(x)
+        return nn.Dense(3, name="fc", param_dtype=self.dtype)(x.mean(axis=(1, 2)))
 
 
 @pytest.fixture
@@ -46,10 +48,10 @@ def x64():
         yield
 
 
-def smooth_model(seed=0):
-    x = jax.random.normal(jax.random.key(seed + 100), (2, 8, 8, 2), jnp.float64)
-    variables = SmoothNet().init(jax.random.key(seed), x)
-    return jaxcam.Model(SmoothNet(), variables), x
+def smooth_model(seed=0, dtype=jnp.float64):
+    x = jax.random.normal(jax.random.key(seed + 100), (2, 8, 8, 2), dtype)
+    variables = SmoothNet(dtype).init(jax.random.key(seed), x)
+    return jaxcam.Model(SmoothNet(dtype), variables), x
 
 
 def tree_dot(a, b):
@@ -96,3 +98,47 @@ def test_gradient_matches_finite_differences(x64, name, layer, normalize):
     err_x, err_p = relative_errors(fn, model, x)
     print(f"{name} {layer} normalize={normalize}: input {err_x:.1e} params {err_p:.1e}")
     assert err_x <= RTOL and err_p <= RTOL, (err_x, err_p)
+
+
+# ---------------------------------------------------------------- composition
+
+
+def test_map_under_jit_and_vmap_over_an_ensemble():
+    """A map is a pure function of (parameters, input): jit it, vmap it over stacked parameter sets."""
+    model, x = smooth_model(dtype=jnp.float32)
+    members = [SmoothNet(jnp.float32).init(jax.random.key(s), x) for s in range(3)]
+    stacked = jax.tree_util.tree_map(lambda *v: jnp.stack(v), *members)
+
+    @jax.jit
+    def ensemble(variables, x):
+        return jax.vmap(lambda v: jaxcam.grad_cam(model.with_variables(v), x, "conv2", jnp.array([0, 2])))(variables)
+
+    maps = ensemble(stacked, x)
+    assert maps.shape == (3, 2, 8, 8)
+    for k, member in enumerate(members):
+        one = jaxcam.grad_cam(model.with_variables(member), x, "conv2", jnp.array([0, 2]))
+        np.testing.assert_allclose(maps[k], one, atol=1e-5)
+
+
+def test_optax_steps_on_a_loss_of_a_map():
+    """jax.grad of a loss of a map, inside a jitted optax loop: the loss goes down."""
+    model, x = smooth_model(dtype=jnp.float32)
+    params = model.variables["params"]
+    tx = optax.adam(3e-2)
+
+    def loss(params):
+        m = model.with_variables({"params": params})
+        return jnp.mean(jaxcam.grad_cam(m, x, "conv2", jnp.array([0, 2]), normalize=False)[:, :3, :3] ** 2)
+
+    @jax.jit
+    def step(params, state):
+        value, grads = jax.value_and_grad(loss)(params)
+        updates, state = tx.update(grads, state)
+        return optax.apply_updates(params, updates), state, value
+
+    state = tx.init(params)
+    values = []
+    for _ in range(10):
+        params, state, value = step(params, state)
+        values.append(float(value))
+    assert np.all(np.isfinite(values)) and values[-1] < 0.5 * values[0], values
