@@ -56,9 +56,11 @@ def check_mask(mask, x_shape, name: str = "mask") -> jnp.ndarray:
         values = np.asarray(mask, np.float64)
     except jax.errors.TracerArrayConversionError:
         values = None  # under jit: shape checked, values cannot be
-    if values is not None and not (np.isfinite(values).all() and values.min() >= 0 and values.max() <= 1):
-        raise ValueError(f"{name} values must lie in [0, 1] (1 = the region); got min {np.nanmin(values):g}, "
-                         f"max {np.nanmax(values):g}" + ("" if np.isfinite(values).all() else ", with NaN/inf"))
+    if values is not None and not np.isfinite(values).all():
+        raise ValueError(f"{name} has NaN or infinite values; pass values in [0, 1] (1 = the region)")
+    if values is not None and values.size and (values.min() < 0 or values.max() > 1):
+        raise ValueError(f"{name} values must lie in [0, 1] (1 = the region); got min {values.min():g}, "
+                         f"max {values.max():g}")
     return mask if jnp.issubdtype(mask.dtype, jnp.floating) else mask.astype(jnp.float32)
 
 
