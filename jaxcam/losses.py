@@ -35,7 +35,7 @@ def energy_share(maps: jnp.ndarray, region: jnp.ndarray) -> jnp.ndarray:
     total = energy.sum(axis=(-2, -1))
     inside = (energy * region).sum(axis=(-2, -1))
     safe = jnp.where(total > 0, total, 1.0)
-    return jnp.where(total > 0, inside / safe, 0.0)
+    return jnp.where(total > 0, inside / safe, 0.0)  # (N,) or (N, T) for maps (N, T, H, W)
 
 
 def check_mask(mask, x_shape, name: str = "mask") -> jnp.ndarray:
@@ -85,7 +85,8 @@ def guidance_loss(model, x, *, avoid=None, focus=None, method="grad_cam", layer=
       focus: (N, H, W) or (H, W) masks in [0, 1] of where the evidence SHOULD be (the object).
       method: a map method's name or alias (default "grad_cam").
       layer: the method's layer (None: the model's default layer).
-      targets: the explained classes: None (argmax), int or (N,) ints (in training: the labels).
+      targets: the explained classes: None (argmax), int or (N,) ints (in training: the labels), or
+        (N, T) ints: T maps per image, all penalized (e.g. every class).
       normalize: False (default) penalizes the raw map (smooth: no ReLU, no min-max switching);
         True the normalized map in [0, 1] (see docs/differentiable.md for where it is not smooth).
       **options: the method's own options (e.g. ``score="softmax"``).
@@ -115,6 +116,9 @@ def guidance_loss(model, x, *, avoid=None, focus=None, method="grad_cam", layer=
     if not normalize:
         options["normalize"] = False
     maps = chosen.fn(model, x, layer, targets, **options)
+    if maps.ndim == 4:  # targets (N, T): one map per class, each against the image's masks
+        avoid = avoid if avoid is None or avoid.ndim == 2 else avoid[:, None]
+        focus = focus if focus is None or focus.ndim == 2 else focus[:, None]
     loss = jnp.zeros((), maps.dtype)
     if avoid is not None:
         loss = loss + energy_share(maps, avoid).mean()

@@ -81,6 +81,12 @@ def test_energy_share_and_loss_against_numpy():
     got = losses.guidance_loss(model, x, avoid=avoid, focus=f, targets=y)
     np.testing.assert_allclose(float(got), share(a) + 1.0 - share(f), rtol=1e-5)
 
+    both = jnp.stack([jnp.zeros(4, jnp.int32), jnp.ones(4, jnp.int32)], axis=1)  # (N, T): both classes' maps
+    per_class = [np.asarray(jaxcam.grad_cam(model, x, "conv2", c, normalize=False), np.float64) for c in (0, 1)]
+    want = np.mean([((r ** 2 * a).sum((1, 2)) / (r ** 2).sum((1, 2))).mean() for r in per_class])
+    got = losses.guidance_loss(model, x, avoid=jnp.broadcast_to(avoid, (4, SIZE, SIZE)), targets=both)
+    np.testing.assert_allclose(float(got), want, rtol=1e-5)
+
 
 @pytest.mark.parametrize("kwargs, message", [
     ({}, "needs masks"),
