@@ -97,7 +97,8 @@ def to_input(images):
     return (jnp.asarray(images, jnp.float32)[..., None] / 255.0 - 0.29) / 0.35
 
 
-def train(images, labels, avoid, *, seed: int, steps: int, batch: int, weight: float, method: str = "grad_cam"):
+def train(images, labels, avoid, *, seed: int, steps: int, batch: int, weight: float, method: str = "grad_cam",
+          rival: bool = False):
     """Adam, `steps` steps of `batch` images; the guidance term only when `weight` > 0. Returns params."""
     net = SmallCNN()
     params = net.init(jax.random.key(seed), to_input(images[:1]))["params"]
@@ -105,10 +106,15 @@ def train(images, labels, avoid, *, seed: int, steps: int, batch: int, weight: f
 
     def loss_fn(params, x, y, mask):
         model = jaxcam.Model(net, {"params": params}, jaxcam.ModelInfo(default_layer=LAYER))
-        ce = optax.softmax_cross_entropy_with_integer_labels(model(x), y).mean()
+        logits = model(x)
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
         if weight == 0:
             return ce
-        return ce + weight * losses.guidance_loss(model, x, avoid=mask, method=method, targets=y)
+        targets = y
+        if rival:  # also the map of the highest-scoring wrong class
+            wrong = jnp.argmax(jnp.where(jax.nn.one_hot(y, 10, dtype=bool), -jnp.inf, logits), -1)
+            targets = jnp.stack([y, jax.lax.stop_gradient(wrong)], axis=1)
+        return ce + weight * losses.guidance_loss(model, x, avoid=mask, method=method, targets=targets)
 
     @jax.jit
     def step(params, opt_state, x, y, mask):
@@ -190,11 +196,12 @@ def run_seed(seed: int, args) -> dict:
     train_x, train_y, decoy_x, decoy_avoid, test_x, test_y, test_decoy_x, test_avoid = load(args.train_size, args.test_size)
     kinds = {"clean": (train_x, 0.0, test_x), "decoy": (decoy_x, 0.0, test_decoy_x),
              "guided": (decoy_x, args.weight, test_decoy_x)}
+    kinds = {k: v for k, v in kinds.items() if k in args.kinds.split(",")}
     out = {}
     for kind, (images, weight, test_images) in kinds.items():
         t = time.time()
         params = train(images, train_y, decoy_avoid, seed=seed, steps=args.steps, batch=args.batch, weight=weight,
-                       method=args.method)
+                       method=args.method, rival=args.rival)
         acc, share = evaluate(params, test_images, test_y, test_avoid, args.method)
         out[kind] = (acc, share, jax.tree_util.tree_map(np.asarray, params))
         print(f"seed {seed} {kind:6s}: test accuracy {acc:.4f}, {args.method} energy on the patch {share:.3f} "
@@ -210,6 +217,8 @@ def main(argv=None):
     parser.add_argument("--jobs", type=int, default=3, help="seeds run in parallel processes")
     parser.add_argument("--method", default="hires_cam", help="the map guided and measured")
     parser.add_argument("--weight", type=float, default=10.0, help="guidance loss weight")
+    parser.add_argument("--rival", action="store_true", help="also guide the map of the top wrong class")
+    parser.add_argument("--kinds", default="clean,decoy,guided", help="which of the three trainings to run")
     parser.add_argument("--train-size", type=int, default=20000)
     parser.add_argument("--test-size", type=int, default=2000)
     parser.add_argument("--figure", default="docs/decoy_mnist.png")
