@@ -86,6 +86,8 @@ def test_energy_share_and_loss_against_numpy():
     want = np.mean([((r ** 2 * a).sum((1, 2)) / (r ** 2).sum((1, 2))).mean() for r in per_class])
     got = losses.guidance_loss(model, x, avoid=jnp.broadcast_to(avoid, (4, SIZE, SIZE)), targets=both)
     np.testing.assert_allclose(float(got), want, rtol=1e-5)
+    traced = jax.jit(lambda t: losses.guidance_loss(model, x, avoid=avoid, targets=t))(both)  # (N, T) traced
+    np.testing.assert_allclose(float(traced), want, rtol=1e-5)
 
 
 @pytest.mark.parametrize("kwargs, message", [
