@@ -14,6 +14,7 @@ and reports test accuracy on the decoy test set (random patches; clean test set 
 and spread over the seeds, and the share of the (normalized) Grad-CAM energy on the patch.
 
     python scripts/decoy_mnist.py                      # 3 seeds, writes docs/decoy_mnist.png
+    python scripts/decoy_mnist.py --rival --kinds guided  # guide the top wrong class's map too (best)
     python scripts/decoy_mnist.py --steps 100 --seeds 1   # a quick look
 
 Fashion-MNIST comes from Debian's ``dataset-fashion-mnist`` (installed with apt-get when missing and
