@@ -10,6 +10,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxcam._src.dtypes import as_map_float
+
 FINAL_ACTIVATIONS = ("relu", "softmax", "none")
 
 
@@ -31,7 +33,7 @@ def activate(cam: jnp.ndarray, final_activation: str) -> jnp.ndarray:
 
 def minmax(cam: jnp.ndarray) -> jnp.ndarray:
     """Per-image (x - min) / (max - min) over all but the first axis; constant maps -> 0."""
-    cam = jnp.nan_to_num(cam.astype(jnp.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    cam = jnp.nan_to_num(as_map_float(cam), nan=0.0, posinf=0.0, neginf=0.0)
     axes = tuple(range(1, cam.ndim))
     lo = cam.min(axis=axes, keepdims=True)
     span = cam.max(axis=axes, keepdims=True) - lo
@@ -46,5 +48,5 @@ def resize(cam: jnp.ndarray, size) -> jnp.ndarray:
 
 
 def finish(cam: jnp.ndarray, size, final_activation: str = "relu") -> jnp.ndarray:
-    """Raw maps (N, h, w) -> (N, H, W) float32 in [0, 1]."""
+    """Raw maps (N, h, w) -> (N, H, W) in [0, 1]: float32, or float64 from float64 maps."""
     return minmax(resize(minmax(activate(cam, final_activation)), size))

@@ -8,6 +8,8 @@ import math
 
 import jax.numpy as jnp
 
+from jaxcam._src.dtypes import as_map_float
+
 
 def first_component(activations: jnp.ndarray) -> jnp.ndarray:
     """(N, h, w, C) -> (N, h, w): each location's centered C-vector projected on the first principal axis.
@@ -22,7 +24,7 @@ def first_component(activations: jnp.ndarray) -> jnp.ndarray:
     """
     n, *spatial, c = activations.shape  # any number of spatial axes
     locations = math.prod(spatial)
-    x = jnp.nan_to_num(activations.astype(jnp.float32), nan=0.0, posinf=0.0, neginf=0.0).reshape(n, locations, c)
+    x = jnp.nan_to_num(as_map_float(activations), nan=0.0, posinf=0.0, neginf=0.0).reshape(n, locations, c)
     x = x - x.mean(axis=1, keepdims=True)
     if locations < c:
         _, u = jnp.linalg.eigh(jnp.einsum("nlc,nmc->nlm", x, x))  # ascending eigenvalues

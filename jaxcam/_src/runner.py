@@ -31,7 +31,7 @@ from jaxcam._src import compile as compile_lib
 from jaxcam._src import maps
 from jaxcam._src.projection import first_component
 from jaxcam._src.request import make_request, spatial_activation_shape
-from jaxcam._src.dtypes import upcast_half
+from jaxcam._src.dtypes import as_map_float, upcast_half
 from jaxcam._src.split import Split
 from jaxcam._src.tokens import ReshapedSplit
 
@@ -65,7 +65,9 @@ def run(
     core, model, x, layer, targets, final_activation: str = "relu", *,
     reshape_transform=None, aug_smooth=False, eigen_smooth: bool = False, normalize: bool = True, **options,
 ):
-    """Validate the call and run `core` jitted; returns (N, H, W) float32 maps in [0, 1].
+    """Validate the call and run `core` jitted; returns (N, H, W) maps in [0, 1].
+
+    float32, or float64 when x and the parameters are float64 (under ``jax_enable_x64``).
 
     With targets of shape (N, T): (N, T, H, W). With ``normalize=False``: raw maps (any range).
 
@@ -148,7 +150,7 @@ def _maps(core, split, x, targets, final_activation, shared: Shared, options):
     def one(view):
         cam = reduce_channels(core(split, view, targets, **dict(options)), shared.eigen_smooth, view.ndim)
         if not shared.normalize:
-            return maps.resize(cam.astype(jnp.float32), view.shape[1:-1])
+            return maps.resize(as_map_float(cam), view.shape[1:-1])
         if shared.fusing:  # as pytorch-grad-cam: layers are averaged before the post-resize min-max
             return maps.resize(maps.minmax(maps.activate(cam, final_activation)), view.shape[1:-1])
         return maps.finish(cam, view.shape[1:-1], final_activation)

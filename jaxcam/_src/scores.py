@@ -43,8 +43,9 @@ def normalize_targets(targets: Targets, batch: int, num_classes: int):
     """Validate `targets` (outside jit); returns None, a callable, or an int32 array (N,) or (N, T)."""
     if targets is None or callable(targets):
         return targets
-    if isinstance(targets, jax.core.Tracer):
-        return jnp.broadcast_to(jnp.asarray(targets, jnp.int32), (batch,))
+    if isinstance(targets, jax.core.Tracer):  # under jit: (N, T) kept, a scalar or (N,) broadcast to (N,)
+        traced = jnp.asarray(targets, jnp.int32)
+        return traced if traced.ndim == 2 and traced.shape[0] == batch else jnp.broadcast_to(traced, (batch,))
     arr = np.asarray(targets)
     if arr.dtype.kind not in "iu":
         raise TypeError(f"targets must be None, an int, one int per image or a callable; got dtype {arr.dtype}")
