@@ -77,6 +77,7 @@ def make_request(model, x, layer: Optional[str], targets, reshape_transform=None
         layer = model.info.default_layer or automatic_layer(model, shapes, x.ndim)
     path = split_lib.check_layer(model, layer, x.shape)
     out_shape = shapes.get("")  # None when the model returns a pytree
+    targets = targets_lib.per_image_callables(targets, x.shape[0])
     if (out_shape is None or len(out_shape) != 2) and not callable(targets):
         raise ValueError(
             f"the model returns {'shape ' + str(out_shape) if out_shape else 'a pytree'}; class targets need scores "
