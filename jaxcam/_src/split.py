@@ -41,10 +41,11 @@ LayerPath = Tuple[str, ...]
 
 
 def parse_layer(layer: str) -> LayerPath:
-    """``"layer4/1"`` -> ``("layer4", "1")``; dots are accepted as separators too (torch style)."""
-    if not isinstance(layer, str) or not layer.strip("/."):
+    """``"layer4/1"`` -> ``("layer4", "1")``; dots (torch style) and brackets (Equinox's ``layers[3]``)
+    are accepted as separators too."""
+    if not isinstance(layer, str) or not layer.strip("/.[]"):
         raise ValueError(f"layer must be a module path such as 'layer4' or 'layer4/1', got {layer!r}")
-    return tuple(p for p in layer.replace(".", "/").split("/") if p)
+    return tuple(p for p in layer.replace("[", "/").replace("]", "").replace(".", "/").split("/") if p)
 
 
 @runtime_checkable
