@@ -1,8 +1,8 @@
 """What the first argument of every method may be, turned into a `jaxcam.Model`.
 
-A `Model`, a ``(linen module, variables)`` pair, a Flax NNX module or an Equinox module. NNX and
-Equinox are recognised without importing them (a user who built such a module has imported it
-already), and `jaxcam.nnx` / `jaxcam.equinox` are imported only for their users.
+A `Model`, a ``(linen module, variables)`` pair, a Flax NNX module, an Equinox module or a Keras 3
+model. NNX, Equinox and Keras are recognised without importing them (a user who built such a module has imported it
+already), and `jaxcam.nnx` / `jaxcam.equinox` / `jaxcam.keras` are imported only for their users.
 """
 from __future__ import annotations
 
@@ -21,6 +21,10 @@ def as_model(model) -> Model:
         from jaxcam import nnx as jaxcam_nnx  # only NNX users pay for the import
 
         return jaxcam_nnx.model(model)
+    if is_keras(model):
+        from jaxcam import keras as jaxcam_keras  # only Keras users pay for the import
+
+        return jaxcam_keras.model(model)
     if is_equinox(model):
         from jaxcam import equinox as jaxcam_equinox  # only Equinox users pay for the import
 
@@ -32,6 +36,12 @@ def as_model(model) -> Model:
         f"argument, got {type(model).__name__}; build one with jaxcam.Model(module, variables) or "
         "jaxcam.models.resnet50()"
     )
+
+
+def is_keras(obj) -> bool:
+    """True for a Keras 3 model (checked against an already imported ``keras`` only)."""
+    keras = sys.modules.get("keras")
+    return keras is not None and isinstance(getattr(keras, "Model", None), type) and isinstance(obj, keras.Model)
 
 
 def is_equinox(obj) -> bool:
