@@ -68,6 +68,20 @@ def _logits(a, w, b):
     return a.mean(axis=tuple(range(1, a.ndim - 1))) @ w + b
 
 
+def gap_cam(a, w, c):
+    """CAM of a GAP + FC head, which Grad-CAM equals: sum_k W[k, c] A_k, finished."""
+    return _finish((w[:, c].T.reshape(len(c), *(1,) * (a.ndim - 2), -1) * a).sum(-1))
+
+
+def gap_ablation(a, w, b, c):
+    """Ablation-CAM by brute force: zero channel k, re-run the GAP + FC head; w_k = (y - y^(k)) / y."""
+    n = np.arange(len(c))
+    y = _logits(a, w, b)[n, c]
+    drops = np.stack([(y - _logits(np.where(np.arange(a.shape[-1]) == k, 0, a), w, b)[n, c]) / y
+                      for k in range(a.shape[-1])], 1)
+    return _finish(np.einsum("nk,n...k->n...", drops, a))
+
+
 def _first_component(m):
     """numpy SVD: each location's centered channel vector on the first right singular vector, sum(v) >= 0."""
     n, c = m.shape[0], m.shape[-1]
@@ -143,11 +157,8 @@ def test_ablation_family_by_brute_force(setup):
     model, x, a, w, b, logits, c, g = setup
     n = np.arange(len(c))
     y = logits[n, c]
-    # channel ablation: zero channel k, re-run the head
-    drops = np.stack([(y - _logits(np.where(np.arange(a.shape[-1]) == k, 0, a), w, b)[n, c]) / y
-                      for k in range(a.shape[-1])], 1)
-    expected = _finish(np.einsum("nk,n...k->n...", drops, a))
-    np.testing.assert_allclose(np.asarray(jaxcam.ablation_cam(model, x, layer="features")), expected, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(jaxcam.ablation_cam(model, x, layer="features")), gap_ablation(a, w, b, c),
+                               atol=1e-4)
     # location ablation: zero every channel at one location
     spatial = a.shape[1:-1]
     p = _softmax(logits)[n, c]
