@@ -46,6 +46,12 @@ class KerasKind:
     def __eq__(self, other):
         return isinstance(other, KerasKind) and other.model is self.model
 
+    @property
+    def _input(self):
+        """The model's input tensor (a one-input model is called with the array itself, not a list)."""
+        inputs = self.model.inputs
+        return inputs[0] if len(inputs) == 1 else inputs
+
     def _scope(self, values):
         return keras.StatelessScope(state_mapping=list(zip(self.model.variables, values)))
 
@@ -83,7 +89,7 @@ class KerasKind:
         import jax
 
         layers = self._layers()
-        every = self._graph("every", lambda: keras.Model(self.model.inputs, [t for _, t in layers]))
+        every = self._graph("every", lambda: keras.Model(self._input, [t for _, t in layers]))
 
         def run(values, x):
             with self._scope(values):
@@ -95,7 +101,7 @@ class KerasKind:
 
     def features(self, values, x, layer):
         key = ("features", layer)
-        graph = self._graph(key, lambda: keras.Model(self.model.inputs, self._layer(layer).output))
+        graph = self._graph(key, lambda: keras.Model(self._input, self._layer(layer).output))
         with self._scope(values):
             return graph(x, training=False)
 

@@ -38,7 +38,7 @@ def test_grad_cam_equals_the_keras_io_recipe_on_mobilenet_v2():
                                          classifier_activation=None)
     x = np.random.default_rng(0).uniform(-1, 1, (2, 96, 96, 3)).astype(np.float32)
     # keras.io "Grad-CAM class activation visualization", with jax.grad in place of GradientTape
-    grad_model = keras.Model(net.inputs, [net.get_layer("out_relu").output, net.output])
+    grad_model = keras.Model(net.input, [net.get_layer("out_relu").output, net.output])
     a, preds = (np.asarray(t) for t in grad_model(x))
     c = preds.argmax(-1)
     dense = net.layers[-1]
@@ -71,7 +71,7 @@ def _gap_model(rank, channels):
 def test_cam_and_ablation_equal_closed_forms(rank, shape):
     net = _gap_model(rank, shape[-1])
     x = np.random.default_rng(rank).normal(size=shape).astype(np.float32)
-    a = np.asarray(keras.Model(net.inputs, net.get_layer("features").output)(x), np.float64)
+    a = np.asarray(keras.Model(net.input, net.get_layer("features").output)(x), np.float64)
     w, b = (np.asarray(v.value, np.float64) for v in net.get_layer("fc").weights)
     logits = _logits(a, w, b)
     np.testing.assert_allclose(np.asarray(jaxcam.keras.model(net)(x)), logits, rtol=1e-4, atol=1e-5)
