@@ -18,6 +18,7 @@ def _grad_cam(a, w, dy_dz):
 
 def test_a_list_of_targets_explains_one_target_per_image():
     model, x = _model((3, 3), (3, 6, 7, 2), seed=4)
+    model = model.replace(info=jaxcam.ModelInfo(default_layer="features"))
     a, w, b = _parts(model, x)
     z = a.mean(axis=(1, 2)) @ w + b
     p = _softmax(z)
@@ -34,6 +35,7 @@ def test_a_list_of_targets_explains_one_target_per_image():
 
 def test_a_list_of_class_logits_is_their_ints_and_equal_targets_compare_equal():
     model, x = _model((3, 3), (2, 6, 6, 2), seed=5)
+    model = model.replace(info=jaxcam.ModelInfo(default_layer="features"))
     a, w, b = _parts(model, x)
     dy_dz = np.eye(3)[[1, 2]]
     got = np.asarray(jaxcam.ablation_cam(model, x, targets=[T.ClassLogit(1), T.ClassLogit(2)], layer="features"))
@@ -48,6 +50,7 @@ def test_a_list_of_class_logits_is_their_ints_and_equal_targets_compare_equal():
 
 def test_a_list_of_the_wrong_length_is_one_clear_line():
     model, x = _model((3, 3), (2, 6, 6, 2))
+    model = model.replace(info=jaxcam.ModelInfo(default_layer="features"))
     with pytest.raises(ValueError, match="one per image") as err:
         jaxcam.grad_cam(model, x, targets=[T.ClassLogit(0)] * 3)
     assert "\n" not in str(err.value)
