@@ -2,6 +2,7 @@
 
 Pass one as ``targets=`` to any method. Each is a callable ``f(output) -> (N,)`` on the model's
 output (class scores (N, K), a segmentation (N, H, W, K), embeddings (N, D), any pytree), hashable by
+value when its fields are plain values (``ClassLogit(3) == ClassLogit(3)``: one compilation), else by
 identity (build it once and reuse it: a new object compiles anew). Use the method's default
 ``score="logit"`` with them: each target applies its own score space.
 
@@ -15,6 +16,7 @@ identity (build it once and reuse it: a new object compiles anew). Use the metho
     DifferenceFromConcept(e)         y = 1 - cos(z, e)
     FinerWeighted(c, others, alpha)  y = sum_j p_j (z_c - alpha z_j) / (sum_j p_j + 1e-9), p = softmax(z)
     Fn(f)                            any f(output) -> (N,)
+    PerImage([f_1, ..., f_N])        y_i = f_i(output)[i]: one target per image (a plain list does the same)
 
 These follow pytorch-grad-cam 1.5.7's targets of the same names (ClassifierOutputTarget, ...).
 """
@@ -36,6 +38,23 @@ class Target:
     def __repr__(self):
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not isinstance(v, np.ndarray))
         return f"{type(self).__name__}({fields})"
+
+    def _key(self):
+        """(type, fields) when every field is a plain hashable value, else None (then: identity)."""
+        fields = tuple(sorted(vars(self).items()))
+        try:
+            hash(fields)
+        except TypeError:
+            return None
+        return type(self), fields
+
+    def __eq__(self, other):  # equal targets compile once: ClassLogit(3) == ClassLogit(3)
+        key = self._key()
+        return self is other if key is None else isinstance(other, Target) and key == other._key()
+
+    def __hash__(self):
+        key = self._key()
+        return id(self) if key is None else hash(key)
 
 
 class ClassLogit(Target):
@@ -161,7 +180,25 @@ class Fn(Target):
         return self.fn(output)
 
 
+class PerImage(Target):
+    """One target per image, as pytorch-grad-cam's ``targets=[t_1, ..., t_N]``: image i explains f_i(output)[i].
+
+    Methods accept the plain list too. Equal lists of equal targets compare equal (one compilation).
+    """
+
+    def __init__(self, targets):
+        self.targets = tuple(targets)
+        if not self.targets or not all(callable(t) for t in self.targets):
+            raise TypeError("PerImage needs a non-empty list of callables, one per image")
+
+    def __call__(self, output):
+        batch = jax.tree_util.tree_leaves(output)[0].shape[0]
+        if batch != len(self.targets):
+            raise ValueError(f"PerImage has {len(self.targets)} targets for a batch of {batch}: pass one per image")
+        return jnp.stack([t(output)[i] for i, t in enumerate(self.targets)])
+
+
 __all__ = [
-    "Target", "ClassLogit", "ClassSoftmax", "Binary", "ReST", "RawScores", "SemanticSegmentation",
+    "Target", "PerImage", "ClassLogit", "ClassSoftmax", "Binary", "ReST", "RawScores", "SemanticSegmentation",
     "SimilarityToConcept", "DifferenceFromConcept", "FinerWeighted", "Fn",
 ]

@@ -5,6 +5,7 @@ Runs in Python before anything is traced, so each mistake gets a message that sa
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 from typing import Any, Optional
 
@@ -73,9 +74,10 @@ def make_request(model, x, layer: Optional[str], targets, reshape_transform=None
             f"the model cannot be applied to x of shape {tuple(x.shape)} (expected NHWC input): {err}"
         ) from err
     if layer is None:
-        layer = model.info.default_layer or automatic_layer(model, shapes)
+        layer = model.info.default_layer or automatic_layer(model, shapes, x.ndim)
     path = split_lib.check_layer(model, layer, x.shape)
     out_shape = shapes.get("")  # None when the model returns a pytree
+    targets = targets_lib.per_image_callables(targets, x.shape[0])
     if (out_shape is None or len(out_shape) != 2) and not callable(targets):
         raise ValueError(
             f"the model returns {'shape ' + str(out_shape) if out_shape else 'a pytree'}; class targets need scores "
@@ -89,12 +91,14 @@ def make_request(model, x, layer: Optional[str], targets, reshape_transform=None
     return Request(model, x, path, targets, num_classes, activation_shape)
 
 
-def automatic_layer(model: Model, shapes: dict) -> str:
-    """The last layer whose output is (N, h, w, C) with h * w > 1; the choice is announced once."""
-    spatial = [p for p, s in shapes.items() if p and len(s) == 4 and s[1] * s[2] > 1]
+def automatic_layer(model: Model, shapes: dict, input_ndim: int = 4) -> str:
+    """The last layer whose output has the input's spatial rank ((N, l, C), (N, h, w, C) or (N, d, h, w, C))
+    and more than one location; the choice is announced once."""
+    spatial = [p for p, s in shapes.items() if p and len(s) == input_ndim and math.prod(s[1:-1]) > 1]
     if not spatial:
+        want = {3: "(N, l, C) with l > 1", 4: "(N, h, w, C) with h * w > 1", 5: "(N, d, h, w, C) with d * h * w > 1"}
         raise ValueError(
-            "no layer given, the model has no default layer and no layer outputs (N, h, w, C) with h * w > 1: "
+            f"no layer given, the model has no default layer and no layer outputs {want[input_ndim]}: "
             "pass layer=..., one of " + ", ".join(p for p in shapes if p)
         )
     warnings.warn(f"jaxcam: {model.info.name} has no default layer; using layer={spatial[-1]!r} "

@@ -83,11 +83,12 @@ def run(
         raise ValueError("layer is an empty list: pass a layer path or a non-empty list of them")
     shared = shared._replace(fusing=True)
     layer_maps = jnp.stack([_run_one(core, model, x, one, targets, final_activation, shared, options) for one in layer])
+    spatial = jnp.ndim(x) - 2  # maps have the input's spatial axes
     sink = _LAYER_MAPS.get()
     if sink is not None:
-        per_map = layer_maps.reshape(-1, *layer_maps.shape[-2:])
+        per_map = layer_maps.reshape(-1, *layer_maps.shape[-spatial:])
         sink.append((maps.minmax(per_map) if normalize else per_map).reshape(layer_maps.shape))
-    return fuse(layer_maps) if normalize else layer_maps.mean(axis=0)
+    return fuse(layer_maps, spatial) if normalize else layer_maps.mean(axis=0)
 
 
 def _run_one(core, model, x, layer, targets, final_activation, shared: Shared, options):
@@ -101,10 +102,12 @@ def _run_one(core, model, x, layer, targets, final_activation, shared: Shared, o
                     _extra_options=getattr(core, "cpu_compiler_options", None))
 
 
-def fuse(layer_maps: jnp.ndarray) -> jnp.ndarray:
-    """(L, N, [T,] H, W) per-layer maps -> (N, [T,] H, W): their mean, min-max normalized per map."""
+def fuse(layer_maps: jnp.ndarray, spatial: int = 2) -> jnp.ndarray:
+    """(L, N, [T,] H, W) per-layer maps -> (N, [T,] H, W): their mean, min-max normalized per map.
+
+    `spatial`: the maps' spatial axes (1 for signals (L, N, l), 3 for volumes)."""
     mean = layer_maps.mean(axis=0)
-    return maps.minmax(mean.reshape(-1, *mean.shape[-2:])).reshape(mean.shape)
+    return maps.minmax(mean.reshape(-1, *mean.shape[-spatial:])).reshape(mean.shape)
 
 
 @contextlib.contextmanager

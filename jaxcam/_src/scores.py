@@ -8,6 +8,9 @@
   callable      -> ``f(output) -> (N,)``: any differentiable function of the model's whole output
                    (scores (N, K), a segmentation (N, H, W, K), any pytree), taken in the chosen
                    score space; must be hashable (a plain function or a `jaxcam.targets` object is).
+  [callables]   -> one per image (pytorch-grad-cam's ``targets=[ClassifierOutputTarget(3), ...]``):
+                   image i explains ``f_i(output)[i]``; a list of `jaxcam.targets.ClassLogit` is
+                   the same as its ints.
 """
 from __future__ import annotations
 
@@ -16,6 +19,8 @@ from typing import Callable, Optional, Union
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxcam.targets import ClassLogit, PerImage
 
 SCORE_SPACES = ("logit", "softmax", "sigmoid")
 
@@ -39,8 +44,21 @@ def check_score(score: str) -> str:
     return score
 
 
+def per_image_callables(targets: Targets, batch: Optional[int] = None):
+    """A list/tuple of callables, one per image -> one callable (`jaxcam.targets.PerImage`) or, for
+    `ClassLogit` targets only, their ints (N,); anything else is returned unchanged."""
+    if not isinstance(targets, (list, tuple)) or not targets or not all(callable(t) for t in targets):
+        return targets
+    if batch is not None and len(targets) != batch:
+        raise ValueError(f"targets is a list of {len(targets)} callables; pass one per image ({batch})")
+    if all(type(t) is ClassLogit for t in targets):
+        return np.asarray([t.category for t in targets], np.int32)
+    return PerImage(targets)
+
+
 def normalize_targets(targets: Targets, batch: int, num_classes: int):
     """Validate `targets` (outside jit); returns None, a callable, or an int32 array (N,) or (N, T)."""
+    targets = per_image_callables(targets, batch)
     if targets is None or callable(targets):
         return targets
     if isinstance(targets, jax.core.Tracer):  # under jit: (N, T) kept, a scalar or (N,) broadcast to (N,)
@@ -48,7 +66,8 @@ def normalize_targets(targets: Targets, batch: int, num_classes: int):
         return traced if traced.ndim == 2 and traced.shape[0] == batch else jnp.broadcast_to(traced, (batch,))
     arr = np.asarray(targets)
     if arr.dtype.kind not in "iu":
-        raise TypeError(f"targets must be None, an int, one int per image or a callable; got dtype {arr.dtype}")
+        raise TypeError(f"targets must be None, an int, one int per image, a callable or one callable per image; "
+                        f"got dtype {arr.dtype}")
     if arr.ndim == 0:
         arr = np.full((batch,), int(arr))
     if arr.shape[:1] != (batch,) or arr.ndim > 2 or 0 in arr.shape:

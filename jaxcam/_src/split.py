@@ -41,10 +41,11 @@ LayerPath = Tuple[str, ...]
 
 
 def parse_layer(layer: str) -> LayerPath:
-    """``"layer4/1"`` -> ``("layer4", "1")``; dots are accepted as separators too (torch style)."""
-    if not isinstance(layer, str) or not layer.strip("/."):
+    """``"layer4/1"`` -> ``("layer4", "1")``; dots (torch style) and brackets (Equinox's ``layers[3]``)
+    are accepted as separators too."""
+    if not isinstance(layer, str) or not layer.strip("/.[]"):
         raise ValueError(f"layer must be a module path such as 'layer4' or 'layer4/1', got {layer!r}")
-    return tuple(p for p in layer.replace(".", "/").split("/") if p)
+    return tuple(p for p in layer.replace("[", "/").replace("]", "").replace(".", "/").split("/") if p)
 
 
 @runtime_checkable
@@ -75,7 +76,8 @@ def kind_of(model: Model):
 
 
 def layer_shapes(model: Model, x_shape, dtype=jnp.float32) -> dict:
-    """Every module path whose ``__call__`` returns one array -> that output's shape (abstract run).
+    """Every module path whose ``__call__`` returns one array -> that output's shape (abstract run), in the
+    order the calls return (a block after its last sub-layer).
 
     The model's own output is under the key ``""``. Cached per (module, input shape, dtype). Token
     layers of a model with a ``reshape_transform`` have their grid shape, as `Split.features` gives.
@@ -109,8 +111,17 @@ def _layer_shapes(module, x_shape, dtype, variables):
     if not isinstance(module, nn.Module):
         return tuple(module.output_shapes(variables.value, x_shape, dtype))
 
+    order = {}  # module path -> when its __call__ returned (Linen's intermediates are sorted by name)
+
+    def record(next_fun, args, kwargs, context):
+        out = next_fun(*args, **kwargs)
+        if context.method_name == "__call__":
+            order.setdefault("/".join(context.module.path), len(order))
+        return out
+
     def run(v, x):
-        return module.apply(v, x, capture_intermediates=True, mutable=["intermediates"])
+        with nn.intercept_methods(record):
+            return module.apply(v, x, capture_intermediates=True, mutable=["intermediates"])
 
     # variables as an argument: an abstract model (jax.eval_shape of a constructor) works too
     _, state = jax.eval_shape(run, variables.value, jax.ShapeDtypeStruct(x_shape, dtype))
@@ -125,7 +136,7 @@ def _layer_shapes(module, x_shape, dtype, variables):
                 walk(value, path + (key,))
 
     walk(state.get("intermediates", {}), ())
-    return tuple(shapes.items())
+    return tuple(sorted(shapes.items(), key=lambda item: order.get(item[0], len(order))))  # in call order
 
 
 class LayerError(ValueError):

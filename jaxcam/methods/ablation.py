@@ -12,6 +12,7 @@ covered by several windows gets the mean of their values.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from typing import Optional
 
 import jax
@@ -53,8 +54,8 @@ def ablated_scores(split: Split, x, activations, keep, targets, classes, score, 
     """Target score per image after each ablation: (K, N).
 
     Args:
-      activations: A (N, h, w, C).
-      keep: bool (K, ...) masks broadcastable against (h, w, C); False entries are set to `value`.
+      activations: A (N, h, w, C) (or (N, l, C), (N, d, h, w, C)).
+      keep: bool (K, ...) masks broadcastable against A's (h, w, C); False entries are set to `value`.
       classes: int (N,) or None (callable targets).
 
     When the target logit is an affine function of A (the layer feeds only pooling, BatchNorm in
@@ -138,8 +139,8 @@ def _affine_ablated_logits(head, activations, keep, value):
     grads = jax.vmap(lambda e: pullback(e)[0])(jnp.eye(y.shape[0], dtype=y.dtype))  # (N, N, h, w, C)
     delta = jnp.sum(grads * (value - activations)[None], axis=1)  # (N, h, w, C): effect of ablating everything
     drop = ~jnp.asarray(keep, bool)
-    mask = drop.reshape(drop.shape[:1] + (1,) * (4 - drop.ndim) + drop.shape[1:])  # (K, 1|h, 1|w, 1|C)
-    axes = tuple(1 + i for i in range(3) if mask.shape[1 + i] == 1)
+    mask = drop.reshape(drop.shape[:1] + (1,) * (delta.ndim - drop.ndim) + drop.shape[1:])  # (K, 1|h, 1|w, 1|C)
+    axes = tuple(1 + i for i in range(delta.ndim - 1) if mask.shape[1 + i] == 1)
     reduced = jnp.sum(delta, axis=axes, keepdims=True)  # sum where the mask is broadcast
     m = mask.astype(delta.dtype).reshape(mask.shape[0], -1)
     return y[None] + jnp.einsum("km,nm->kn", m, reduced.reshape(reduced.shape[0], -1))
@@ -159,26 +160,30 @@ def relative_drop(y, y_ablated):
     return ((y[None] - y_ablated) / denom[None]).T
 
 
-def window_masks(height: int, width: int, window: int, stride: int):
-    """Keep-masks (L, h, w, 1) of every window position and their coverage (L, h, w) as floats."""
+def window_masks(*sizes, window: int, stride: int):
+    """Keep-masks (L, *spatial, 1) of every window position and their coverage (L, *spatial) as floats.
+
+    ``window_masks(h, w, window=, stride=)`` for a 2-D layer; any number of spatial sizes (1-D: ``(l,)``,
+    3-D: ``(d, h, w)``): a window is `window` cells long on every axis.
+    """
     def starts(n):
         size = min(window, n)
         s = list(range(0, n - size + 1, stride))
         if s[-1] + size < n:
             s.append(n - size)
-        return s, size
+        return [slice(b, b + size) for b in s]
 
-    rows, wh = starts(height)
-    cols, ww = starts(width)
-    cover = np.zeros((len(rows) * len(cols), height, width), np.float32)
-    for k, (r, c) in enumerate((r, c) for r in rows for c in cols):
-        cover[k, r : r + wh, c : c + ww] = 1.0
+    spatial = tuple(int(n) for n in sizes)
+    places = list(itertools.product(*(starts(n) for n in spatial)))
+    cover = np.zeros((len(places), *spatial), np.float32)
+    for k, place in enumerate(places):
+        cover[(k, *place)] = 1.0
     return jnp.asarray(cover[..., None] == 0), jnp.asarray(cover)
 
 
 def spread(values, cover):
-    """Per-window values (N, L) -> per-location map (N, h, w): mean over the windows covering it."""
-    return jnp.einsum("nl,lhw->nhw", values, cover) / cover.sum(axis=0)
+    """Per-window values (N, L) -> per-location map (N, *spatial): mean over the windows covering it."""
+    return jnp.einsum("nl,l...->n...", values, cover) / cover.sum(axis=0)
 
 
 def ablation_cam_map(split, x, targets, score="logit", value=0.0, chunk_size=None):
@@ -191,14 +196,14 @@ def ablation_cam_map(split, x, targets, score="logit", value=0.0, chunk_size=Non
 
 def spatial_ablation_cam_map(split, x, targets, score="logit", value=0.0, chunk_size=None, window=1, stride=1):
     a, classes, y = base_scores(split, x, targets, score)
-    keep, cover = window_masks(a.shape[1], a.shape[2], window, stride)
+    keep, cover = window_masks(*a.shape[1:-1], window=window, stride=stride)
     weights = relative_drop(y, ablated_scores(split, x, a, keep, targets, classes, score, value, chunk_size))
     return spread(weights, cover) * a.sum(axis=-1)
 
 
 def fast_ablation_cam_map(split, x, targets, score="softmax", value=0.0, chunk_size=None, window=1, stride=1):
     a, classes, y = base_scores(split, x, targets, score)
-    keep, cover = window_masks(a.shape[1], a.shape[2], window, stride)
+    keep, cover = window_masks(*a.shape[1:-1], window=window, stride=stride)
     drops = y[:, None] - ablated_scores(split, x, a, keep, targets, classes, score, value, chunk_size).T
     return spread(drops, cover)
 

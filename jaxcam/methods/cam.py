@@ -13,9 +13,10 @@ import jax
 import jax.numpy as jnp
 
 from jaxcam._src import scores as targets_lib
-from jaxcam._src.request import check_input, make_request
+from jaxcam._src.request import check_input, make_request, spatial_axes
 from jaxcam._src.runner import run
 from jaxcam._src.split import Split, kind_of, parse_layer
+from jaxcam.methods.ss_cam import channel_weighted
 from jaxcam.methods.registry import AUG_SMOOTH, EIGEN_SMOOTH, FINAL_ACTIVATION, method
 from jaxcam._src.kinds import as_model
 
@@ -56,7 +57,7 @@ def cam_map(split, x, targets):
     a = split.features(x)
     classes = targets_lib.resolve_classes(targets, split.head(x, a))
     kernel = classifier_params(split.model, x)["kernel"]  # (C, K)
-    return kernel.T[classes][:, None, None, :] * a
+    return channel_weighted(kernel.T[classes], a)
 
 
 @functools.partial(jax.jit, static_argnums=(2,))
@@ -66,7 +67,7 @@ def _head_residual(model, x, layer):
     a = split.features(x)
     probe = a + jax.random.normal(jax.random.key(0), a.shape) * (jnp.abs(a).mean() + 1.0)
     params = classifier_params(model, x)
-    expected = probe.mean(axis=(1, 2)) @ params["kernel"] + params.get("bias", 0.0)
+    expected = probe.mean(axis=spatial_axes(probe)) @ params["kernel"] + params.get("bias", 0.0)
     return jnp.abs(split.head(x, probe) - expected).max() / (jnp.abs(expected).max() + 1e-12)
 
 

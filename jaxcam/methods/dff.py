@@ -88,15 +88,15 @@ def deep_feature_factorization(model, x, layer=None, *, n_components: int = 5, t
         raise ValueError(f"n_components must be a positive int, got {n_components!r}")
     model = as_model(model)
     req = make_request(model, x, layer, None)
-    a = Split(req.model, req.layer).features(req.x)  # (N, h, w, C)
-    n, h, w, c = a.shape
+    a = Split(req.model, req.layer).features(req.x)  # (N, h, w, C), or (N, l, C) / (N, d, h, w, C)
+    n, *spatial, c = a.shape
     v = jnp.nan_to_num(a).reshape(-1, c).T  # (C, N*h*w)
     offset = v.min(axis=1, keepdims=True)
     weights, hidden = nmf(v - offset, int(n_components), int(iterations), int(seed))
     concepts = weights + offset
-    per_concept = hidden.reshape(n_components, n, h, w).transpose(1, 0, 2, 3).reshape(n * n_components, h, w)
-    concept_maps = maps_lib.minmax(maps_lib.resize(maps_lib.minmax(per_concept), req.x.shape[1:3]))
-    concept_maps = concept_maps.reshape(n, n_components, *req.x.shape[1:3])
+    per_concept = jnp.swapaxes(hidden.reshape(n_components, n, *spatial), 0, 1).reshape(n * n_components, *spatial)
+    concept_maps = maps_lib.minmax(maps_lib.resize(maps_lib.minmax(per_concept), req.x.shape[1:-1]))
+    concept_maps = concept_maps.reshape(n, n_components, *req.x.shape[1:-1])
     scores = top = None
     if model.info.classifier is not None:
         params = classifier_params(model)

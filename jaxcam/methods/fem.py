@@ -9,6 +9,7 @@ Class-agnostic, no gradients (`targets` is validated and unused).
 """
 from __future__ import annotations
 
+from jaxcam._src.request import spatial_axes
 from jaxcam._src.runner import run
 from jaxcam.methods.registry import (
     AUG_SMOOTH, EIGEN_SMOOTH, FINAL_ACTIVATION, NORMALIZE, RESHAPE_TRANSFORM, Method, method, Option,
@@ -18,8 +19,8 @@ from jaxcam.methods.registry import (
 def fem_map(split, x, targets, k: float = 2.0):
     """Weighted activations (N, h, w, C): w_k A_k with w_k the fraction of A_k above its k-sigma threshold."""
     a = split.features(x)
-    threshold = a.mean(axis=(1, 2), keepdims=True) + k * a.std(axis=(1, 2), keepdims=True)
-    weights = (a > threshold).mean(axis=(1, 2), keepdims=True)
+    threshold = a.mean(axis=spatial_axes(a), keepdims=True) + k * a.std(axis=spatial_axes(a), keepdims=True)
+    weights = (a > threshold).mean(axis=spatial_axes(a), keepdims=True)
     return weights * a
 
 

@@ -18,8 +18,9 @@ import jax.numpy as jnp
 
 from jaxcam._src import scores as targets_lib
 from jaxcam._src.kinds import as_model
+from jaxcam._src.request import check_input, spatial_axes
 from jaxcam._src.runner import run
-from jaxcam._src.split import kind_of
+from jaxcam._src.split import kind_of, layer_shapes
 from jaxcam import nn as jnn
 from jaxcam.methods.registry import AUG_SMOOTH, NORMALIZE, SCORE, method
 
@@ -72,10 +73,13 @@ NO_BIAS_LAYERS = ("fullgrad reads every bias layer of the model, which a model o
 
 
 def scale_channels(v, size):
-    """psi: (N, h, w, C) -> (N, H, W, C): per image and channel (v - min) / (max + 1e-7), bilinear resize."""
-    v = v - v.min(axis=(1, 2), keepdims=True)
-    v = v / (v.max(axis=(1, 2), keepdims=True) + SCALE_EPS)
-    if v.shape[1:3] == tuple(size):
+    """psi: (N, h, w, C) -> (N, H, W, C): per image and channel (v - min) / (max + 1e-7), bilinear resize.
+
+    Any spatial rank ((N, l, C), (N, d, h, w, C)); `size` has one entry per spatial axis."""
+    space = spatial_axes(v)
+    v = v - v.min(axis=space, keepdims=True)
+    v = v / (v.max(axis=space, keepdims=True) + SCALE_EPS)
+    if v.shape[1:-1] == tuple(size):
         return v
     return jax.image.resize(v, (v.shape[0], *size, v.shape[-1]), method="bilinear", antialias=False)
 
@@ -93,7 +97,7 @@ def fullgrad_map(split, x, targets, score: str = "logit"):
         return targets_lib.target_score(logits, targets, classes, score).sum()
 
     g_x, g_layers = jax.grad(score_fn, argnums=(0, 1))(x, probes)
-    size = x.shape[1:3]
+    size = x.shape[1:-1]
     total = scale_channels(jnp.abs(g_x * x), size).sum(-1)
     for path, g in g_layers.items():
         total = total + scale_channels(jnp.abs(biases[path] * g), size).sum(-1)
@@ -120,5 +124,18 @@ def fullgrad(model, x, layer=None, targets=None, *, score="logit", aug_smooth=Fa
     kind = kind_of(model)
     if kind is not None and not hasattr(kind, "bias_outputs"):
         raise ValueError(NO_BIAS_LAYERS.format(kind=type(kind).__name__))
-    return run(fullgrad_map, model, x, None, targets, "none", score=score, aug_smooth=aug_smooth,
+    return run(fullgrad_map, model, x, _any_layer(model, x), targets, "none", score=score, aug_smooth=aug_smooth,
                normalize=normalize)
+
+
+def _any_layer(model, x) -> str:
+    """A layer for the runner's checks (FullGrad reads every bias layer, not one): the model's default layer,
+    or else any layer with the input's spatial rank."""
+    if model.info.default_layer is not None:
+        return model.info.default_layer
+    x = check_input(x)
+    try:
+        shapes = layer_shapes(model, x.shape, x.dtype)
+    except Exception:
+        return None  # the runner's own check says what is wrong with x
+    return next((p for p, s in shapes.items() if p and len(s) == x.ndim), None)

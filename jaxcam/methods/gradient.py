@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxcam._src import scores as targets_lib
+from jaxcam._src.request import spatial_axes
 from jaxcam._src.runner import run
 from jaxcam._src.split import Split
 from jaxcam.methods.registry import (
@@ -49,13 +50,8 @@ def _safe(denominator):
     return jnp.where(denominator == 0, 1.0, denominator)
 
 
-def _space(a):
-    """The spatial axes of (N, ..., C) activations: 1-D, 2-D and 3-D layers alike."""
-    return tuple(range(1, a.ndim - 1))
-
-
 def grad_cam_rule(a, g):
-    return g.mean(axis=_space(a), keepdims=True) * a
+    return g.mean(axis=spatial_axes(a), keepdims=True) * a
 
 
 def hires_cam_rule(a, g):
@@ -68,15 +64,15 @@ def grad_cam_elementwise_rule(a, g):
 
 def grad_cam_pp_rule(a, g):
     g2 = g * g
-    sum_a = a.sum(axis=_space(a), keepdims=True)
+    sum_a = a.sum(axis=spatial_axes(a), keepdims=True)
     alpha = g2 / _safe(2 * g2 + sum_a * g2 * g + GRAD_CAM_PP_EPS)
     alpha = jnp.where(g != 0, alpha, 0.0)
-    return (jax.nn.relu(g) * alpha).sum(axis=_space(a), keepdims=True) * a
+    return (jax.nn.relu(g) * alpha).sum(axis=spatial_axes(a), keepdims=True) * a
 
 
 def xgrad_cam_rule(a, g):
-    sum_a = a.sum(axis=_space(a), keepdims=True)
-    return (g * a / _safe(sum_a + XGRAD_CAM_EPS)).sum(axis=_space(a), keepdims=True) * a
+    sum_a = a.sum(axis=spatial_axes(a), keepdims=True)
+    return (g * a / _safe(sum_a + XGRAD_CAM_EPS)).sum(axis=spatial_axes(a), keepdims=True) * a
 
 
 def layer_cam_rule(a, g):

@@ -2,7 +2,10 @@
 
 Guided backprop is the input gradient of the target score with every ReLU's backward pass replaced
 by ``g * (x > 0) * (g > 0)`` (gradient flows only where the input and the incoming gradient are
-positive), as pytorch-grad-cam's GuidedBackpropReLU.
+positive), as pytorch-grad-cam's GuidedBackpropReLU. Clipping activations (ReLU6 = ``jnp.clip(x, 0, 6)``,
+``jax.nn.relu6``, ``lax.clamp(0, x, hi)``) are guided too: ``g * (0 < x < hi) * (g > 0)``, the gradient
+passes only where it is positive and the unit is not saturated (their ``max(x, 0)`` is guided, the
+``min(., hi)`` keeps its own gradient).
 
 How the ReLUs are found, without touching any module: the model's forward is traced to a jaxpr
 (``jax.make_jaxpr``) and re-evaluated by a small interpreter (`guided_eval`) that replaces every
@@ -48,25 +51,38 @@ def _guided_relu_bwd(x, g):
 guided_relu.defvjp(_guided_relu_fwd, _guided_relu_bwd)
 
 
-def _is_zero_literal(v) -> bool:
-    return isinstance(v, jex.core.Literal) and bool(np.all(np.asarray(v.val) == 0))
+def _constant(v, known):
+    """The value of `v` if it is a literal or a known constant of the traced program, else None."""
+    if isinstance(v, jex.core.Literal):
+        return np.asarray(v.val)
+    return known.get(v)
 
 
-def _relu_input(eqn):
-    """The input of a ``max(x, 0)`` equation (a ReLU), else None."""
+def _is_zero(v, known) -> bool:
+    value = _constant(v, known)
+    return value is not None and bool(np.all(value == 0))
+
+
+def _relu_input(eqn, known):
+    """The operand index of x in a ``max(x, 0)`` equation (a ReLU; the 0 may be a converted constant, as
+    in ``jnp.clip(x, 0, 6)``), else None."""
     if eqn.primitive.name != "max" or len(eqn.invars) != 2:
         return None
     a, b = eqn.invars
-    if _is_zero_literal(b) and not _is_zero_literal(a):
+    if _is_zero(b, known) and not _is_zero(a, known):
         return 0
-    if _is_zero_literal(a) and not _is_zero_literal(b):
+    if _is_zero(a, known) and not _is_zero(b, known):
         return 1
     return None
 
 
-def guided_eval(jaxpr, consts, args, count: list):
-    """Evaluate `jaxpr` with every ReLU guided; ``count[0]`` is increased per ReLU found."""
+def guided_eval(jaxpr, consts, args, count: list, known_args=None):
+    """Evaluate `jaxpr` with every ReLU guided; ``count[0]`` is increased per ReLU found.
+
+    `known_args`: per argument, its constant value (literals of the caller) or None.
+    """
     env = {}
+    known = {v: k for v, k in zip(jaxpr.invars, known_args or ()) if k is not None}
 
     def read(v):
         return v.val if isinstance(v, jex.core.Literal) else env[v]
@@ -82,15 +98,21 @@ def guided_eval(jaxpr, consts, args, count: list):
     for eqn in jaxpr.eqns:
         invals = [read(v) for v in eqn.invars]
         name = eqn.primitive.name
-        relu_arg = _relu_input(eqn)
+        relu_arg = _relu_input(eqn, known)
+        constants = [_constant(v, known) for v in eqn.invars]
+        if name == "convert_element_type" and constants[0] is not None:
+            known[eqn.outvars[0]] = constants[0].astype(eqn.params["new_dtype"])
         if relu_arg is not None:
             count[0] += 1
             outs = [guided_relu(invals[relu_arg])]
+        elif name == "clamp" and _is_zero(eqn.invars[0], known):  # clamp(0, x, hi)
+            count[0] += 1
+            outs = [jnp.minimum(guided_relu(invals[1]), invals[2]).astype(invals[1].dtype)]
         elif name in ("jit", "pjit", "closed_call", "core_call"):
             sub = eqn.params.get("jaxpr", eqn.params.get("call_jaxpr"))
-            outs = _eval_closed(sub, invals, count)
+            outs = _eval_closed(sub, invals, count, constants)
         elif name == "custom_jvp_call":
-            outs = _eval_closed(eqn.params["call_jaxpr"], invals, count)
+            outs = _eval_closed(eqn.params["call_jaxpr"], invals, count, constants)
         else:
             bind = eqn.primitive.get_bind_params(eqn.params)
             subfuns, params = bind if isinstance(bind, tuple) else ((), bind)  # older jax: (subfuns, params)
@@ -101,10 +123,10 @@ def guided_eval(jaxpr, consts, args, count: list):
     return [read(v) for v in jaxpr.outvars]
 
 
-def _eval_closed(sub, invals, count):
+def _eval_closed(sub, invals, count, constants=None):
     if isinstance(sub, jex.core.ClosedJaxpr):
-        return guided_eval(sub.jaxpr, sub.consts, invals, count)
-    return guided_eval(sub, (), invals, count)
+        return guided_eval(sub.jaxpr, sub.consts, invals, count, constants)
+    return guided_eval(sub, (), invals, count, constants)
 
 
 def guided_forward(model, x):
@@ -131,8 +153,8 @@ def _guided_jit(model, x, classes, target_fn, score):
     grads = jax.grad(total)(x)
     if not found or found[0] == 0:
         raise ValueError(
-            "guided backprop found no ReLU to guide: the model has no max(x, 0) (nn.relu, jax.nn.relu or "
-            "jnp.maximum(x, 0)) outside control flow"
+            "guided backprop found no ReLU to guide: the model has no max(x, 0) (nn.relu, jax.nn.relu, "
+            "jnp.maximum(x, 0), ReLU6 / jnp.clip(x, 0, hi)) outside control flow"
         )
     return grads
 

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from jaxcam._src import scores as targets_lib
 from jaxcam._src.runner import run
 from jaxcam.methods.registry import AUG_SMOOTH, EIGEN_SMOOTH, FINAL_ACTIVATION, NORMALIZE, SCORE, method, Option
-from jaxcam.methods.ss_cam import channel_masks
+from jaxcam.methods.ss_cam import channel_masks, channel_weighted
 
 
 def path_coefficients(num_samples: int) -> jnp.ndarray:
@@ -27,7 +27,7 @@ def is_cam_map(split, x, targets, score="logit", num_samples=10, chunk_size=16):
     logits = split.model(x)
     classes = targets_lib.resolve_classes(targets, logits)
     base = targets_lib.target_score(logits, targets, classes, score)
-    masks = channel_masks(a, x.shape[1:3])
+    masks = channel_masks(a, x.shape[1:-1])
     coefficients = path_coefficients(num_samples)
 
     def channel_score(k):
@@ -40,7 +40,7 @@ def is_cam_map(split, x, targets, score="logit", num_samples=10, chunk_size=16):
 
     channels = a.shape[-1]
     scores = jax.lax.map(channel_score, jnp.arange(channels), batch_size=min(chunk_size, channels))  # (C, N)
-    return jax.nn.softmax(scores.T, axis=-1)[:, None, None, :] * a
+    return channel_weighted(jax.nn.softmax(scores.T, axis=-1), a)
 
 
 IS_OPTIONS = (SCORE, FINAL_ACTIVATION,

@@ -41,9 +41,9 @@ def kernel_matrix(x, kernel: str, gamma: float, degree: int = 3, coef0: float = 
 
 
 def kpca_first_component(a, kernel: str = "sigmoid", gamma: Optional[float] = None):
-    """(N, h, w, C) -> (N, h, w): each location's score on the first kernel principal component."""
-    n, h, w, c = a.shape
-    x = jnp.nan_to_num(a.astype(jnp.float32)).reshape(n, h * w, c)
+    """(N, h, w, C) -> (N, h, w): each location's score on the first kernel principal component (any spatial rank)."""
+    n, *spatial, c = a.shape
+    x = jnp.nan_to_num(a.astype(jnp.float32)).reshape(n, -1, c)
     x = x - x.mean(axis=1, keepdims=True)
     k = kernel_matrix(x, kernel, 1.0 / c if gamma is None else gamma)
     k = k - k.mean(axis=1, keepdims=True) - k.mean(axis=2, keepdims=True) + k.mean(axis=(1, 2), keepdims=True)
@@ -51,7 +51,7 @@ def kpca_first_component(a, kernel: str = "sigmoid", gamma: Optional[float] = No
     u, lam = vectors[..., -1], jnp.maximum(values[..., -1], 0.0)
     peak = jnp.take_along_axis(u, jnp.argmax(jnp.abs(u), axis=-1)[:, None], axis=-1)
     u = jnp.where(peak < 0, -u, u)
-    return (u * jnp.sqrt(lam)[:, None]).reshape(n, h, w)
+    return (u * jnp.sqrt(lam)[:, None]).reshape(n, *spatial)
 
 
 def kpca_cam_map(split, x, targets, kernel: str = "sigmoid", gamma: Optional[float] = None):

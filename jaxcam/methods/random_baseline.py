@@ -15,14 +15,14 @@ from jaxcam.methods.registry import (
 )
 
 
-def random_weights(seed: int, batch: int, channels: int):
-    """The weights w (N, 1, 1, C) ~ Uniform(-1, 1) that `random_cam` uses for `seed`."""
-    return jax.random.uniform(jax.random.key(seed), (batch, 1, 1, channels), minval=-1.0, maxval=1.0)
+def random_weights(seed: int, batch: int, channels: int, spatial_axes: int = 2):
+    """The weights w (N, 1, 1, C) ~ Uniform(-1, 1) that `random_cam` uses for `seed` (one 1 per spatial axis)."""
+    return jax.random.uniform(jax.random.key(seed), (batch, *(1,) * spatial_axes, channels), minval=-1.0, maxval=1.0)
 
 
 def random_cam_map(split, x, targets, seed: int = 0):
     a = split.features(x)
-    return random_weights(seed, a.shape[0], a.shape[-1]) * a
+    return random_weights(seed, a.shape[0], a.shape[-1], a.ndim - 2) * a
 
 
 RANDOM_OPTIONS = (Option("seed", 0, "seed of the random channel weights"), FINAL_ACTIVATION, EIGEN_SMOOTH,

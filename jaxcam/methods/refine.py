@@ -34,4 +34,5 @@ def refine_cam(model, x, layer=None, targets=None, *, base="grad_cam_pp", **opti
     if not layers:
         raise ValueError("refine_cam needs at least one layer: pass layer=[...]")
     product = jnp.prod(jnp.stack([method(model, x, one, targets, **options) for one in layers]), axis=0)
-    return maps.minmax(product.reshape(-1, *product.shape[-2:])).reshape(product.shape)
+    spatial = jnp.ndim(x) - 2  # the maps' spatial axes: 1-D signals, 2-D images, 3-D volumes
+    return maps.minmax(product.reshape(-1, *product.shape[-spatial:])).reshape(product.shape)

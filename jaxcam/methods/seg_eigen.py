@@ -19,9 +19,10 @@ from jaxcam.methods.registry import AUG_SMOOTH, FINAL_ACTIVATION, NORMALIZE, RES
 def seg_eigen_cam_map(split, x, targets, score: str = "logit"):
     """(N, h, w): first principal component of |G| * A, signed so its largest magnitude is positive."""
     a, g = activations_and_grads(split, x, targets, score)
-    p = first_component(jnp.abs(g) * a)
-    flip = jnp.abs(p.min(axis=(1, 2))) > jnp.abs(p.max(axis=(1, 2)))
-    return jnp.where(flip[:, None, None], -p, p)
+    p = first_component(jnp.abs(g) * a)  # (N, *spatial), any spatial rank
+    space = tuple(range(1, p.ndim))
+    flip = jnp.abs(p.min(axis=space, keepdims=True)) > jnp.abs(p.max(axis=space, keepdims=True))
+    return jnp.where(flip, -p, p)
 
 
 SEG_EIGEN_OPTIONS = (SCORE, FINAL_ACTIVATION, AUG_SMOOTH, RESHAPE_TRANSFORM, NORMALIZE)

@@ -115,6 +115,9 @@ def sess(model, x, layer=None, targets=None, *, base="grad_cam", scales: Optiona
     if callable(targets) or np.ndim(targets) > 1:
         raise TypeError("sess explains one class per image: pass targets=None, an int or one int per image")
     model, x = as_model(model), check_input(x)
+    if x.ndim != 4:
+        raise ValueError(f"sess slides square windows over rescaled images (N, H, W, C); x has shape {tuple(x.shape)}: "
+                         "use the base method directly on signals and volumes")
     n, height, width = x.shape[:3]
     window = int(window or min(height, width))
     step = int(step or window)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import jax
 
 from jaxcam._src import scores as targets_lib
+from jaxcam._src.request import spatial_axes
 from jaxcam._src.runner import run
 from jaxcam.methods.registry import (
     AUG_SMOOTH, EIGEN_SMOOTH, FINAL_ACTIVATION, NORMALIZE, RESHAPE_TRANSFORM, SCORE, method,
@@ -27,7 +28,7 @@ def shapley_cam_map(split, x, targets, score: str = "logit"):
         return jax.grad(lambda b: targets_lib.target_score(split.head(x, b), targets, classes, score).sum())(act)
 
     g, hessian_a = jax.jvp(gradient, (a,), (a,))
-    return (g - 0.5 * hessian_a).mean(axis=(1, 2), keepdims=True) * a
+    return (g - 0.5 * hessian_a).mean(axis=spatial_axes(a), keepdims=True) * a
 
 
 SHAPLEY_OPTIONS = (SCORE, FINAL_ACTIVATION, EIGEN_SMOOTH, AUG_SMOOTH, RESHAPE_TRANSFORM, NORMALIZE)

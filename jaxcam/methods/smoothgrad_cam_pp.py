@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxcam._src import scores as targets_lib
+from jaxcam._src.request import spatial_axes
 from jaxcam._src.runner import run
 from jaxcam.methods.gradient import activations_and_grads
 from jaxcam.methods.registry import AUG_SMOOTH, EIGEN_SMOOTH, FINAL_ACTIVATION, NORMALIZE, SCORE, method, Option
@@ -38,8 +39,8 @@ def smoothgrad_cam_pp_map(split, x, targets, score="logit", num_samples=4, std=0
         return g, g * g, g * g * g
 
     d1, d2, d3 = (p.mean(axis=0) for p in jax.lax.map(powers, jnp.arange(num_samples)))
-    alpha = d2 / (2 * d2 + (a * d3).sum(axis=(1, 2), keepdims=True) + EPS)
-    return (alpha * jax.nn.relu(d1)).sum(axis=(1, 2), keepdims=True) * a
+    alpha = d2 / (2 * d2 + (a * d3).sum(axis=spatial_axes(a), keepdims=True) + EPS)
+    return (alpha * jax.nn.relu(d1)).sum(axis=spatial_axes(a), keepdims=True) * a
 
 
 SG_OPTIONS = (SCORE, FINAL_ACTIVATION,

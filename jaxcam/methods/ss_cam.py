@@ -22,10 +22,18 @@ NORM_EPS = 1e-8  # torchcam's
 
 
 def channel_masks(a, size):
-    """(N, h, w, C) -> (N, H, W, C): each channel min-maxed (max + 1e-8) then upsampled (half-pixel)."""
-    a = a - a.min(axis=(1, 2), keepdims=True)
-    a = a / (a.max(axis=(1, 2), keepdims=True) + NORM_EPS)
+    """(N, h, w, C) -> (N, H, W, C): each channel min-maxed (max + 1e-8) then upsampled (half-pixel).
+
+    Any spatial rank: (N, l, C) -> (N, L, C) linear, (N, d, h, w, C) -> (N, D, H, W, C) trilinear."""
+    space = tuple(range(1, a.ndim - 1))
+    a = a - a.min(axis=space, keepdims=True)
+    a = a / (a.max(axis=space, keepdims=True) + NORM_EPS)
     return jax.image.resize(a, (a.shape[0], *size, a.shape[-1]), method="bilinear", antialias=False)
+
+
+def channel_weighted(weights, a):
+    """Weights (N, C) times activations (N, ..., C) of any spatial rank."""
+    return weights.reshape(weights.shape[0], *(1,) * (a.ndim - 2), -1) * a
 
 
 def mask_noise(seed: int, sample, channel, shape, std: float):
@@ -39,7 +47,7 @@ def ss_cam_map(split, x, targets, score="logit", num_samples=35, std=2.0, seed=0
     logits = split.model(x)
     classes = targets_lib.resolve_classes(targets, logits)
     base = targets_lib.target_score(logits, targets, classes, score)
-    masks = channel_masks(a, x.shape[1:3])
+    masks = channel_masks(a, x.shape[1:-1])
 
     def channel_score(k):
         m = jnp.take(masks, k, axis=-1)
@@ -52,7 +60,7 @@ def ss_cam_map(split, x, targets, score="logit", num_samples=35, std=2.0, seed=0
 
     channels = a.shape[-1]
     scores = jax.lax.map(channel_score, jnp.arange(channels), batch_size=min(chunk_size, channels))  # (C, N)
-    return jax.nn.softmax(scores.T, axis=-1)[:, None, None, :] * a
+    return channel_weighted(jax.nn.softmax(scores.T, axis=-1), a)
 
 
 SS_OPTIONS = (SCORE, FINAL_ACTIVATION,
