@@ -51,3 +51,17 @@ def tiny_model():
 
 def tiny_images(n=7):
     return np.random.default_rng(0).integers(0, 256, (n, 24, 24, 3), dtype=np.uint8)
+
+
+def render_folder(folder, out, batch_size: int = 2, method: str = "grad_cam"):
+    """`jaxcam render <folder>` in-process on a random 32 px ResNet-20; returns (exit status, stdout + stderr)."""
+    import contextlib
+    import io
+
+    from jaxcam.cli import render
+
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text), contextlib.redirect_stderr(text):
+        status = render.main([str(folder), "--method", method, "--model", "resnet20", "--weights", "none",
+                              "--image-size", "32", "--batch-size", str(batch_size), "--out", str(out)])
+    return status, text.getvalue()

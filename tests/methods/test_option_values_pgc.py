@@ -19,7 +19,6 @@ non-default value and compares jaxcam's map with pgc's map for the same setting:
 `COVERAGE` at the end maps every (method, option, value) of the registry to the test that checks it (here
 or elsewhere); `test_every_registry_option_value_is_covered` fails on any value missing from it.
 """
-import functools
 import importlib
 
 import flax.linen as nn
