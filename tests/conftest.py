@@ -15,7 +15,7 @@ import pytest
 # start as subprocesses (through JAX_COMPILATION_CACHE_DIR), removed when the session ends, so a run's
 # time never depends on what an earlier run left behind. JAXCAM_TEST_XLA_CACHE=<folder> keeps a
 # persistent one instead (faster local re-runs; not for timing the suite).
-# Under pytest-xdist (`-n 2`, as .ci/run does) the workers inherit the environment of the controlling
+# Under pytest-xdist (`-n 2`) the workers inherit the environment of the controlling
 # process, which made the folder: they share it (JAXCAM_TEST_RUN_CACHE) and leave its removal to it.
 _WORKER = bool(os.environ.get("PYTEST_XDIST_WORKER"))
 _OWN_CACHE = not os.environ.get("JAXCAM_TEST_XLA_CACHE") and not (_WORKER and os.environ.get("JAXCAM_TEST_RUN_CACHE"))
