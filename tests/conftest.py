@@ -15,8 +15,14 @@ import pytest
 # start as subprocesses (through JAX_COMPILATION_CACHE_DIR), removed when the session ends, so a run's
 # time never depends on what an earlier run left behind. JAXCAM_TEST_XLA_CACHE=<folder> keeps a
 # persistent one instead (faster local re-runs; not for timing the suite).
-_OWN_CACHE = not os.environ.get("JAXCAM_TEST_XLA_CACHE")
-XLA_CACHE = os.environ.get("JAXCAM_TEST_XLA_CACHE") or tempfile.mkdtemp(prefix="jaxcam-test-xla-")
+# Under pytest-xdist (`-n 2`) the workers inherit the environment of the controlling
+# process, which made the folder: they share it (JAXCAM_TEST_RUN_CACHE) and leave its removal to it.
+_WORKER = bool(os.environ.get("PYTEST_XDIST_WORKER"))
+_OWN_CACHE = not os.environ.get("JAXCAM_TEST_XLA_CACHE") and not (_WORKER and os.environ.get("JAXCAM_TEST_RUN_CACHE"))
+XLA_CACHE = (os.environ.get("JAXCAM_TEST_XLA_CACHE") or (os.environ.get("JAXCAM_TEST_RUN_CACHE") if _WORKER else None)
+             or tempfile.mkdtemp(prefix="jaxcam-test-xla-"))
+if _OWN_CACHE:
+    os.environ["JAXCAM_TEST_RUN_CACHE"] = XLA_CACHE
 os.environ["JAX_COMPILATION_CACHE_DIR"] = XLA_CACHE
 os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
 jax.config.update("jax_compilation_cache_dir", XLA_CACHE)
@@ -38,6 +44,8 @@ def pytest_collectreport(report):
 
 
 def pytest_sessionfinish(session, exitstatus):
+    if hasattr(session.config, "workerinput"):  # an xdist worker: its reports reach the controlling process
+        return
     if _OWN_CACHE:
         shutil.rmtree(XLA_CACHE, ignore_errors=True)
     expected = os.environ.get("JAXCAM_EXPECTED_SKIPS")

@@ -16,6 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from tests.helpers import render_folder
+
 FAST = settings(max_examples=12, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
@@ -106,8 +108,6 @@ def test_unreadable_image_gives_one_line_error(tmp_path, data, suffix):
 def test_render_finishes_the_rest_of_the_batch(tmp_path):
     """Two good images among truncated, empty and fake files: exit 0, the good ones rendered, one
     'skipped' line per bad file."""
-    from jaxcam.cli import render
-
     folder = tmp_path / "in"
     folder.mkdir()
     for i in range(2):
@@ -115,11 +115,7 @@ def test_render_finishes_the_rest_of_the_batch(tmp_path):
     (folder / "truncated.png").write_bytes(_png_bytes(5)[:120])
     (folder / "empty.jpg").write_bytes(b"")
     (folder / "fake.png").write_bytes(b"GIF89a not a png at all")
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-        status = render.main([str(folder), "--method", "grad_cam", "--model", "resnet20", "--weights", "none",
-                              "--image-size", "32", "--batch-size", "4", "--out", str(tmp_path / "out")])
-    text = out.getvalue()
+    status, text = render_folder(folder, tmp_path / "out", batch_size=4)
     assert status == 0, text
     assert sorted(os.listdir(tmp_path / "out")) == ["good0_grad_cam.png", "good1_grad_cam.png", "index.html", "page",
                                                     "render.json"]

@@ -27,6 +27,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.helpers import random_pngs
+
 ROOT = Path(__file__).resolve().parents[2]
 SLOW = bool(os.environ.get("JAXCAM_SLOW_TESTS"))
 KILLS = 5 if SLOW else 2
@@ -37,7 +39,10 @@ TIMING = {"seconds", "warm", "seconds_per_image", "images_per_second", "trained_
 def _env():
     return dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                 JAX_COMPILATION_CACHE_DIR=os.environ["JAX_COMPILATION_CACHE_DIR"],  # tests/conftest.py: per run
-                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5", TQDM_DISABLE="1")
+                # Every compilation of the uninterrupted run is kept (not only those over 0.5 s): each rerun of
+                # the same command then loads them instead of compiling again (the same executables: no check
+                # changes, 3 process starts of compiling per job are saved).
+                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", TQDM_DISABLE="1")
 
 
 def _script(name):
@@ -163,11 +168,7 @@ def _epochs(folder: Path) -> int:
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
-    root = tmp_path_factory.mktemp("kill-images")
-    rng = np.random.default_rng(0)
-    for i in range(12):
-        Image.fromarray(rng.integers(0, 256, (36, 40, 3), dtype=np.uint8)).save(root / f"img{i:02d}.png")
-    return root
+    return random_pngs(tmp_path_factory.mktemp("kill-images"), [f"img{i:02d}.png" for i in range(12)], (36, 40, 3))
 
 
 def test_render_killed_and_rerun(images, tmp_path):

@@ -7,12 +7,12 @@ import os
 
 import numpy as np
 import pytest
-from PIL import Image
 
 import jaxcam
 import jaxcam.viz.figures
 from jaxcam import images as images_lib
 from jaxcam.methods import registry
+from tests.helpers import random_pngs
 
 TINY = ["--model", "resnet20", "--weights", "none", "--image-size", "32", "--batch-size", "2"]
 FLAGS = {"score": "sigmoid", "final_activation": "softmax", "window": 3, "stride": 2, "target": 3, "layer": "layer2"}
@@ -23,11 +23,7 @@ TOL = 1e-6  # the same computation on both sides: measured 0 (exact)
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    root = tmp_path_factory.mktemp("flags")
-    rng = np.random.default_rng(3)
-    for name in ("a.png", "b.png"):
-        Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(root / name)
-    return root
+    return random_pngs(tmp_path_factory.mktemp("flags"), ("a.png", "b.png"), (40, 50, 3), seed=3)
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,10 @@ def driver(argv=None) -> int:
         return status
     distributed.initialize(args)
     import jax
+
     import jaxcam
+
+    from tests.helpers import tiny_images, tiny_model  # ROOT is on sys.path (see __main__ below)
 
     if args.fail is not None and jax.process_index() == args.fail:
         os._exit(3)  # a crash: no orderly jax.distributed shutdown
@@ -46,28 +49,6 @@ def driver(argv=None) -> int:
             f.write(f"{jax.process_count()} {len(jax.devices())} {objs}")
     distributed.barrier("done")
     return 0
-
-
-def tiny_model():
-    import flax.linen as nn
-    import jax
-    import jax.numpy as jnp
-    import jaxcam
-
-    class Tiny(nn.Module):
-        @nn.compact
-        def __call__(self, x):
-            x = nn.relu(nn.Conv(8, (3, 3), name="conv1")(x))
-            x = nn.relu(nn.Conv(16, (3, 3), strides=2, name="conv2")(x))
-            return nn.Dense(5, name="fc")(x.mean(axis=(1, 2)))
-
-    variables = Tiny().init(jax.random.key(0), jnp.zeros((1, 24, 24, 3)))
-    return jaxcam.Model(Tiny(), variables, jaxcam.ModelInfo(name="tiny", default_layer="conv2", classifier="fc",
-                                                             input_size=24))
-
-
-def tiny_images(n):
-    return np.random.default_rng(0).integers(0, 256, (n, 24, 24, 3), dtype=np.uint8)
 
 
 def test_share_covers_everything_once_in_whole_blocks():

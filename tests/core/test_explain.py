@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -15,38 +16,23 @@ import jaxcam
 from jaxcam import jobs
 from jaxcam._src import compile as compile_lib
 from jaxcam._src import runner
+from tests.helpers import tiny_images, tiny_model
 
-TINY_SOURCE = textwrap.dedent("""
-    import flax.linen as nn, jax, jax.numpy as jnp, numpy as np, jaxcam
-
-    class Tiny(nn.Module):
-        @nn.compact
-        def __call__(self, x):
-            x = nn.relu(nn.Conv(8, (3, 3), name="conv1")(x))
-            x = nn.relu(nn.Conv(16, (3, 3), strides=2, name="conv2")(x))
-            return nn.Dense(5, name="fc")(x.mean(axis=(1, 2)))
-
-    def tiny_model():
-        variables = Tiny().init(jax.random.key(0), jnp.zeros((1, 24, 24, 3)))
-        info = jaxcam.ModelInfo(name="tiny", default_layer="conv2", classifier="fc", input_size=24)
-        return jaxcam.Model(Tiny(), variables, info)
-
-    def tiny_images(n=7):
-        return np.random.default_rng(0).integers(0, 256, (n, 24, 24, 3), dtype=np.uint8)
-""")
-exec(TINY_SOURCE)  # defines Tiny, tiny_model, tiny_images (the 4-device subprocess runs the same code)
+ROOT = str(Path(__file__).resolve().parents[2])
+# The 4-device subprocess builds the same model from the same helper.
+TINY_SOURCE = f"import sys; sys.path.insert(0, {ROOT!r})\nimport jax, numpy as np, jaxcam\nfrom tests.helpers import tiny_images, tiny_model\n"
 
 TARGETS = [0, 1, 2, 3, 4, 0, 1]
 
 
 @pytest.fixture(scope="module")
 def model():
-    return tiny_model()  # noqa: F821
+    return tiny_model()
 
 
 @pytest.fixture(scope="module")
 def images():
-    return tiny_images()  # noqa: F821
+    return tiny_images()
 
 
 @pytest.mark.parametrize("method,kwargs", [(jaxcam.grad_cam, {}), (jaxcam.fast_ablation_cam, {"window": 2}),

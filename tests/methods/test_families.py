@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import jaxcam
+from tests.helpers import ConvReLU
 from jaxcam._src.projection import first_component
 from jaxcam._src.runner import run
 from jaxcam.methods.ablation import ablation_cam_map
@@ -36,15 +37,6 @@ def finish(raw, size):
         t = torch.from_numpy(cam[:, None].astype(np.float32))
         cam = torch.nn.functional.interpolate(t, size=size, mode="bilinear", align_corners=False)[:, 0].numpy()
     return minmax(cam)
-
-
-class ConvReLU(nn.Module):
-    features: int
-    stride: int = 1
-
-    @nn.compact
-    def __call__(self, x):
-        return nn.relu(nn.Conv(self.features, (3, 3), self.stride, padding=1, name="conv")(x))
 
 
 class TinyNet(nn.Module):

@@ -14,20 +14,12 @@ import pytest
 import torch
 
 import jaxcam
+from tests.helpers import ConvReLU
 
 SIZE = 12  # block2 (stride 2) is 6 x 6 x 8
 # Measured max-abs errors (float32 jaxcam vs float64 reference): logit scores <= 1e-5; differences
 # of probabilities lose digits to cancellation before the min-max: <= 3e-5.
 TOL, SOFTMAX_TOL = 2e-5, 1e-4
-
-
-class ConvReLU(nn.Module):
-    features: int
-    stride: int = 1
-
-    @nn.compact
-    def __call__(self, x):
-        return nn.relu(nn.Conv(self.features, (3, 3), self.stride, padding=1, name="conv")(x))
 
 
 class AblatableNet(nn.Module):

@@ -19,7 +19,6 @@ non-default value and compares jaxcam's map with pgc's map for the same setting:
 `COVERAGE` at the end maps every (method, option, value) of the registry to the test that checks it (here
 or elsewhere); `test_every_registry_option_value_is_covered` fails on any value missing from it.
 """
-import functools
 import importlib
 
 import flax.linen as nn
@@ -32,6 +31,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget, 
 from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
 
 import jaxcam
+from tests.helpers import ConvReLU
 from jaxcam.methods import registry
 
 SIZE = 12
@@ -63,20 +63,11 @@ class TorchNet(torch.nn.Module):
         return self.fc(self.head(self.block2(self.block1(x))).mean((2, 3)))
 
 
-class Block(nn.Module):
-    features: int
-    stride: int = 1
-
-    @nn.compact
-    def __call__(self, x):
-        return nn.relu(nn.Conv(self.features, (3, 3), self.stride, padding=1, name="conv")(x))
-
-
 class FlaxNet(nn.Module):
     @nn.compact
     def __call__(self, x):
-        a = Block(8, 2, name="block2")(Block(6, name="block1")(x))
-        return nn.Dense(5, name="fc")(Block(8, name="head")(a).mean((1, 2)))
+        a = ConvReLU(8, 2, name="block2")(ConvReLU(6, name="block1")(x))
+        return nn.Dense(5, name="fc")(ConvReLU(8, name="head")(a).mean((1, 2)))
 
 
 @pytest.fixture(scope="module")
