@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from jaxcam.train import reports
-from tests.core.test_distributed import tiny_model
+from tests.helpers import tiny_model
 
 CLASSES = ["ant", "bee", "cat", "dog", "eel"]  # tiny_model: 5 classes, layers conv1 and conv2
 
