@@ -30,6 +30,30 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 _SKIPPED = []
 
+# JAXCAM_TEST_TIMES=<file.tsv>: one row per test (wall s, CPU s of this process + the subprocesses it waited
+# for, node id), written at the end: CPU seconds rank the tests' cost even on a shared machine.
+_TIMES = os.environ.get("JAXCAM_TEST_TIMES")
+_ROWS = []
+
+
+def _cpu():
+    import resource
+
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    if not _TIMES:
+        yield
+        return
+    import time
+
+    wall, cpu = time.perf_counter(), _cpu()
+    yield
+    _ROWS.append(f"{time.perf_counter() - wall:.2f}\t{_cpu() - cpu:.2f}\t{item.nodeid}")
+
 
 def pytest_runtest_logreport(report):
     if report.skipped:
@@ -48,6 +72,9 @@ def pytest_sessionfinish(session, exitstatus):
         return
     if _OWN_CACHE:
         shutil.rmtree(XLA_CACHE, ignore_errors=True)
+    if _TIMES:
+        with open(_TIMES, "w") as f:
+            f.write("wall_s\tcpu_s\ttest\n" + "".join(row + "\n" for row in _ROWS))
     expected = os.environ.get("JAXCAM_EXPECTED_SKIPS")
     if expected is None or exitstatus not in (0, 1):
         return
