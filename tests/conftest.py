@@ -30,10 +30,9 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 _SKIPPED = []
 
-# JAXCAM_TEST_TIMES=<file.tsv>: one row per test (wall s, CPU s of this process + the subprocesses it waited
-# for, node id), written at the end: CPU seconds rank the tests' cost even on a shared machine.
+# JAXCAM_TEST_TIMES=<file.tsv>: one row per test appended (wall s, CPU s of this process + the subprocesses
+# it waited for, node id): CPU seconds rank the tests' cost even on a shared machine. Serial runs only.
 _TIMES = os.environ.get("JAXCAM_TEST_TIMES")
-_ROWS = []
 
 
 def _cpu():
@@ -52,7 +51,8 @@ def pytest_runtest_protocol(item, nextitem):
 
     wall, cpu = time.perf_counter(), _cpu()
     yield
-    _ROWS.append(f"{time.perf_counter() - wall:.2f}\t{_cpu() - cpu:.2f}\t{item.nodeid}")
+    with open(_TIMES, "a") as f:  # as it goes: a long run can be read before it ends
+        f.write(f"{time.perf_counter() - wall:.2f}\t{_cpu() - cpu:.2f}\t{item.nodeid}\n")
 
 
 def pytest_runtest_logreport(report):
@@ -72,9 +72,6 @@ def pytest_sessionfinish(session, exitstatus):
         return
     if _OWN_CACHE:
         shutil.rmtree(XLA_CACHE, ignore_errors=True)
-    if _TIMES:
-        with open(_TIMES, "w") as f:
-            f.write("wall_s\tcpu_s\ttest\n" + "".join(row + "\n" for row in _ROWS))
     expected = os.environ.get("JAXCAM_EXPECTED_SKIPS")
     if expected is None or exitstatus not in (0, 1):
         return
