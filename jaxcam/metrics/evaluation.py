@@ -209,11 +209,13 @@ def evaluate(args: Settings, model, files, labels, methods, cache, progress=True
                 x = model.preprocess(pixels)
                 t = None if targets is None else jnp.asarray(targets[batch.start : batch.start + batch.count])
                 index = files.index(batch_files[0])
+                # the last, partial batch is padded as explain_batches pads it: the metrics compile once
                 results = all_metrics(
-                    model, x, maps, t, score=args.score, steps=args.steps, baseline=args.baseline,
-                    percentiles=args.percentiles, key=jax.random.fold_in(base_key, 1_000_000 + index), tol=args.road_tol,
+                    model, _padded(x, bs), _padded(maps, bs), _padded(t, bs), score=args.score, steps=args.steps,
+                    baseline=args.baseline, percentiles=args.percentiles,
+                    key=jax.random.fold_in(base_key, 1_000_000 + index), tol=args.road_tol,
                 )
-                results = {k: np.asarray(v) for k, v in results.items()}
+                results = {k: np.asarray(v)[: batch.count] for k, v in results.items()}
                 for i, f in enumerate(batch_files):
                     row = {k: v[i] for k, v in results.items()}
                     row["seconds"] = np.float32(seconds)
@@ -235,6 +237,13 @@ def evaluate(args: Settings, model, files, labels, methods, cache, progress=True
         finally:
             bar.close()
     return failed
+
+
+def _padded(a, size: int):
+    """`a` with copies of its last row appended up to `size` rows (None stays None)."""
+    if a is None or len(a) >= size:
+        return a
+    return jnp.concatenate([a, jnp.repeat(a[-1:], size - len(a), axis=0)])
 
 
 def _random_batches(model, images, bs, base_key, files, todo):

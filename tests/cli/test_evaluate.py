@@ -21,12 +21,14 @@ def data(tmp_path_factory):
     return folder
 
 
-BASE = ["--model", "resnet20", "--weights", "random", "--size", "32", "--batch-size", "2"]
+# One setting for every run here (and test_kill_and_rerun's evaluate): the compiled metrics are shared.
+BASE = ["--model", "resnet20", "--weights", "random", "--image-size", "32", "--batch-size", "2", "--steps", "2",
+        "--baseline", "zeros", "--percentiles", "50"]
 
 
 def test_writes_tables_and_resumes(data, tmp_path):
     out = tmp_path / "out"
-    argv = BASE + ["--data", str(data), "--methods", "grad_cam", "--steps", "4", "--percentiles", "50", "--out", str(out)]
+    argv = BASE + ["--data", str(data), "--method", "grad_cam", "--out", str(out)]
     rows, failed = evaluate.run(argv, progress=False)
     assert not failed and [r["method"] for r in rows] == ["grad_cam", "random"]
     assert all(r["images"] == 3 for r in rows)
@@ -42,8 +44,7 @@ def test_writes_tables_and_resumes(data, tmp_path):
 
 
 def test_metric_values_match_a_hand_computation(data, tmp_path):
-    argv = BASE + ["--data", str(data), "--methods", "grad_cam", "--steps", "2", "--baseline", "zeros",
-                   "--percentiles", "--score", "softmax", "--out", str(tmp_path / "o")]
+    argv = BASE + ["--data", str(data), "--method", "grad_cam", "--score", "softmax", "--out", str(tmp_path / "o")]
     rows, _ = evaluate.run(argv, progress=False)
     got = rows[0]
     model = jaxcam.models.load("resnet20", weights=None)
@@ -73,8 +74,7 @@ def test_metric_values_match_a_hand_computation(data, tmp_path):
 
 def test_a_failing_method_is_reported_not_dropped(data, tmp_path, capsys):
     out = tmp_path / "fail"
-    argv = BASE + ["--data", str(data), "--methods", "grad_cam,cam", "--layer", "layer2", "--steps", "2",
-                   "--percentiles", "--out", str(out)]
+    argv = BASE + ["--data", str(data), "--method", "grad_cam,cam", "--layer", "layer2", "--out", str(out)]
     assert evaluate.main(argv) == 1
     err = capsys.readouterr().err
     assert "FAILED cam" in err and "GAP+FC" in err

@@ -188,9 +188,10 @@ def test_render_killed_and_rerun(images, tmp_path):
 
 def test_evaluate_killed_and_rerun(images, tmp_path):
     def cmd(out):
+        # test_evaluate's settings: the compiled metrics come from the run's compilation cache
         return [sys.executable, _script("evaluate.py"), "--data", str(images), "--model", "resnet20",
-                "--weights", "random", "--size", "32", "--methods", "grad_cam", "--batch-size", "4",
-                "--steps", "4", "--percentiles", "50", "--out", str(out)]
+                "--weights", "random", "--image-size", "32", "--method", "grad_cam", "--batch-size", "2",
+                "--steps", "2", "--baseline", "zeros", "--percentiles", "50", "--out", str(out)]
 
     rc, _, log = run(cmd(tmp_path / "ref"))
     assert rc == 0, log[-3000:]
