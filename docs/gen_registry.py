@@ -1,0 +1,52 @@
+"""MkDocs hook: the pages' registry-derived text, generated at build time from `jaxcam.methods.registry`.
+
+A page asks for generated text with a marker line; nothing of the registry is typed into the docs:
+
+    <!-- registry:table -->      the methods table (the README's, `registry.markdown_table()`)
+    <!-- registry:methods -->    one section per method: formula, family, output, names, paper, options
+    <!-- registry:api -->        one API reference block (mkdocstrings) per method function
+"""
+import re
+
+MARKER = re.compile(r"^<!-- registry:(table|methods|api) -->$", flags=re.M)
+
+
+def _value(value) -> str:
+    return "–" if value is None else f"`{value!r}`"
+
+
+def _section(m) -> str:
+    lines = [f"### {m.name}", "", m.doc, ""]
+    lines += [f"- **computes**: {m.formula}" if m.formula else "",
+              f"- **family / output**: {m.family} / {m.output}",
+              f"- **also called**: {', '.join(f'`{a}`' for a in m.aliases) or '–'}",
+              f"- **pytorch-grad-cam**: {f'`{m.pgc}`' if m.pgc else '–'}",
+              f"- **paper**: {m.paper or '–'}",
+              f"- **call**: `jaxcam.{m.name}(model, x{', layer=None' if m.takes_layer else ''}, targets=None, ...)`"
+              f" ([API][{m.rule.__module__}.{m.rule.__name__}])", ""]
+    if m.options:
+        lines += ["| option | default | accepts | what it does |", "|---|---|---|---|"]
+        lines += [f"| `{o.name}` | {_value(o.default)} | "
+                  f"{', '.join(map(_value, o.choices)) if o.choices else ('int >= 1' if o.positive else 'see default')}"
+                  f" | {o.doc} |" for o in m.options]
+    return "\n".join(line for line in lines if line is not None) + "\n"
+
+
+def _generated(kind: str) -> str:
+    from jaxcam.methods import registry  # the installed jaxcam (the one the API pages document)
+
+    ordered = sorted(registry.REGISTRY.values(), key=lambda m: (registry.FAMILIES.index(m.family), m.name))
+    if kind == "table":
+        return registry.markdown_table()
+    if kind == "methods":
+        out = []
+        for family in registry.FAMILIES:
+            members = [m for m in ordered if m.family == family]
+            if members:
+                out.append(f"## {family.capitalize()} family\n\n" + "\n".join(map(_section, members)))
+        return "\n".join(out)
+    return "\n".join(f"::: {m.rule.__module__}.{m.rule.__name__}\n" for m in ordered)
+
+
+def on_page_markdown(markdown, page, config, files):
+    return MARKER.sub(lambda match: _generated(match.group(1)), markdown)
