@@ -5,10 +5,14 @@ A page asks for generated text with a marker line; nothing of the registry is ty
     <!-- registry:table -->      the methods table (the README's, `registry.markdown_table()`)
     <!-- registry:methods -->    one section per method: formula, family, output, names, paper, options
     <!-- registry:api -->        one API reference block (mkdocstrings) per method function
+    <!-- options:train -->       the options of `jaxcam.train.fit` / ``jaxcam train`` (`jaxcam.config.Option`s);
+    <!-- options:render -->, <!-- options:evaluate -->  those of the other two commands
 """
+import importlib
 import re
 
-MARKER = re.compile(r"^<!-- registry:(table|methods|api) -->$", flags=re.M)
+MARKER = re.compile(r"^<!-- (registry|options):(\w+) -->$", flags=re.M)
+COMMANDS = {"train": "jaxcam.train.options", "render": "jaxcam.cli.render", "evaluate": "jaxcam.cli.evaluate"}
 
 
 def _value(value) -> str:
@@ -32,7 +36,20 @@ def _section(m) -> str:
     return "\n".join(line for line in lines if line is not None) + "\n"
 
 
-def _generated(kind: str) -> str:
+def _options(command: str) -> str:
+    """A table of a command's declared options: flag (the `fit()` keyword with underscores), default, help."""
+    rows = ["| flag | default | what it does |", "|---|---|---|"]
+    for o in importlib.import_module(COMMANDS[command]).OPTIONS:
+        if o.positional:
+            continue
+        text = o.help.replace("|", "\\|") + (f" (one of: {', '.join(map(str, o.choices))})" if o.choices else "")
+        rows.append(f"| `{o.flag}` | {_value(o.default)} | {text} |")
+    return "\n".join(rows) + "\n"
+
+
+def _generated(source: str, kind: str) -> str:
+    if source == "options":
+        return _options(kind)
     from jaxcam.methods import registry  # the installed jaxcam (the one the API pages document)
 
     ordered = sorted(registry.REGISTRY.values(), key=lambda m: (registry.FAMILIES.index(m.family), m.name))
@@ -49,4 +66,4 @@ def _generated(kind: str) -> str:
 
 
 def on_page_markdown(markdown, page, config, files):
-    return MARKER.sub(lambda match: _generated(match.group(1)), markdown)
+    return MARKER.sub(lambda match: _generated(match.group(1), match.group(2)), markdown)
