@@ -4,11 +4,13 @@ A page asks for generated text with a marker line; nothing of the registry is ty
 
     <!-- registry:table -->      the methods table (the README's, `registry.markdown_table()`)
     <!-- registry:methods -->    one section per method: formula, family, output, names, paper, options
-    <!-- registry:api -->        one API reference block (mkdocstrings) per method function
+    <!-- registry:api -->        one API reference block (mkdocstrings) per method function, then per
+                                 public helper of the method modules (their ``__all__``: `multi_layer`, ...)
     <!-- options:train -->       the options of `jaxcam.train.fit` / ``jaxcam train`` (`jaxcam.config.Option`s);
     <!-- options:render -->, <!-- options:evaluate -->  those of the other two commands
 """
 import importlib
+import inspect
 import re
 
 MARKER = re.compile(r"^<!-- (registry|options):(\w+) -->$", flags=re.M)
@@ -17,6 +19,11 @@ COMMANDS = {"train": "jaxcam.train.options", "render": "jaxcam.cli.render", "eva
 
 def _value(value) -> str:
     return "–" if value is None else f"`{value!r}`"
+
+
+def _cell(text: str) -> str:
+    """`text` inside a Markdown table cell (a bare | would end the cell)."""
+    return str(text).replace("|", "\\|")
 
 
 def _section(m) -> str:
@@ -32,7 +39,7 @@ def _section(m) -> str:
         lines += ["| option | default | accepts | what it does |", "|---|---|---|---|"]
         lines += [f"| `{o.name}` | {_value(o.default)} | "
                   f"{', '.join(map(_value, o.choices)) if o.choices else ('int >= 1' if o.positive else 'see default')}"
-                  f" | {o.doc} |" for o in m.options]
+                  f" | {_cell(o.doc)} |" for o in m.options]
     return "\n".join(line for line in lines if line is not None) + "\n"
 
 
@@ -42,7 +49,7 @@ def _options(command: str) -> str:
     for o in importlib.import_module(COMMANDS[command]).OPTIONS:
         if o.positional:
             continue
-        text = o.help.replace("|", "\\|") + (f" (one of: {', '.join(map(str, o.choices))})" if o.choices else "")
+        text = _cell(o.help) + (f" (one of: {', '.join(map(str, o.choices))})" if o.choices else "")
         rows.append(f"| `{o.flag}` | {_value(o.default)} | {text} |")
     return "\n".join(rows) + "\n"
 
@@ -62,7 +69,12 @@ def _generated(source: str, kind: str) -> str:
             if members:
                 out.append(f"## {family.capitalize()} family\n\n" + "\n".join(map(_section, members)))
         return "\n".join(out)
-    return "\n".join(f"::: {m.rule.__module__}.{m.rule.__name__}\n" for m in ordered)
+    import jaxcam.methods
+
+    helpers = [getattr(jaxcam.methods, n) for n in jaxcam.methods.__all__ if n not in registry.REGISTRY]
+    paths = [f"{m.rule.__module__}.{m.rule.__name__}" for m in ordered]
+    paths += sorted(f"{h.__module__}.{h.__qualname__}" for h in helpers if not inspect.ismodule(h))
+    return "\n".join(f"::: {path}\n" for path in paths)
 
 
 def on_page_markdown(markdown, page, config, files):
