@@ -57,8 +57,8 @@ def is_cam(model, x, layer=None, targets=None, *, num_samples: int = 10, score="
     """IS-CAM: Score-CAM weights averaged over `num_samples` scales of each masked input (torchcam 0.5's form).
 
     Args:
-      num_samples: points on the integration path (10, torchcam's default). chunk_size: channels per vmapped
-      chunk. Others as `jaxcam.hires_cam`.
+      num_samples: points on the integration path (10, torchcam's default).
+      chunk_size: channels per vmapped chunk. Others as `jaxcam.hires_cam`.
 
     Returns:
       (N, H, W) float32 maps in [0, 1].
