@@ -23,7 +23,7 @@ CASES = {"keras-1d": (3,), "keras-2d": (3, 3), "nnx-1d": (3,), "nnx-3d": (3, 3, 
 SHAPES = {1: (2, 12, 2), 2: (2, 6, 7, 3), 3: (2, 3, 5, 4, 1)}
 GRADIENT_RULES = ("grad_cam", "hires_cam", "xgrad_cam", "grad_cam_elementwise", "layer_cam", "grad_cam_pp")
 OTHERS = ("shapley_cam", "cam", "eigen_cam", "eigen_grad_cam", "seg_eigen_cam", "fem", "random_cam")
-TOL, LOOP_TOL = 2e-5, 1e-4  # as test_every_rank (Linen); measured below 3e-6 and 2e-6
+TOL, LOOP_TOL = 4e-6, 1e-4  # measured: closed forms 4.0e-7, loops 2.6e-5 (worst of the four cases)
 
 
 class NNXFeatures(nnx.Module):
