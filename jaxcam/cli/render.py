@@ -9,7 +9,7 @@
 
 --method takes any name of the method registry (`jaxcam.methods.registry.names()`), an alias
 (``ablation``, ``spatial``) or a pytorch-grad-cam class name (``GradCAMPlusPlus``); ``all`` runs
-every method. Every method option of the registry is a flag (``--window``, ``--chunk-size``, ...);
+every method defined for any model (LeGrad needs a vision transformer: ``--method legrad``). Every method option of the registry is a flag (``--window``, ``--chunk-size``, ...);
 a method that has no use for one notes it. Map methods give original | heatmap | overlay;
 attribution methods (guided backprop) original | attribution | its magnitude over the image;
 several-maps methods one overlay per map.

@@ -121,6 +121,7 @@ class Method:
     pgc: Optional[str] = None
     takes_layer: bool = True
     formula: str = ""  # what it computes, one line (the README table's column)
+    requires: Optional[str] = None  # the model it needs when not any model (LeGrad: a ViT); 'all' leaves it out
 
     def __post_init__(self):
         object.__setattr__(self, "rule", getattr(self.fn, "__wrapped__", self.fn))  # the undecorated function
@@ -218,13 +219,14 @@ def get(name: str) -> Method:
 
 
 def parse(spec: str, option: str = "--method") -> List[Method]:
-    """Registry methods from a comma-separated list of names/aliases (or 'all'), each once, in order.
+    """Registry methods from a comma-separated list of names/aliases (or 'all': every method defined for any
+    model, i.e. without `requires`), each once, in order.
     An unknown or empty one raises `ConfigError` naming `option`."""
     wanted = [s.strip() for s in str(spec).split(",") if s.strip()]
     if not wanted:
         raise ConfigError(f"{option} is empty; valid methods: {', '.join(names())}")
     if wanted == ["all"]:
-        return [REGISTRY[n] for n in names()]
+        return [REGISTRY[n] for n in names(any_model=True)]
     chosen = []
     for name in wanted:
         try:
@@ -236,20 +238,22 @@ def parse(spec: str, option: str = "--method") -> List[Method]:
     return chosen
 
 
-def names(family: Optional[str] = None, output: Optional[str] = None) -> List[str]:
-    """Canonical names, sorted, optionally only of one family and/or output kind."""
+def names(family: Optional[str] = None, output: Optional[str] = None, any_model: bool = False) -> List[str]:
+    """Canonical names, sorted, optionally only of one family and/or output kind, and (`any_model`) only the
+    methods defined for any model (no `requires`: LeGrad needs a vision transformer)."""
     return sorted(n for n, m in REGISTRY.items()
-                  if (family is None or m.family == family) and (output is None or m.output == output))
+                  if (family is None or m.family == family) and (output is None or m.output == output)
+                  and not (any_model and m.requires))
 
 
 def method(name: Optional[str] = None, *, family: str, output: str = "map", options: Tuple[Option, ...] = (),
            aliases: Tuple[str, ...] = (), paper: Optional[str] = None, pgc: Optional[str] = None,
-           formula: str = "") -> Callable:
+           formula: str = "", requires: Optional[str] = None) -> Callable:
     """Declare a CAM method once (decorator): its registry entry, option checks and public function.
 
     Args:
       name: the registry name (default: the function's name).
-      family, output, aliases, paper, pgc, formula: as `Method`.
+      family, output, aliases, paper, pgc, formula, requires: as `Method`.
       options: the keyword options the registry knows (checked on every call that passes them; the
         commands make flags of them).
 
@@ -267,7 +271,8 @@ def method(name: Optional[str] = None, *, family: str, output: str = "map", opti
             return fn(*args, **kwargs)
 
         register(Method(name or fn.__name__, public, family, output, tuple(options), tuple(aliases), paper, pgc,
-                        takes_layer="layer" in inspect.signature(fn).parameters, formula=formula))
+                        takes_layer="layer" in inspect.signature(fn).parameters, formula=formula,
+                        requires=requires))
         return public
 
     return declare

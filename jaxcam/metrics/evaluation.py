@@ -86,10 +86,10 @@ def resolve_methods(spec: str, notes: list = None, option: str = "--method") -> 
     """Registry methods to run (the random baseline is added by `run`). 'all': every map method; the
     others are named on stderr (they return attributions or several maps, which these metrics do not take)."""
     if spec.strip() == "all":
-        others = [n for n in registry.names() if registry.get(n).output != "map"]
+        others = [n for n in registry.names(any_model=True) if registry.get(n).output != "map"]
         note = f"note: not evaluated (not (N, H, W) maps): {', '.join(others)}"
         notes.append(note) if notes is not None else print(note, file=sys.stderr)
-        return [registry.get(n) for n in registry.names(output="map")]
+        return [registry.get(n) for n in registry.names(output="map", any_model=True)]
     names = [s.strip() for s in spec.split(",") if s.strip() and s.strip() != RANDOM]
     chosen = registry.parse(",".join(names), option) if names else []
     for m in chosen:

@@ -36,16 +36,26 @@ class MultiheadAttention(nn.Module):
         b = self.param("in_proj_bias", nn.initializers.zeros, (3 * d,))
         n, t, _ = x.shape
         qkv = (x @ w.T + b).reshape(n, t, 3, h, d // h).transpose(2, 0, 3, 1, 4)  # (3, N, heads, T, d_h)
-        out = attention(qkv[0], qkv[1], qkv[2])
+        out = self.probabilities(qkv[0], qkv[1]) @ qkv[2]
         return nn.Dense(d, name="out_proj")(out.transpose(0, 2, 1, 3).reshape(n, t, d))
+
+    def probabilities(self, q, k):
+        """The post-softmax attention probabilities A (N, heads, queries, keys). A method of its own so that
+        `flax.linen.intercept_methods` can read or perturb A (LeGrad: `jaxcam.methods.legrad`)."""
+        return attention_probabilities(q, k)
 
 
 def attention(q, k, v, bias=None):
     """softmax(q k^T / sqrt(d) + bias) v over the last two axes (torch's scaled dot product)."""
+    return attention_probabilities(q, k, bias) @ v
+
+
+def attention_probabilities(q, k, bias=None):
+    """softmax(q k^T / sqrt(d) + bias) over the keys (the last axis)."""
     logits = (q * q.shape[-1] ** -0.5) @ jnp.swapaxes(k, -1, -2)
     if bias is not None:
         logits = logits + bias
-    return jax.nn.softmax(logits, axis=-1) @ v
+    return jax.nn.softmax(logits, axis=-1)
 
 
 class MLP(nn.Module):

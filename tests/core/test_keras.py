@@ -21,12 +21,12 @@ import pytest  # noqa: E402
 
 import jaxcam  # noqa: E402
 import jaxcam.keras  # noqa: E402
-from tests.methods.test_every_rank import _finish, _logits, gap_ablation, gap_cam  # noqa: E402
+from tests.helpers import finish, gap_ablation, gap_cam, gap_logits  # noqa: E402
 
 
 def _resize_finish(heatmap, size):
     """jaxcam's documented post-processing: ReLU, min-max, bilinear (half-pixel) resize, min-max."""
-    m = _finish(np.asarray(heatmap))
+    m = finish(np.asarray(heatmap))
     up = np.asarray(jax.image.resize(jnp.asarray(m, jnp.float32), (m.shape[0], *size), "bilinear", antialias=False))
     lo, hi = up.min(axis=(1, 2), keepdims=True), up.max(axis=(1, 2), keepdims=True)
     return (up - lo) / (hi - lo)
@@ -73,7 +73,7 @@ def test_cam_and_ablation_equal_closed_forms(rank, shape):
     x = np.random.default_rng(rank).normal(size=shape).astype(np.float32)
     a = np.asarray(keras.Model(net.input, net.get_layer("features").output)(x), np.float64)
     w, b = (np.asarray(v.value, np.float64) for v in net.get_layer("fc").weights)
-    logits = _logits(a, w, b)
+    logits = gap_logits(a, w, b)
     np.testing.assert_allclose(np.asarray(jaxcam.keras.model(net)(x)), logits, rtol=1e-4, atol=1e-5)
     c = logits.argmax(-1)
     expected = gap_cam(a, w, c)

@@ -16,6 +16,8 @@ import pytest
 
 import jaxcam
 from jaxcam.methods import registry
+from tests.helpers import (RANDOM_SEED, finish, gap_ablation, gap_closed_forms, gap_gradient, gap_location_ablations,
+                           gap_logits, minmax, score_cam_reference)
 
 RANKS = {"1d": ((3,), (2, 12, 2)), "3d": ((3, 3, 3), (2, 3, 5, 4, 1))}
 
@@ -47,16 +49,6 @@ def _model(kernel, shape, seed=0):
     return jaxcam.Model(module, variables, jaxcam.ModelInfo(classifier="fc")), x
 
 
-def _minmax(m):
-    axes = tuple(range(1, m.ndim))
-    lo, hi = m.min(axis=axes, keepdims=True), m.max(axis=axes, keepdims=True)
-    return np.where(hi > lo, (m - lo) / np.where(hi > lo, hi - lo, 1), 0.0)
-
-
-def _finish(m):
-    return _minmax(np.maximum(m, 0))
-
-
 def _parts(model, x):
     _, state = model.module.apply(model.variables, x, capture_intermediates=True, mutable=["intermediates"])
     a = np.asarray(state["intermediates"]["features"]["__call__"][0], np.float64)
@@ -64,76 +56,17 @@ def _parts(model, x):
     return a, np.asarray(fc["kernel"], np.float64), np.asarray(fc["bias"], np.float64)
 
 
-def _logits(a, w, b):
-    return a.mean(axis=tuple(range(1, a.ndim - 1))) @ w + b
-
-
-def gap_cam(a, w, c):
-    """CAM of a GAP + FC head, which Grad-CAM equals: sum_k W[k, c] A_k, finished."""
-    return _finish((w[:, c].T.reshape(len(c), *(1,) * (a.ndim - 2), -1) * a).sum(-1))
-
-
-def gap_ablation(a, w, b, c):
-    """Ablation-CAM by brute force: zero channel k, re-run the GAP + FC head; w_k = (y - y^(k)) / y."""
-    n = np.arange(len(c))
-    y = _logits(a, w, b)[n, c]
-    drops = np.stack([(y - _logits(np.where(np.arange(a.shape[-1]) == k, 0, a), w, b)[n, c]) / y
-                      for k in range(a.shape[-1])], 1)
-    return _finish(np.einsum("nk,n...k->n...", drops, a))
-
-
-def _first_component(m):
-    """numpy SVD: each location's centered channel vector on the first right singular vector, sum(v) >= 0."""
-    n, c = m.shape[0], m.shape[-1]
-    out = []
-    for i in range(n):
-        xi = m[i].reshape(-1, c)
-        xi = xi - xi.mean(axis=0)
-        v = np.linalg.svd(xi, full_matrices=False)[2][0]
-        v = -v if v.sum() < 0 else v
-        out.append((xi @ v).reshape(m.shape[1:-1]))
-    return np.stack(out)
-
-
 @pytest.fixture(params=list(RANKS), scope="module")
 def setup(request):
     kernel, shape = RANKS[request.param]
     model, x = _model(kernel, shape)
     a, w, b = _parts(model, x)
-    logits = _logits(a, w, b)
+    logits = gap_logits(a, w, b)
     c = logits.argmax(-1)
-    locations = np.prod(a.shape[1:-1])
-    g = np.broadcast_to(w[:, c].T.reshape(len(c), *(1,) * (a.ndim - 2), -1) / locations, a.shape)
-    return model, x, a, w, b, logits, c, g
+    return model, x, a, w, b, logits, c, gap_gradient(a, w, c)
 
 
-def _closed_forms(a, w, b, logits, c, g, x):
-    space = tuple(range(1, a.ndim - 1))
-    wc = w[:, c].T.reshape(len(c), *(1,) * (a.ndim - 2), -1)  # (N, 1.., C)
-    sum_a = a.sum(axis=space, keepdims=True)
-    alpha = g ** 2 / (2 * g ** 2 + sum_a * g ** 3 + 1e-6)  # + pytorch-grad-cam's eps
-    threshold = a.mean(axis=space, keepdims=True) + 2.0 * a.std(axis=space, keepdims=True)
-    p = _first_component(np.abs(g) * a)
-    flip = np.abs(p.min(axis=space, keepdims=True)) > np.abs(p.max(axis=space, keepdims=True))
-    return {
-        "grad_cam": (g * a).sum(-1),
-        "hires_cam": (g * a).sum(-1),
-        "xgrad_cam": (g * a).sum(-1),
-        "shapley_cam": (g * a).sum(-1),  # the head is affine: no Hessian term
-        "grad_cam_elementwise": np.maximum(g * a, 0).sum(-1),
-        "layer_cam": (np.maximum(g, 0) * a).sum(-1),
-        "grad_cam_pp": ((np.maximum(g, 0) * alpha).sum(axis=space, keepdims=True) * a).sum(-1),
-        "cam": (wc * a).sum(-1),
-        "eigen_cam": _first_component(a),
-        "eigen_grad_cam": _first_component(g * a),
-        "seg_eigen_cam": np.where(flip, -p, p),
-        "fem": (((a > threshold).mean(axis=space, keepdims=True)) * a).sum(-1),
-        "random_cam": (np.asarray(jax.random.uniform(jax.random.key(3), (a.shape[0], *(1,) * len(space), a.shape[-1]),
-                                                     minval=-1.0, maxval=1.0)) * a).sum(-1),
-    }
-
-
-OPTIONS = {"random_cam": {"seed": 3}}
+OPTIONS = {"random_cam": {"seed": RANDOM_SEED}}
 
 
 @pytest.mark.parametrize("name", ["grad_cam", "hires_cam", "xgrad_cam", "shapley_cam", "grad_cam_elementwise",
@@ -141,53 +74,27 @@ OPTIONS = {"random_cam": {"seed": 3}}
                                   "fem", "random_cam"])
 def test_closed_forms_under_a_gap_fc_head(setup, name):
     model, x, a, w, b, logits, c, g = setup
-    expected = _finish(_closed_forms(a, w, b, logits, c, g, x)[name])
+    expected = finish(gap_closed_forms(a, w, c)[name])
     got = np.asarray(registry.get(name)(model, x, layer="features", **OPTIONS.get(name, {})))
     assert got.shape == x.shape[:-1]
     assert expected.max() == 1.0
     np.testing.assert_allclose(got, expected, atol=2e-5, err_msg=name)
 
 
-def _softmax(z):
-    e = np.exp(z - z.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
-
-
 def test_ablation_family_by_brute_force(setup):
     model, x, a, w, b, logits, c, g = setup
-    n = np.arange(len(c))
-    y = logits[n, c]
     np.testing.assert_allclose(np.asarray(jaxcam.ablation_cam(model, x, layer="features")), gap_ablation(a, w, b, c),
                                atol=1e-4)
-    # location ablation: zero every channel at one location
-    spatial = a.shape[1:-1]
-    p = _softmax(logits)[n, c]
-    weights, fast = np.zeros((len(c), *spatial)), np.zeros((len(c), *spatial))
-    for loc in np.ndindex(*spatial):
-        ablated = a.copy()
-        ablated[(slice(None), *loc)] = 0
-        z = _logits(ablated, w, b)
-        weights[(slice(None), *loc)] = (y - z[n, c]) / y
-        fast[(slice(None), *loc)] = p - _softmax(z)[n, c]
-    np.testing.assert_allclose(np.asarray(jaxcam.spatial_ablation_cam(model, x, layer="features")),
-                               _finish(weights * a.sum(-1)), atol=1e-4)
-    np.testing.assert_allclose(np.asarray(jaxcam.fast_ablation_cam(model, x, layer="features")), _finish(fast),
-                               atol=1e-4)
+    spatial, fast = gap_location_ablations(a, w, b, c)
+    np.testing.assert_allclose(np.asarray(jaxcam.spatial_ablation_cam(model, x, layer="features")), spatial, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(jaxcam.fast_ablation_cam(model, x, layer="features")), fast, atol=1e-4)
 
 
 def test_score_cam_by_brute_force(setup):
     """The layer has the input's size (no upsampling): s_k = y(x * minmax(A_k)), w = softmax(s)."""
     model, x, a, w, b, logits, c, g = setup
-    space = tuple(range(1, a.ndim - 1))
-    scores = []
-    for k in range(a.shape[-1]):
-        m = a[..., k]
-        lo = m.min(axis=space, keepdims=True)
-        m = (m - lo) / (m.max(axis=space, keepdims=True) - lo + 1e-8)
-        scores.append(np.asarray(model(x * m[..., None].astype(np.float32)))[np.arange(len(c)), c])
-    weights = _softmax(np.stack(scores, 1))
     np.testing.assert_allclose(np.asarray(jaxcam.score_cam(model, x, layer="features")),
-                               _finish(np.einsum("nk,n...k->n...", weights, a)), atol=1e-4)
+                               score_cam_reference(a, c, model, x), atol=1e-4)
 
 
 def _conv(p, x, probe=None):
@@ -220,7 +127,7 @@ def test_fullgrad_by_hand_on_any_rank(setup):
 
     total = psi(np.abs(gx * x)) + psi(np.abs(np.asarray(params["stem"]["bias"]) * gp[0])) + \
         psi(np.abs(np.asarray(params["features"]["conv"]["bias"]) * gp[1]))
-    np.testing.assert_allclose(np.asarray(jaxcam.fullgrad(model, x)), _minmax(total), atol=1e-4)
+    np.testing.assert_allclose(np.asarray(jaxcam.fullgrad(model, x)), minmax(total), atol=1e-4)
 
 
 def _as_2d(kernel, shape, seed=0):

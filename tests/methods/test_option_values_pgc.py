@@ -559,6 +559,7 @@ DEFAULTS = {  # method -> the test of its default call against an independent re
     "guided_grad_cam": "tests/methods/test_parity_pgc_families.py::test_guided_grad_cam_matches",
     "is_cam": "tests/methods/test_torchcam_methods.py::test_is_cam_matches_torchcam",
     "kpca_cam": "tests/methods/test_parity_pgc_other_methods.py::test_kpca_cam",
+    "legrad": "tests/methods/test_legrad.py::test_default_call_matches_torchcam",
     "random_cam": "tests/methods/test_random_reference.py::test_random_cam_matches_numpy",
     "refine_cam": "tests/methods/test_parity_pgc_other_methods.py::test_refine_cam",
     "score_cam": "tests/methods/test_parity_pgc_families.py::test_score_cam_matches",
@@ -591,6 +592,9 @@ def coverage():
     for option, value in [("score", "softmax"), ("score", "sigmoid"), ("aug_smooth", True),
                           ("aug_smooth", "multiply"), ("aug_smooth", "scale")]:
         table[("fullgrad", option, value)] = f"{HERE}::test_fullgrad_options_match_pgc"
+    for value in ("softmax", "sigmoid"):
+        table[("legrad", "score", value)] = f"tests/methods/test_legrad.py::test_scores_and_raw_maps_match_torchcam[{value}]"
+    table[("legrad", "normalize", False)] = "tests/methods/test_legrad.py::test_scores_and_raw_maps_match_torchcam"
     table[("refine_cam", "base", ANY)] = f"{HERE}::test_refine_cam_base_matches_pgc"
     for option in ("base", "num_scales"):
         table[("sess", option, ANY)] = f"{HERE}::test_sess_options_match_pgc"
