@@ -13,7 +13,7 @@ import pytest
 
 import jaxcam
 import jaxcam.equinox
-from tests.methods.test_every_rank import _finish, _first_component, _logits, gap_ablation, gap_cam
+from tests.helpers import finish as _finish, first_component as _first_component, gap_ablation, gap_cam, gap_logits as _logits
 
 SHAPES = {1: (2, 10, 2), 2: (2, 7, 6, 3), 3: (2, 3, 4, 5, 1)}
 

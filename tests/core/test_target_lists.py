@@ -7,7 +7,8 @@ import pytest
 
 import jaxcam
 from jaxcam import targets as T
-from tests.methods.test_every_rank import _finish, _model, _parts, _softmax
+from tests.helpers import finish as _finish, softmax as _softmax
+from tests.methods.test_every_rank import _model, _parts
 
 
 def _grad_cam(a, w, dy_dz):
