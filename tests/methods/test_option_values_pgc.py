@@ -595,6 +595,10 @@ def coverage():
     for value in ("softmax", "sigmoid"):
         table[("legrad", "score", value)] = f"tests/methods/test_legrad.py::test_scores_and_raw_maps_match_torchcam[{value}]"
     table[("legrad", "normalize", False)] = "tests/methods/test_legrad.py::test_scores_and_raw_maps_match_torchcam"
+    for method in ("guided_backprop", "guided_grad_cam"):
+        for value in ("softmax", "sigmoid"):
+            table[(method, "score", value)] = \
+                f"tests/methods/test_parity_pgc_families.py::test_guided_scores_match[{value}]"
     table[("refine_cam", "base", ANY)] = f"{HERE}::test_refine_cam_base_matches_pgc"
     for option in ("base", "num_scales"):
         table[("sess", option, ANY)] = f"{HERE}::test_sess_options_match_pgc"
@@ -636,8 +640,6 @@ GAPS = {
     # sess's chunk_size only groups the patches per call; test_sess (pgc) runs at the default chunk, which is
     # smaller than its patch count, so the chunked path is the one compared with pgc.
     ("sess", "chunk_size", ANY),
-    ("guided_backprop", "score", "softmax"), ("guided_backprop", "score", "sigmoid"),
-    ("guided_grad_cam", "score", "softmax"), ("guided_grad_cam", "score", "sigmoid"),
 }
 
 

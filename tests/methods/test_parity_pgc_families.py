@@ -276,6 +276,20 @@ def test_guided_grad_cam_matches(tv_vgg, vgg, vgg_images):
     assert_gradients_match("tiny_vgg GuidedGradCAM", got, pgc_guided(tv_vgg, vgg_images) * cam[..., None])
 
 
+@pytest.mark.parametrize("score", ["softmax", "sigmoid"])
+def test_guided_scores_match(tv_vgg, vgg, vgg_images, score):
+    """score="softmax" / "sigmoid": pgc's guided model and Grad-CAM on the torch net followed by that function
+    (pgc backpropagates from output[target], here the probability)."""
+    wrapped = torch.nn.Sequential(tv_vgg, torch.nn.Softmax(dim=1) if score == "softmax" else torch.nn.Sigmoid()).eval()
+    guided = pgc_guided(wrapped, vgg_images)
+    got = np.asarray(jaxcam.guided_backprop(vgg, vgg_images, targets=np.array(TARGETS), score=score))
+    assert_gradients_match(f"tiny_vgg GuidedBackprop score={score}", got, guided, rtol=5e-6)  # measured 1.9e-7
+    cam = pgc_map("GradCAM", wrapped, tv_vgg.features, vgg_images)
+    assert_not_blank(cam, f"GradCAM score={score}")
+    got = np.asarray(jaxcam.guided_grad_cam(vgg, vgg_images, targets=np.array(TARGETS), score=score))
+    assert_gradients_match(f"tiny_vgg GuidedGradCAM score={score}", got, guided * cam[..., None], rtol=5e-6)  # 7.3e-7
+
+
 # ---------------------------------------------------------------- shared options -------------
 
 
