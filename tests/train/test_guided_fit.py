@@ -3,7 +3,6 @@
 independently on the same (flipped) batch, every bad input as one line, and the flags reaching the library."""
 import os
 
-import jax
 import numpy as np
 import optax
 import pytest
