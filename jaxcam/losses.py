@@ -64,13 +64,29 @@ def check_mask(mask, x_shape, name: str = "mask") -> jnp.ndarray:
     return mask if jnp.issubdtype(mask.dtype, jnp.floating) else mask.astype(jnp.float32)
 
 
-def map_method(method):
-    """A registry method of the "map" output kind, by name/alias (or a `registry.Method`)."""
+# map methods whose map cannot carry a training signal to the model (docs/differentiable.md)
+NOT_DIFFERENTIABLE = {"random_cam": "its map is random weights on the activations: no gradient reaches the "
+                                    "model's parameters through the weights"}
+
+
+def map_method(method, normalize: bool = True):
+    """A registry method of the "map" output kind that can be differentiated, by name/alias (or a
+    `registry.Method`); ``normalize=False``: one with a raw map. Else a one-line ValueError naming the
+    methods that work (unknown names: the registry's hint)."""
     chosen = registry.get(method)
+
+    def usable(m):
+        return (m.output == "map" and m.takes_layer and m.name not in NOT_DIFFERENTIABLE
+                and (normalize or any(o.name == "normalize" for o in m.options)))
+
+    ok = ", ".join(n for n in registry.names() if usable(registry.REGISTRY[n]))
     if chosen.output != "map" or not chosen.takes_layer:
-        maps = [n for n in registry.names() if registry.REGISTRY[n].output == "map" and registry.REGISTRY[n].takes_layer]
-        raise ValueError(f"method {chosen.name!r} does not return one map per image at a layer; "
-                         f"use one of {', '.join(maps)}")
+        raise ValueError(f"method {chosen.name!r} does not return one map per image at a layer; use one of {ok}")
+    if chosen.name in NOT_DIFFERENTIABLE:
+        raise ValueError(f"method {chosen.name!r} cannot guide training: {NOT_DIFFERENTIABLE[chosen.name]}; "
+                         f"use one of {ok}")
+    if not usable(chosen):
+        raise ValueError(f"{chosen.name} has no raw map (normalize=False); pass normalize=True or one of {ok}")
     return chosen
 
 
@@ -107,12 +123,10 @@ def guidance_loss(model, x, *, avoid=None, focus=None, method="grad_cam", layer=
     """
     if avoid is None and focus is None:
         raise ValueError("guidance_loss needs masks: avoid= (where evidence should not be) and/or focus= (where it should)")
-    chosen = map_method(method)
+    chosen = map_method(method, normalize)
     x = jnp.asarray(x)
     avoid = None if avoid is None else check_mask(avoid, x.shape, "avoid")
     focus = None if focus is None else check_mask(focus, x.shape, "focus")
-    if not normalize and not any(o.name == "normalize" for o in chosen.options):
-        raise ValueError(f"{chosen.name} has no raw map (normalize=False); pass normalize=True or another method")
     if not normalize:
         options["normalize"] = False
     maps = chosen.fn(model, x, layer, targets, **options)

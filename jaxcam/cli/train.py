@@ -3,6 +3,8 @@
     jaxcam train --data /path/to/tree.tar.gz --model resnet18 --weights pretrained \
         --image-size 160 --epochs 20 --early-stopping 3 --out /tmp/run
     jaxcam train --config configs/recipe_c_imagenette_resnet18.yaml --epochs 5   # flags override
+    jaxcam train --data tree/ --guidance-masks masks/ --guidance-method hires_cam --guidance-weight 10 \
+        --out /tmp/guided   # CAM guidance: masks/train/<class>/<name>.png, white = where evidence should not be
 
 Data (--data): an image-folder tree ``train/<class>/*`` plus ``val/<class>/*`` (or ``test/``) as a
 directory, .tar(.gz) or .zip, images of any size and format; or a tensorflow-datasets name

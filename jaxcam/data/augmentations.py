@@ -224,19 +224,30 @@ def check_spec(spec: Mapping[str, Mapping[str, Any]]) -> Dict[str, Dict[str, Any
     return out
 
 
-def pipeline(spec: Mapping[str, Mapping[str, Any]]) -> Callable[[jax.Array, jnp.ndarray], jnp.ndarray]:
+GEOMETRIC = ("horizontal_flip", "vertical_flip", "random_crop", "random_resized_crop", "shift_scale_rotate")
+
+
+def pipeline(spec: Mapping[str, Mapping[str, Any]]) -> Callable[..., Any]:
     """``augment(key, images (N, H, W, C) float) -> images``: the transforms of `spec` in order, each
-    image with its own key. An empty spec is the identity."""
-    steps = [(TRANSFORMS[k], v) for k, v in check_spec(spec).items()]
+    image with its own key. An empty spec is the identity.
 
-    def one(key, image):
-        for i, (fn, params) in enumerate(steps):
-            image = fn(jax.random.fold_in(key, i), image, **params)
-        return image
+    ``augment(key, images, masks (N, H, W)) -> (images, masks)``: the images exactly as without masks;
+    each mask gets its image's geometric transforms (`GEOMETRIC`, the same draws; filled with 0 outside
+    the image), not the photometric ones (colour, dropout).
+    """
+    steps = [(name, TRANSFORMS[name], v) for name, v in check_spec(spec).items()]
 
-    def augment(key, images):
-        if not steps:
-            return images
-        return jax.vmap(one)(jax.random.split(key, images.shape[0]), images)
+    def one(key, image, mask):
+        for i, (name, fn, params) in enumerate(steps):
+            k = jax.random.fold_in(key, i)
+            image = fn(k, image, **params)
+            if mask is not None and name in GEOMETRIC:
+                mask = fn(k, mask[..., None], **{**params, **({"fill": 0.0} if "fill" in params else {})})[..., 0]
+        return image, mask
+
+    def augment(key, images, masks=None):
+        if steps:
+            images, masks = jax.vmap(one)(jax.random.split(key, images.shape[0]), images, masks)
+        return images if masks is None else (images, masks)
 
     return augment

@@ -160,12 +160,13 @@ def human_names(folders: Sequence[str]) -> Tuple[str, ...]:
 # ---------------------------------------------------------------- decoding
 
 
-def decode(data: bytes, size: Optional[int] = None) -> np.ndarray:
-    """uint8 RGB (H, W, 3); with `size`: shorter side resized to `size`, centre-cropped square."""
+def decode(data: bytes, size: Optional[int] = None, mode: str = "RGB") -> np.ndarray:
+    """uint8 RGB (H, W, 3) (``mode="L"``: gray (H, W), for masks); with `size`: shorter side resized to
+    `size`, centre-cropped square."""
     from jaxcam.images import open_image
 
     with open_image(io.BytesIO(data)) as im:  # a decompression bomb raises instead of being decoded
-        im = im.convert("RGB")
+        im = im.convert(mode)
         if size is not None and im.size != (size, size):
             w, h = im.size
             s = size / min(w, h)
@@ -178,7 +179,7 @@ def decode(data: bytes, size: Optional[int] = None) -> np.ndarray:
 
 def load_dataset(source: str, split: str, size: Optional[int] = None, tfds_data_dir: Optional[str] = None,
                  download: bool = True, progress: Optional[Callable] = None, limit: Optional[int] = None,
-                 seed: int = 0) -> Dataset:
+                 seed: int = 0, masks: Optional[str] = None) -> Dataset:
     """One split of a local tree or a tfds data set as a `Dataset`.
 
     Args:
@@ -191,8 +192,14 @@ def load_dataset(source: str, split: str, size: Optional[int] = None, tfds_data_
         `load_tfds`).
       progress: a tqdm-like factory (``total=``) for the decoding bar.
       limit: at most this many images (a seeded random subset, in the original order).
+      masks: a folder of PNG masks, one per image at the image's path from the split folder on
+        (``<masks>/<split>/<class>/<name>.png`` for ``<split>/<class>/<name>.jpg``), each of its image's
+        height and width (`load_masks`); they become ``Dataset.masks``. Local trees only.
     """
     if not is_local(source):
+        if masks is not None:
+            raise MaskError(f"masks are matched to images by their paths in a local image-folder tree; "
+                            f"{source!r} is a tensorflow-datasets name")
         return load_tfds(source, split, size, tfds_data_dir, download, progress, limit, seed)
     if not os.path.exists(source):
         raise DataNotFoundError(f"data source {source!r} does not exist; " + folder_hint())
@@ -206,15 +213,63 @@ def load_dataset(source: str, split: str, size: Optional[int] = None, tfds_data_
     if limit and limit < len(items):
         keep = np.sort(np.random.default_rng(seed).permutation(len(items))[:limit])
         items = [items[i] for i in keep]
+    if masks is not None:
+        mask_files(masks, [p for p, _ in items])  # before reading anything
     contents = tree.read_many([p for p, _ in items], progress)
     items, images = _readable(items, contents, source)
-    if len({im.shape for im in images}) > 1:
+    shapes = [im.shape[:2] for im in images]
+    resize = len({im.shape for im in images}) > 1
+    if resize:
         if size is None:
             shapes = sorted({im.shape for im in images})
             raise ValueError(f"{source}/{split}: images of different sizes ({shapes[0]}, {shapes[-1]}, ...); "
                              "give a size to bring them to one")
         images = [decode(contents[p], size) for p, _ in items]
-    return Dataset(np.stack(images), np.asarray([l for _, l in items], np.int32), human_names(folders))
+    found = None if masks is None else load_masks(masks, [p for p, _ in items], shapes, size if resize else None)
+    return Dataset(np.stack(images), np.asarray([l for _, l in items], np.int32), human_names(folders), found)
+
+
+class MaskError(ValueError):
+    """A mask folder that does not fit the images (missing masks, other sizes); the message says which."""
+
+
+def mask_path(image_path: str) -> str:
+    """Where an image's mask lies under the mask folder: its path from the split folder on, as .png
+    (``top/train/cat/1.jpg`` -> ``train/cat/1.png``)."""
+    split, folder, name = image_path.strip("/").split("/")[-3:]
+    return f"{split}/{folder}/{os.path.splitext(name)[0]}.png"
+
+
+def mask_files(folder: str, image_paths: Sequence[str]) -> List[str]:
+    """The mask file of each image (`mask_path` under `folder`); `MaskError` (one line) when the folder
+    or any mask is missing, naming the first and how many."""
+    if not os.path.isdir(folder):
+        raise MaskError(f"no such directory {folder!r}; pass a folder of PNG masks at the training images' "
+                        "paths (<split>/<class>/<name>.png)")
+    wanted = [os.path.join(folder, *mask_path(p).split("/")) for p in image_paths]
+    missing = [i for i, w in enumerate(wanted) if not os.path.isfile(w)]
+    if missing:
+        i = missing[0]
+        raise MaskError(f"no mask for {len(missing)} of {len(wanted)} images, e.g. {image_paths[i]} (expected "
+                        f"{wanted[i]}); every image needs a PNG mask at its path under {folder}")
+    return wanted
+
+
+def load_masks(folder: str, image_paths: Sequence[str], shapes: Sequence[Tuple[int, int]],
+               size: Optional[int] = None) -> np.ndarray:
+    """uint8 (N, H, W) masks of the images at `image_paths` (member paths of a tree) from the PNGs of
+    `folder` (`mask_files`); each must have its image's (height, width) of `shapes`; `size`: brought to
+    it as the images were (shorter side, centre crop). Raises `MaskError` (one line)."""
+    masks = []
+    for path, want, shape in zip(image_paths, mask_files(folder, image_paths), shapes):
+        with open(want, "rb") as fh:
+            data = fh.read()
+        mask = decode(data, None, "L")
+        if mask.shape != tuple(shape):
+            raise MaskError(f"mask {want} is {mask.shape[0]}x{mask.shape[1]} but its image {path} is "
+                            f"{shape[0]}x{shape[1]} (height x width); a mask must have its image's size")
+        masks.append(decode(data, size, "L") if size else mask)
+    return np.stack(masks)
 
 
 def _readable(items, contents, source):

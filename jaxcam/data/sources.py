@@ -30,11 +30,13 @@ class DataNotFoundError(FileNotFoundError):
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-    """images: uint8 (N, H, W, 3); labels: int32 (N,); class_names: names in label order."""
+    """images: uint8 (N, H, W, 3); labels: int32 (N,); class_names: names in label order; masks: None or
+    uint8 (N, H, W), one per image (0..255 = 0..1; `load_dataset(masks=...)`, CAM guidance in training)."""
 
     images: np.ndarray
     labels: np.ndarray
     class_names: Tuple[str, ...]
+    masks: Optional[np.ndarray] = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -44,6 +46,9 @@ class Dataset:
             raise ValueError(f"images must be uint8 (N, H, W, 3), got {self.images.dtype} {self.images.shape}")
         if self.labels.shape != (self.images.shape[0],):
             raise ValueError(f"labels {self.labels.shape} do not match images {self.images.shape}")
+        if self.masks is not None and (self.masks.shape != self.images.shape[:3] or self.masks.dtype != np.uint8):
+            raise ValueError(f"masks must be uint8 {self.images.shape[:3]} (one per image), got "
+                             f"{self.masks.dtype} {self.masks.shape}")
 
 
 def load_cifar10(source: Optional[str] = None, split: str = "train", tfds_data_dir: Optional[str] = None) -> Dataset:

@@ -17,6 +17,7 @@ from typing import Optional
 
 import jax.numpy as jnp
 
+from jaxcam._src.dtypes import as_map_float
 from jaxcam._src.runner import run
 from jaxcam.methods.registry import AUG_SMOOTH, FINAL_ACTIVATION, NORMALIZE, RESHAPE_TRANSFORM, method, Option
 
@@ -43,7 +44,7 @@ def kernel_matrix(x, kernel: str, gamma: float, degree: int = 3, coef0: float = 
 def kpca_first_component(a, kernel: str = "sigmoid", gamma: Optional[float] = None):
     """(N, h, w, C) -> (N, h, w): each location's score on the first kernel principal component (any spatial rank)."""
     n, *spatial, c = a.shape
-    x = jnp.nan_to_num(a.astype(jnp.float32)).reshape(n, -1, c)
+    x = jnp.nan_to_num(as_map_float(a)).reshape(n, -1, c)  # float64 stays float64
     x = x - x.mean(axis=1, keepdims=True)
     k = kernel_matrix(x, kernel, 1.0 / c if gamma is None else gamma)
     k = k - k.mean(axis=1, keepdims=True) - k.mean(axis=2, keepdims=True) + k.mean(axis=(1, 2), keepdims=True)

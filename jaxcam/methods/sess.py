@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcam._src import maps
+from jaxcam._src.dtypes import map_dtype
 from jaxcam._src.request import check_input
 from jaxcam.methods.registry import get, method, Option
 from jaxcam._src.kinds import as_model
@@ -48,7 +49,7 @@ def gaussian_blur(m: jnp.ndarray, size: int = BLUR_SIZE, sigma: float = BLUR_SIG
     """Separable Gaussian blur of maps (N, H, W), mirrored borders without repeating the edge."""
     r = size // 2
     k = np.exp(-((np.arange(size) - r) ** 2) / (2 * sigma ** 2))
-    k = jnp.asarray(k / k.sum(), jnp.float32)
+    k = jnp.asarray(k / k.sum(), m.dtype)
     p = jnp.pad(m, ((0, 0), (r, r), (r, r)), mode="reflect")
     p = sum(k[i] * p[:, i:i + m.shape[1], :] for i in range(size))
     return sum(k[i] * p[:, :, i:i + m.shape[2]] for i in range(size))
@@ -145,10 +146,11 @@ def sess(model, x, layer=None, targets=None, *, base="grad_cam", scales: Optiona
     weights = jnp.where(top > 0, scores / jnp.where(top > 0, top, 1.0), 1.0)
     cams = cams.reshape(n, len(patches), window, window)
 
-    total = jnp.zeros((n, height, width), jnp.float32)
-    counts = jnp.zeros((n, height, width), jnp.float32)
+    dtype = map_dtype(cams.dtype)  # float64 maps stay float64
+    total = jnp.zeros((n, height, width), dtype)
+    counts = jnp.zeros((n, height, width), dtype)
     for p, (y0, x0, sh, sw) in enumerate(places):
-        canvas = jnp.zeros((n, sh, sw), jnp.float32).at[:, y0:y0 + window, x0:x0 + window].set(
+        canvas = jnp.zeros((n, sh, sw), dtype).at[:, y0:y0 + window, x0:x0 + window].set(
             cams[:, p] * weights[:, p, None, None])
         pasted = maps.resize(canvas, (height, width))
         if pool == "max":

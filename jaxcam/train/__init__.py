@@ -14,7 +14,7 @@ YAML keys of ``jaxcam train``. The pieces, for your own loop:
 - `options`: the run's options, their checks and every default (image size included), decided once.
 """
 from jaxcam.train.steps import (  # noqa: F401
-    DATA_AXIS, SCHEDULES, FrozenPrefix, Plateau, TrainState, augment_uint8, build_model, init_state, input_size, make_eval_step,
+    DATA_AXIS, SCHEDULES, FrozenPrefix, Guidance, Plateau, TrainState, augment_uint8, build_model, init_state, input_size, make_eval_step,
     make_optimizer, make_schedule, make_train_step, mesh, predict, preprocess, replicate, reuse_host_memory,
     set_lr_scale, shard_batch, tail_modules,
 )

@@ -81,8 +81,11 @@ def load_splits(cfg, where, options):
                                                                    "fashion_mnist") else "validation"
     size = cfg["load_size"] or cfg["image_size"]
     kw = dict(size=size, tfds_data_dir=cfg["tfds_data_dir"], download=cfg["download"], seed=cfg["seed"])
-    train = D.load_dataset(data, "train", limit=cfg["train_limit"] or None,
-                           progress=lambda total: _bar(total=total, desc="decode train", unit="img"), **kw)
+    try:
+        train = D.load_dataset(data, "train", limit=cfg["train_limit"] or None, masks=cfg["guidance_masks"],
+                               progress=lambda total: _bar(total=total, desc="decode train", unit="img"), **kw)
+    except D.datasets.MaskError as e:
+        raise C.ConfigError(f"{C.label(where, options, 'guidance_masks')}: {e}") from None
     val = D.load_dataset(data, "val" if val_split == "validation" and not local else val_split,
                          limit=cfg["val_limit"] or None,
                          progress=lambda total: _bar(total=total, desc=f"decode {val_split}", unit="img"), **kw)
@@ -191,18 +194,22 @@ class _Loop:
         return state, meta["history"], meta["epoch"] + 1
 
     def _steps(self, state, device_mesh, key):
-        """(train step, eval step, train inputs, train labels, val inputs, augment or None)."""
+        """(train step, eval step, train batch arrays (inputs, labels[, guidance masks]), val inputs,
+        augment or None)."""
         cfg, train, val = self.cfg, self.train, self.val
         aug = A.pipeline(cfg["augment"])
         if self.prefix is not None:
             return _feature_mode(cfg, self.prefix, state, self.tx, train, val, aug, key, device_mesh, self.out)
         dtype = jnp.bfloat16 if cfg["bf16"] else jnp.float32
+        guidance = None if train.masks is None else T.Guidance(cfg["guidance_method"], cfg["guidance_weight"],
+                                                               cfg["guidance_region"], cfg["guidance_layer"])
         step = T.make_train_step(self.model, self.tx, label_smoothing=cfg["label_smoothing"], compute_dtype=dtype,
                                  train_batch_norm=cfg["freeze"] != "backbone", device_mesh=device_mesh,
-                                 seed=cfg["seed"])
+                                 seed=cfg["seed"], guidance=guidance)
         eval_step = T.make_eval_step(self.model, compute_dtype=dtype, device_mesh=device_mesh)
         augment = T.augment_uint8(aug, self.model.info.input_size) if cfg["augment"] else None
-        return step, eval_step, train.images, train.labels, val.images, augment
+        arrays = (train.images, train.labels) + (() if train.masks is None else (train.masks,))
+        return step, eval_step, arrays, val.images, augment
 
     def epochs(self, progress: Optional[Progress]):
         """Train from the last checkpoint to the end (or early stop / budget); returns (history, why stopped)."""
@@ -215,7 +222,7 @@ class _Loop:
         for h in history:
             since_best = 0 if self.score(h) >= best else since_best + 1
         key = jax.random.key(cfg["seed"])
-        step, eval_step, train_x, train_y, val_x, augment = self._steps(state, device_mesh, key)
+        step, eval_step, train_arrays, val_x, augment = self._steps(state, device_mesh, key)
         meta_base = {**self.expect, "class_names": list(self.train.class_names),
                      "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()}}
         trained_seconds = sum(h["seconds"] for h in history)
@@ -228,7 +235,7 @@ class _Loop:
             if budget is not None and trained_seconds >= budget:
                 stopped = f"time budget of {cfg['max_minutes']} min used"
                 break
-            state, record = self._epoch(epoch, state, step, train_x, train_y, augment, key, device_mesh,
+            state, record = self._epoch(epoch, state, step, train_arrays, augment, key, device_mesh,
                                         None if budget is None else budget - trained_seconds)
             logits = T.predict(eval_step, state.variables(), val_x, self.bs,
                                progress=lambda r: _bar(iterable=r, desc=f"evaluate {self.val_split}", unit="batch",
@@ -270,12 +277,13 @@ class _Loop:
             raise ValueError("no epoch was trained (time budget 0?)")
         return history, stopped
 
-    def _epoch(self, epoch, state, step, train_x, train_y, augment, key, device_mesh, budget):
-        """One epoch of training steps; returns (state, (losses, timing)) of the epoch's record."""
+    def _epoch(self, epoch, state, step, train_arrays, augment, key, device_mesh, budget):
+        """One epoch of training steps over `train_arrays` (inputs, labels[, masks]); returns (state,
+        (losses, timing)) of the epoch's record."""
         cfg, bs, steps_per_epoch = self.cfg, self.bs, self.steps_per_epoch
         views = cfg["feature_views"] if self.prefix is not None else 1
         rng = np.random.default_rng(cfg["seed"] * 100_003 + epoch)
-        n = len(train_y) // views
+        n = len(train_arrays[1]) // views
         order = rng.permutation(n)[:steps_per_epoch * bs]
         rows = order + n * rng.integers(0, views, len(order)) if views > 1 else order
         ekey = jax.random.fold_in(key, epoch)
@@ -283,7 +291,7 @@ class _Loop:
         def host_batches():
             for i in range(steps_per_epoch):
                 idx = np.sort(rows[i * bs:(i + 1) * bs])
-                yield train_x[idx], train_y[idx]
+                yield tuple(a[idx] for a in train_arrays)
 
         bar = _bar(total=steps_per_epoch * bs, desc=f"epoch {epoch + 1}/{cfg['epochs']}", unit="img",
                    unit_scale=False, leave=False)
@@ -291,11 +299,12 @@ class _Loop:
         pending = []
         start = None
         i = -1
-        for i, (xb, yb) in enumerate(D.prefetch(host_batches(), 3)):
-            xb, yb = T.shard_batch(xb, yb, device_mesh=device_mesh)
+        for i, batch in enumerate(D.prefetch(host_batches(), 3)):
+            xb, yb, *mb = T.shard_batch(*batch, device_mesh=device_mesh)
             if augment is not None:
-                xb = augment(jax.random.fold_in(ekey, i), xb)
-            state, metrics = step(state, xb, yb)
+                k = jax.random.fold_in(ekey, i)
+                xb, *mb = augment(k, xb, *mb) if mb else (augment(k, xb),)  # masks: (images, masks)
+            state, metrics = step(state, xb, yb, *mb)
             pending.append(metrics)
             if i == 0:
                 jax.block_until_ready(metrics)
@@ -358,7 +367,7 @@ def _feature_mode(cfg, prefix, state, tx, train, val, aug, key, device_mesh, out
     train_y = np.tile(train.labels, views)
     val_x = compute("val", val.images, 0)
     tx_step = prefix.make_train_step(tx, cfg["label_smoothing"], cfg["seed"], device_mesh)
-    return tx_step, prefix.make_eval_step(device_mesh), train_x, train_y, val_x, None
+    return tx_step, prefix.make_eval_step(device_mesh), (train_x, train_y), val_x, None
 
 
 def _evaluate(logits, labels) -> dict:

@@ -17,6 +17,7 @@ import jax
 
 from jaxcam.data import augmentations as augment
 from jaxcam import config as C
+from jaxcam import losses
 from jaxcam._src.split import LayerError, check_layer
 from jaxcam.data.datasets import is_local
 from jaxcam.models import loading
@@ -101,6 +102,15 @@ OPTIONS = (
     C.Option("gallery", int, 10, "misclassified images in misclassified.png and cams.png (0 = no gallery, "
              "no CAM figure)", check=C.at_least(0)),
     C.Option("cam_layers", list, None, "layers for cams.png (default: the network's stages)"),
+    C.Option("guidance_masks", str, None, "CAM guidance: a folder of PNG masks, one per training image at its path "
+             "from the split folder on (train/<class>/<name>.png), white = the region; the loss gains "
+             "--guidance-weight x jaxcam.losses.guidance_loss of the true class's raw map (docs/differentiable.md)"),
+    C.Option("guidance_region", str, "avoid", "what the guidance masks mark: avoid (where the evidence should not "
+             "be, e.g. a decoy) or focus (where it should be)", choices=("avoid", "focus")),
+    C.Option("guidance_method", str, "grad_cam", "map method of the guidance loss (a differentiable one with a raw "
+             "map: grad_cam, hires_cam, layer_cam, score_cam, ...)"),
+    C.Option("guidance_layer", str, None, "layer of the guidance map (default: the model's default layer)"),
+    C.Option("guidance_weight", float, 1.0, "weight of the guidance loss", check=C.positive),
     C.Option("out", str, None, "run folder (created; an existing run in it is resumed)"),
 )
 
@@ -150,8 +160,10 @@ def validate(cfg: Dict[str, Any], where: Dict[str, str], options=OPTIONS) -> Dic
         cfg["milestones"] = [int(m) for m in cfg["milestones"]]
     cfg["augment"] = augment.check_spec(cfg["augment"] or {})
     freeze = str(cfg["freeze"])
+    _validate_guidance(cfg, where, err)
     layers = [("freeze", freeze)] if freeze not in ("none", "backbone") else []
     layers += [("cam_layers", str(layer)) for layer in cfg["cam_layers"] or ()]
+    layers += [("guidance_layer", str(cfg["guidance_layer"]))] if cfg["guidance_layer"] else []
     for option, layer in layers:
         try:  # abstract: no weights, nothing compiled; the model's own input size unless one is asked for
             model = loading.abstract(cfg["model"], cfg["image_size"])
@@ -165,6 +177,32 @@ def validate(cfg: Dict[str, Any], where: Dict[str, str], options=OPTIONS) -> Dic
         raise err("batch_size", f"{cfg['batch_size']} does not split over the {n_dev} local devices; "
                                 f"use a multiple of {n_dev}")
     return cfg
+
+
+GUIDANCE = ("guidance_region", "guidance_method", "guidance_layer", "guidance_weight")  # need guidance_masks
+
+
+def _validate_guidance(cfg, where, err) -> None:
+    masks = cfg["guidance_masks"]
+    if masks is None:
+        for name in GUIDANCE:
+            if where.get(name, "default") not in ("default", "preset"):
+                raise err(name, f"only used with {C.label(where, OPTIONS, 'guidance_masks')} (a folder of PNG masks)")
+        return
+    if not is_local(cfg["data"]):
+        raise err("guidance_masks", "needs a local image-folder tree as the data (masks are matched to the "
+                                    f"images by their paths), not the tensorflow-datasets name {cfg['data']!r}")
+    cfg["guidance_masks"] = masks = os.path.expanduser(masks)
+    if not os.path.isdir(masks):
+        raise err("guidance_masks", f"no such directory {masks!r}; pass a folder of PNG masks at the training "
+                                    "images' paths (train/<class>/<name>.png)")
+    if str(cfg["freeze"]) not in ("none", "backbone"):
+        raise err("guidance_masks", "not with --freeze LAYER (the frozen layers' features are computed once, so "
+                                    "no map can be taken through them); use --freeze none or backbone")
+    try:
+        cfg["guidance_method"] = losses.map_method(cfg["guidance_method"], normalize=False).name
+    except ValueError as e:
+        raise err("guidance_method", str(e)) from None
 
 
 def validate_with_counts(cfg, where, options, n_val: int, n_train: int):

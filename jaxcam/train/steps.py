@@ -26,6 +26,7 @@ from jaxcam._src.compile import jit as tuned_jit
 from jaxcam._src.split import Split, check_layer
 from jaxcam._src.host_memory import reuse_host_memory  # noqa: F401  (re-exported)
 from jaxcam._src.model import Model
+from jaxcam import losses
 from jaxcam.models import loading
 from jaxcam.sharding import BATCH_AXIS, batch_mesh
 
@@ -213,8 +214,35 @@ def _cast(tree, dtype):
 
 def augment_uint8(augment, image_size: int):
     """Jitted ``(key, uint8 images (B, h, w, 3)) -> float images 0..255 (B, size, size, 3)``: resize on
-    the device to `image_size` (as `preprocess`), then `augment(key, x in [0, 1])`."""
-    return jax.jit(lambda k, images: augment(k, to_unit(images, image_size)) * 255.0)
+    the device to `image_size` (as `preprocess`), then `augment(key, x in [0, 1])`.
+
+    ``(key, images, masks uint8 (B, h, w)) -> (images, masks 0..255 (B, size, size))``: the masks
+    resized alike and given the images' geometric augmentation (`jaxcam.data.augmentations.pipeline`)."""
+    def run(key, images, masks=None):
+        x = to_unit(images, image_size)
+        if masks is None:
+            return augment(key, x) * 255.0
+        x, m = augment(key, x, mask_unit(masks, image_size))
+        return x * 255.0, m * 255.0
+
+    return jax.jit(run)
+
+
+def mask_unit(masks, image_size: int):
+    """uint8 (or float 0..255) masks (N, h, w) -> float32 in [0, 1] (N, image_size, image_size), as `to_unit`."""
+    return to_unit(masks[..., None], image_size)[..., 0]
+
+
+@dataclasses.dataclass(frozen=True)
+class Guidance:
+    """CAM guidance in the train step: ``loss = task loss + weight * jaxcam.losses.guidance_loss(model, x,
+    <region>=masks, method=method, layer=layer, targets=labels)`` on the raw map (eval-mode model, the
+    step's parameters); `region` is "avoid" (masks mark where the evidence should not be) or "focus"."""
+
+    method: str = "grad_cam"
+    weight: float = 1.0
+    region: str = "avoid"
+    layer: Optional[str] = None
 
 
 def input_size(model: Model, image_size: Optional[int] = None) -> int:
@@ -227,8 +255,12 @@ def input_size(model: Model, image_size: Optional[int] = None) -> int:
 
 def make_train_step(model: Model, tx: optax.GradientTransformation, image_size: Optional[int] = None, label_smoothing: float = 0.0,
                     compute_dtype=jnp.float32, train_batch_norm: bool = True, device_mesh: Optional[Mesh] = None,
-                    seed: int = 0):
+                    seed: int = 0, guidance: Optional[Guidance] = None):
     """Jitted ``step(state, images uint8 (B,h,w,3), labels int32 (B,)) -> (state, {"loss", "correct"})``.
+
+    With `guidance` (`Guidance`): ``step(state, images, labels, masks (B,h,w) uint8 or float 0..255)``;
+    masks are resized with the images and the loss adds ``guidance.weight * guidance_loss`` (the
+    reported "loss" is the sum).
 
     Dropout layers (VGG, EfficientNet heads) get the key ``fold_in(key(seed), step)``.
 
@@ -243,12 +275,17 @@ def make_train_step(model: Model, tx: optax.GradientTransformation, image_size: 
     num_classes = _num_classes(model)
     image_size = input_size(model, image_size)
 
-    def loss_fn(params, batch_stats, images, labels, step_count):
+    def loss_fn(params, batch_stats, images, labels, step_count, masks=None):
         x = preprocess(images, info.mean, info.std, image_size, compute_dtype)
         rngs = {"dropout": jax.random.fold_in(jax.random.key(seed), step_count)}
         variables = {"params": _cast(params, compute_dtype)}
         if batch_stats:
             variables["batch_stats"] = batch_stats
+        penalty = 0.0
+        if guidance is not None:  # the map of the model as it is before this step's BatchNorm update
+            penalty = guidance.weight * losses.guidance_loss(
+                model.with_variables(dict(variables)), x, **{guidance.region: mask_unit(masks, image_size)},
+                method=guidance.method, layer=guidance.layer, targets=labels).astype(jnp.float32)
         if train_batch_norm and batch_stats:
             logits, updates = module.apply(variables, x, train=True, mutable=["batch_stats"], rngs=rngs)
             batch_stats = updates["batch_stats"]
@@ -256,19 +293,19 @@ def make_train_step(model: Model, tx: optax.GradientTransformation, image_size: 
             logits = module.apply(variables, x, train=False)
         logits = logits.astype(jnp.float32)
         targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes), label_smoothing)
-        loss = optax.softmax_cross_entropy(logits, targets).mean()
+        loss = optax.softmax_cross_entropy(logits, targets).mean() + penalty
         return loss, (batch_stats, logits)
 
-    return _jit_step(loss_fn, tx, device_mesh)
+    return _jit_step(loss_fn, tx, device_mesh, batch_arrays=3 if guidance is not None else 2)
 
 
-def _jit_step(loss_fn, tx: optax.GradientTransformation, device_mesh: Mesh):
-    """Jitted ``step(state, inputs, labels) -> (state, {"loss", "correct"})`` from
-    ``loss_fn(params, batch_stats, inputs, labels, step) -> (loss, (batch_stats, logits))``: the state
-    replicated, the batch sharded over the mesh, the old state's buffers donated."""
-    def step(state: TrainState, inputs, labels):
+def _jit_step(loss_fn, tx: optax.GradientTransformation, device_mesh: Mesh, batch_arrays: int = 2):
+    """Jitted ``step(state, inputs, labels, *more) -> (state, {"loss", "correct"})`` from
+    ``loss_fn(params, batch_stats, inputs, labels, step, *more) -> (loss, (batch_stats, logits))``: the
+    state replicated, the `batch_arrays` batch arrays sharded over the mesh, the old state's buffers donated."""
+    def step(state: TrainState, inputs, labels, *more):
         (loss, (batch_stats, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, state.batch_stats, inputs, labels, state.step)
+            state.params, state.batch_stats, inputs, labels, state.step, *more)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         correct = jnp.sum(jnp.argmax(logits, -1) == labels)
@@ -276,7 +313,7 @@ def _jit_step(loss_fn, tx: optax.GradientTransformation, device_mesh: Mesh):
         return new_state, {"loss": loss, "correct": correct}
 
     rep, data = _shardings(device_mesh)
-    return tuned_jit(step, in_shardings=(rep, data, data), out_shardings=(rep, rep), donate_argnums=0)
+    return tuned_jit(step, in_shardings=(rep,) + (data,) * batch_arrays, out_shardings=(rep, rep), donate_argnums=0)
 
 
 def _shardings(device_mesh: Mesh):

@@ -120,3 +120,26 @@ def test_names_aliases_and_errors():
         A.canonical("horizontal_flp")
     with pytest.raises(ValueError, match="unknown parameter 'max_hole'.*'max_holes'"):
         A.check_spec({"coarse_dropout": {"max_hole": 2}})
+
+
+def test_masks_follow_the_geometric_transforms_only():
+    """With masks, the images come out exactly as without, and each mask gets its image's geometry:
+    a mask equal to the image's first channel stays equal to it (same draws, same fill 0)
+    through crops, flips, resized crops and rotations; colour and dropout leave the mask alone."""
+    rng = np.random.default_rng(0)
+    masks = np.zeros((16, 12, 12), np.float32)
+    for i, (y, x) in enumerate(rng.integers(0, 9, (16, 2))):
+        masks[i, y:y + 3, x:x + 3] = 1.0  # a square at a known, per-image position
+    images = jnp.asarray(np.stack([masks, rng.random((16, 12, 12)), rng.random((16, 12, 12))], -1), jnp.float32)
+    geometric = {"random_crop": {"padding": 3}, "horizontal_flip": {}, "vertical_flip": {},
+                 "random_resized_crop": {"scale": (0.3, 1.0)}, "shift_scale_rotate": {"p": 1.0}}
+    key = jax.random.key(3)
+    augment = A.pipeline(geometric)
+    out, out_masks = augment(key, images, jnp.asarray(masks))
+    np.testing.assert_array_equal(out, augment(key, images))
+    np.testing.assert_allclose(out_masks, out[..., 0], atol=1e-6)
+    assert not np.allclose(out_masks, masks)  # they did move
+    photometric = A.pipeline({"color_jitter": {}, "cutout": {"size": 4}})
+    out, out_masks = photometric(key, images, jnp.asarray(masks))
+    np.testing.assert_array_equal(out, photometric(key, images))
+    np.testing.assert_array_equal(out_masks, masks)

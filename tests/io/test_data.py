@@ -211,6 +211,28 @@ def test_mixed_sizes_are_resized_shorter_side_and_centre_cropped(tmp_path):
     np.testing.assert_array_equal(ds.images[1], img[:, 4:12])  # exact centre crop, no resampling needed
 
 
+def test_masks_are_found_by_path_and_sized_as_their_images(tmp_path):
+    """A mask folder at the images' paths from the split folder on (a top folder above train/ not
+    repeated, .bmp -> .png); mixed sizes: each mask gets its image's resize and centre crop."""
+    rng = np.random.default_rng(0)
+    masks = {}
+    for name, (h, w) in (("a.bmp", (20, 12)), ("b.png", (12, 30)), ("c.png", (16, 16))):
+        mask = np.zeros((h, w), np.uint8)
+        y, x = rng.integers(0, 6, 2)
+        mask[y:y + 6, x:x + 6] = 255
+        os.makedirs(tmp_path / "tree" / "top" / "train" / "k", exist_ok=True)
+        os.makedirs(tmp_path / "masks" / "train" / "k", exist_ok=True)
+        Image.fromarray(np.stack([mask] * 3, -1)).save(tmp_path / "tree" / "top" / "train" / "k" / name)
+        Image.fromarray(mask).save(tmp_path / "masks" / "train" / "k" / (name[0] + ".png"))
+        masks[name[0]] = mask
+    ds = data.load_dataset(str(tmp_path / "tree"), "train", size=12, masks=str(tmp_path / "masks"))
+    assert ds.masks.shape == (3, 12, 12) and ds.masks.dtype == np.uint8
+    np.testing.assert_array_equal(ds.masks, ds.images[..., 0])  # each image's first channel is its mask
+    np.testing.assert_array_equal(ds.masks[2], np.asarray(Image.fromarray(masks["c"]).resize((12, 12),
+                                                                                             Image.BILINEAR)))
+    np.testing.assert_array_equal(ds.masks[1], masks["b"][:, 9:21])  # 12 x 30: centre crop, no resampling
+
+
 def test_tfds_offline_fails_at_once_naming_the_local_alternative(tmp_path, monkeypatch):
     """No prepared copy and no network (every socket connect refused): one line, in well under a second."""
     import socket

@@ -100,6 +100,43 @@ def test_gradient_matches_finite_differences(x64, name, layer, normalize):
     assert err_x <= RTOL and err_p <= RTOL, (err_x, err_p)
 
 
+# The remaining map methods, each once at its default (normalized) form; `layer` as the method takes it
+# (CAM: the layer before the mean + fc head; FullGrad: every bias layer; Refine-CAM: several layers);
+# sampling methods with their noise fixed by `seed` (IS-CAM's scales are not random).
+MORE = [
+    ("cam", "conv3", {}), ("fem", "conv2", {}), ("finer_cam", "conv2", {"comparisons": (1,)}),
+    ("shapley_cam", "conv2", {}), ("fullgrad", None, {}), ("ss_cam", "conv2", {"num_samples": 2, "seed": 3}),
+    ("is_cam", "conv2", {"num_samples": 2}), ("smoothgrad_cam_pp", "conv2", {"num_samples": 2, "seed": 0}),
+    ("kpca_cam", "conv2", {}), ("seg_eigen_cam", "conv2", {}), ("refine_cam", ["conv1", "conv2"], {}),
+    ("sess", "conv2", {"num_scales": 2}),
+]
+
+
+def with_random_biases(model):
+    """Non-zero biases (flax initializes them to 0, where FullGrad's |bias x gradient| sits on its kink)."""
+    leaves = jax.tree_util.tree_flatten_with_path(model.variables)[0]
+    keys = dict(zip([jax.tree_util.keystr(p) for p, _ in leaves], jax.random.split(jax.random.key(5), len(leaves))))
+    return model.with_variables(jax.tree_util.tree_map_with_path(
+        lambda p, v: v + 0.3 * jax.random.normal(keys[jax.tree_util.keystr(p)], v.shape, v.dtype)
+        if "bias" in jax.tree_util.keystr(p) else v, model.variables))
+
+
+@pytest.mark.parametrize("name, layer, options", MORE, ids=[m for m, _, _ in MORE])
+def test_remaining_methods_match_finite_differences(x64, name, layer, options):
+    model, x = smooth_model()
+    model = with_random_biases(model.replace(info=jaxcam.ModelInfo(classifier="fc", default_layer="conv2")))
+    method = jaxcam.registry.get(name).fn
+    targets = jnp.array([0, 2])
+
+    def fn(variables, x):
+        return method(model.with_variables(variables), x, layer, targets, **options)
+
+    assert fn(model.variables, x).dtype == jnp.float64
+    err_x, err_p = relative_errors(fn, model, x)
+    print(f"{name}: input {err_x:.1e} params {err_p:.1e}")
+    assert err_x <= RTOL and err_p <= RTOL, (err_x, err_p)
+
+
 # ---------------------------------------------------------------- composition
 
 
