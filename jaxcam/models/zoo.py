@@ -48,11 +48,14 @@ def _compiled_init(module, size: int):
 
 
 def _init(module, seed: int, size: int):
+    key, x = jax.random.key(seed), jnp.zeros((1, size, size, 3), jnp.float32)
+    if isinstance(key, jax.core.Tracer):  # built inside a transformation (e.g. jax.eval_shape of a loader)
+        return jax.jit(module.init)(key, x)
     try:
         init = _compiled_init(module, size)
     except TypeError:  # an attribute that cannot be hashed: compile for this module alone
         init = _compile_init(module, size)
-    return init(jax.random.key(seed), jnp.zeros((1, size, size, 3), jnp.float32))
+    return init(key, x)
 
 
 def build(module, info: ModelInfo, weights: Weights = None, seed: int = 0, rename=None,
