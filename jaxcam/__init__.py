@@ -15,6 +15,7 @@ Where things are (README "Layout"): one method per file in `jaxcam.methods`, eac
 """
 from jaxcam import images, jobs, metrics, models, sharding, targets
 from jaxcam import methods
+from jaxcam._src.blank import BlankMapWarning
 from jaxcam._src.split import Split, list_layers
 from jaxcam._src.tokens import tokens_to_grid
 from jaxcam.batching import Explanation, explain, explain_batches
@@ -27,7 +28,7 @@ from jaxcam.viz import heatmap, overlay
 __version__ = "0.1.0"
 
 _CORE = [
-    "Explanation", "Model", "ModelInfo", "Split", "batch_mesh", "explain", "explain_batches", "heatmap", "images",
+    "BlankMapWarning", "Explanation", "Model", "ModelInfo", "Split", "batch_mesh", "explain", "explain_batches", "heatmap", "images",
     "jobs", "list_layers", "metrics", "models", "overlay", "process_share", "sharding", "targets", "tokens_to_grid",
 ]
 

@@ -22,13 +22,14 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import math
 from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 
 from jaxcam._src import compile as compile_lib
-from jaxcam._src import maps
+from jaxcam._src import blank, maps
 from jaxcam._src.projection import first_component
 from jaxcam._src.request import make_request, spatial_activation_shape
 from jaxcam._src.dtypes import as_map_float, upcast_half
@@ -78,28 +79,43 @@ def run(
     shared = Shared(reshape_transform, check_aug_smooth(aug_smooth), bool(eigen_smooth), normalize=bool(normalize))
     options = tuple(sorted(options.items()))
     if not isinstance(layer, (list, tuple)):
-        return _run_one(core, model, x, layer, targets, final_activation, shared, options)
+        out, req = _run_one(core, model, x, layer, targets, final_activation, shared, options)
+        blank.check(out, method=_name(core), layer="/".join(req.layer), grid=req.activation_shape[1:-1],
+                    options=dict(options))
+        return out
     if not layer:
         raise ValueError("layer is an empty list: pass a layer path or a non-empty list of them")
     shared = shared._replace(fusing=True)
-    layer_maps = jnp.stack([_run_one(core, model, x, one, targets, final_activation, shared, options) for one in layer])
+    runs = [_run_one(core, model, x, one, targets, final_activation, shared, options) for one in layer]
+    layer_maps = jnp.stack([out for out, _ in runs])
     spatial = jnp.ndim(x) - 2  # maps have the input's spatial axes
     sink = _LAYER_MAPS.get()
     if sink is not None:
         per_map = layer_maps.reshape(-1, *layer_maps.shape[-spatial:])
         sink.append((maps.minmax(per_map) if normalize else per_map).reshape(layer_maps.shape))
-    return fuse(layer_maps, spatial) if normalize else layer_maps.mean(axis=0)
+    out = fuse(layer_maps, spatial) if normalize else layer_maps.mean(axis=0)
+    largest = max((req for _, req in runs), key=lambda req: math.prod(req.activation_shape[1:-1]))
+    blank.check(out, method=_name(core), layer="/".join(largest.layer), grid=largest.activation_shape[1:-1],
+                options=dict(options))
+    return out
+
+
+def _name(core) -> str:
+    name = getattr(core, "__name__", "this method")
+    return name[: -len("_map")] if name.endswith("_map") else name
 
 
 def _run_one(core, model, x, layer, targets, final_activation, shared: Shared, options):
+    """Maps of one layer and the validated request (its layer path and activation shape)."""
     req = make_request(model, x, layer, targets, shared.reshape_transform)
     spatial_activation_shape(req)
     if shared.aug_smooth is not None and req.x.ndim != 4:
         raise ValueError(f"aug_smooth flips and rescales images (N, H, W, C); x has shape {tuple(req.x.shape)}")
     target_fn = req.targets if callable(req.targets) else None
     classes = None if target_fn is not None else req.targets
-    return _run_jit(core, req.model, req.x, classes, req.layer, target_fn, final_activation, shared, options,
-                    _extra_options=getattr(core, "cpu_compiler_options", None))
+    out = _run_jit(core, req.model, req.x, classes, req.layer, target_fn, final_activation, shared, options,
+                   _extra_options=getattr(core, "cpu_compiler_options", None))
+    return out, req
 
 
 def fuse(layer_maps: jnp.ndarray, spatial: int = 2) -> jnp.ndarray:

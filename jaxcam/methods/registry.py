@@ -29,6 +29,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from jaxcam._src import blank
 from jaxcam._src.hints import ConfigError
 
 
@@ -169,9 +170,10 @@ class Method:
         rule = self.rule
 
         def call(model, x, layer=None, targets=None):
-            if self.takes_layer:
-                return rule(model, x, layer, targets, **checked)
-            return rule(model, x, targets, **checked)
+            with blank.running(self.name):
+                if self.takes_layer:
+                    return rule(model, x, layer, targets, **checked)
+                return rule(model, x, targets, **checked)
 
         call.method = self
         return call
@@ -268,7 +270,8 @@ def method(name: Optional[str] = None, *, family: str, output: str = "map", opti
         def public(*args, **kwargs):
             for key in kwargs.keys() & known.keys():
                 kwargs[key] = known[key].check(kwargs[key])
-            return fn(*args, **kwargs)
+            with blank.running(name or fn.__name__):  # named in a blank-map warning
+                return fn(*args, **kwargs)
 
         register(Method(name or fn.__name__, public, family, output, tuple(options), tuple(aliases), paper, pgc,
                         takes_layer="layer" in inspect.signature(fn).parameters, formula=formula,

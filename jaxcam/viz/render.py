@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import List, Optional
 
@@ -26,7 +27,9 @@ from tqdm import tqdm
 
 from jaxcam import data, distributed, jobs
 from jaxcam import images as images_lib
+from jaxcam._src import blank
 from jaxcam._src.hints import ConfigError
+from jaxcam._src.split import layer_shapes
 from jaxcam.batching import explain_batches
 from jaxcam.models import classes as classes_lib
 from jaxcam.viz import pages
@@ -207,6 +210,20 @@ def render(args: Job, model, size, target, chosen, options, items, unmatched) ->
     failures, rendered, overlays = [], [], {}
     cells = {}  # (image, method) -> what its page cell says (pages.save_cell)
 
+    blank_reported = set()
+
+    def report_blank(name, results):
+        """A constant map is never silent: one line per method, naming the cause (jaxcam._src.blank)."""
+        count = int(blank.constant(results, 2).sum())
+        if not count or name in blank_reported:
+            return
+        blank_reported.add(name)
+        layer = args.layer or model.info.default_layer
+        shape = layer_shapes(model, (1, size, size, 3)).get(layer) if layer else None
+        why = blank.cause(layer, shape[1:-1], options[name]) if shape is not None and len(shape) == 4 else \
+            "see the FAQ (docs/faq.md: why is my map blank?)"
+        tqdm.write(f"note: {name} gave {count} blank (constant) map(s) in a batch: {why}.")
+
     def explain(batch, report=True, maps=None):
         """Load and explain one batch; {item name: (item, loaded, {method: shown panels})} of the good ones."""
         loaded = [(it, load_item(it, size)) for it in batch]
@@ -221,13 +238,17 @@ def render(args: Job, model, size, target, chosen, options, items, unmatched) ->
         pixels = np.stack([ld.image for _, ld in good])
         for m in chosen:
             try:
-                (out,) = list(explain_batches(calls[m.name], model, pixels, batch_size=bs, layer=args.layer,
-                                              targets=target))
+                with warnings.catch_warnings():  # blank maps: reported below, one line per method
+                    warnings.simplefilter("ignore", blank.BlankMapWarning)
+                    (out,) = list(explain_batches(calls[m.name], model, pixels, batch_size=bs, layer=args.layer,
+                                                  targets=target))
             except (ValueError, TypeError) as err:  # the method's own checks, e.g. a layer it cannot use
                 raise ConfigError(f"{m.name} cannot explain {model.info.name} here: {err}") from None
             results = out.maps
             results = {k: np.asarray(v) for k, v in results.items()} if isinstance(results, dict) \
                 else np.asarray(results)
+            if m.output == "map" and report:
+                report_blank(m.name, results)
             probs = np.asarray(jax.nn.softmax(out.logits, axis=-1))
             for i, (it, ld) in enumerate(good):
                 one = {k: v[i] for k, v in results.items()} if isinstance(results, dict) else results[i]
