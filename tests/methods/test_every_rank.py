@@ -128,6 +128,8 @@ def test_fullgrad_by_hand_on_any_rank(setup):
     total = psi(np.abs(gx * x)) + psi(np.abs(np.asarray(params["stem"]["bias"]) * gp[0])) + \
         psi(np.abs(np.asarray(params["features"]["conv"]["bias"]) * gp[1]))
     np.testing.assert_allclose(np.asarray(jaxcam.fullgrad(model, x)), minmax(total), atol=1e-4)
+    raw = np.asarray(jaxcam.fullgrad(model, x, normalize=False))  # the sum itself (no min-max)
+    np.testing.assert_allclose(raw, total, rtol=1e-5, atol=1e-5)
 
 
 def _as_2d(kernel, shape, seed=0):

@@ -481,11 +481,13 @@ def test_refine_cam_base_matches_pgc(twins):
 
 
 @pytest.mark.parametrize("options", [{"base": "hires_cam", "scales": [12, 18]}, {"num_scales": 2},
-                                     {"smooth": False, "scales": [12, 18]}], ids=["base", "num_scales", "smooth"])
+                                     {"smooth": False, "scales": [12, 18]}, {"chunk_size": 1000, "scales": [12, 18]}],
+                         ids=["base", "num_scales", "smooth", "chunk_size"])
 def test_sess_options_match_pgc(twins, options):
     model, tv, x = twins
     ctor = dict(options)
     base = ctor.pop("base", "grad_cam")
+    ctor.pop("chunk_size", None)  # jaxcam's grouping of patches per call (1000: all in one call), not pgc's
     cam = pytorch_grad_cam.SESS(model=tv, target_layers=[tv.block2],
                                 base_method=getattr(pytorch_grad_cam, RULE_CLASSES[base]), **ctor)
     expected = cam(input_tensor=nchw(x), targets=[ClassifierOutputTarget(t) for t in TARGETS])
@@ -600,8 +602,9 @@ def coverage():
             table[(method, "score", value)] = \
                 f"tests/methods/test_parity_pgc_families.py::test_guided_scores_match[{value}]"
     table[("refine_cam", "base", ANY)] = f"{HERE}::test_refine_cam_base_matches_pgc"
-    for option in ("base", "num_scales"):
+    for option in ("base", "num_scales", "chunk_size"):
         table[("sess", option, ANY)] = f"{HERE}::test_sess_options_match_pgc"
+    table[("fullgrad", "normalize", False)] = "tests/methods/test_every_rank.py::test_fullgrad_by_hand_on_any_rank"
     table[("sess", "smooth", False)] = f"{HERE}::test_sess_options_match_pgc"
     table[("sess", "pool", "max")] = "tests/methods/test_parity_pgc_other_methods.py::test_sess"
     table[("ablation_cam", "score", "sigmoid")] = f"{HERE}::test_affine_shortcut_ablation_matches_pgc"  # + block2
@@ -626,21 +629,16 @@ def coverage():
         "tests/methods/test_families.py::test_token_grad_cam_matches_perturbation_gradient"
     table[("ablation_cam", "reshape_transform", ANY)] = \
         "tests/methods/test_families.py::test_token_ablation_writes_back_into_tokens"
+    for method in registry.names():
+        if method not in ("grad_cam", "ablation_cam") and "reshape_transform" in {o.name for o in registry.get(method).options}:
+            table[(method, "reshape_transform", ANY)] = \
+                "tests/methods/test_reshape_transform.py::test_reshape_transform_equals_the_grid_model"
     return table
 
 
-# Option values with no value test yet (each is reported by name; the list may only shrink).
-GAPS = {
-    # reshape_transform (token models) has value tests only for grad_cam and ablation_cam; the other methods
-    # share its code path (jaxcam/_src: ReshapedSplit) and test_transformers' pgc comparisons (GradCAM,
-    # GradCAM++, EigenCAM, ScoreCAM, AblationCAM) set it through ModelInfo, not the option.
-    *[(m, "reshape_transform", ANY) for m in sorted(registry.names())
-      if m not in ("grad_cam", "ablation_cam") and "reshape_transform" in {o.name for o in registry.get(m).options}],
-    ("fullgrad", "normalize", False),
-    # sess's chunk_size only groups the patches per call; test_sess (pgc) runs at the default chunk, which is
-    # smaller than its patch count, so the chunked path is the one compared with pgc.
-    ("sess", "chunk_size", ANY),
-}
+# Option values with no value test yet (each is reported by name; the list may only shrink). Empty since
+# 2026-12-05 (reshape_transform of every method: tests/methods/test_reshape_transform.py).
+GAPS = set()
 
 
 def test_every_registry_option_value_is_covered():
