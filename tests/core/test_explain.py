@@ -150,6 +150,7 @@ def test_explain_compiles_like_a_direct_call(model, images, monkeypatch):
 
     monkeypatch.setattr(compile_lib, "_tuned", spy)
     monkeypatch.delenv("JAXCAM_CPU_TUNING", raising=False)
+    monkeypatch.delenv("XLA_FLAGS", raising=False)  # a flag set there wins over jaxcam's option (the tests set some)
     jaxcam.explain(jaxcam.ablation_cam, model, images[:2], batch_size=2, logits=False)
     if jax.default_backend() == "cpu":
         assert {"xla_cpu_use_fusion_emitters": False}.items() <= seen[0].items()

@@ -29,6 +29,9 @@ def test_every_subpackage_and_module_imports():
     for expected in ("jaxcam.methods.ablation", "jaxcam.metrics.road_impute", "jaxcam.models.convert",
                      "jaxcam.data.pipeline", "jaxcam._src.split"):
         assert expected in names, expected
+    from jaxcam import _native
+
+    _native.available()  # loads libdnnl.so.3, which the compiled handler library (jaxcam._native._conv_dnnl) links to
     for name in names:
         importlib.import_module(name)
 
