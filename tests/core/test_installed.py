@@ -7,6 +7,7 @@ installed copy, so a file missing from the wheel fails here instead of being rea
 import importlib
 import os
 import pkgutil
+import sys
 from pathlib import Path
 
 import jaxcam
@@ -24,7 +25,9 @@ def test_tests_run_against_the_installed_package():
     assert "site-packages" in PACKAGE.parts, PACKAGE
 
 
-def test_every_subpackage_and_module_imports():
+def test_every_subpackage_and_module_imports(monkeypatch):
+    if "keras" not in sys.modules:  # jaxcam.keras needs Keras on JAX (tests/core/test_keras.py sets the same)
+        monkeypatch.setenv("KERAS_BACKEND", "jax")
     names = [m.name for m in pkgutil.walk_packages([str(PACKAGE)], prefix="jaxcam.")]
     for expected in ("jaxcam.methods.ablation", "jaxcam.metrics.road_impute", "jaxcam.models.convert",
                      "jaxcam.data.pipeline", "jaxcam._src.split"):
