@@ -41,13 +41,16 @@ import jaxcam.equinox  # noqa: E402
 import jaxcam.keras  # noqa: E402
 import jaxcam.nnx  # noqa: E402
 from jaxcam.methods import registry  # noqa: E402
+from tests.core.test_kinds_by_value import GRADIENT_RULES, OTHERS  # noqa: E402
 
 # kernel, input shape, input seed (chosen so that no image's map is blank for any method: a blank map on both
 # sides would compare nothing)
 RANKS = {"1d": ((3,), (2, 10, 2), 6), "2d": ((3, 3), (2, 8, 9, 3), 2), "3d": ((3, 3, 3), (2, 3, 5, 4, 1), 3)}
 KINDS = ("nnx", "equinox", "keras", "functions")
 LOGIT_TOL = 1e-5
-TOL = 1e-5  # maps in [0, 1]; measured worst: see the note printed per (kind, rank) and docs/every_model.md
+# maps in [0, 1]; most are bit-identical to Linen's (error 0.0), the rest measured (worst of the 12 cases):
+TOL = 1e-6  # measured 3.0e-7 (ablation_cam), 1.2e-7 (score_cam, ss_cam), 8.9e-8 (is_cam)
+LOCATION_TOL = 3e-5  # spatial_ablation_cam: measured 7.2e-6 (3-D); (y - y_loc) / y of close logits, min-maxed
 
 OPTIONS = {"random_cam": {"seed": 1}, "ss_cam": {"num_samples": 3}, "is_cam": {"num_samples": 3},
            "smoothgrad_cam_pp": {"num_samples": 3}, "deep_feature_factorization": {"n_components": 2, "iterations": 20},
@@ -68,8 +71,15 @@ def refused(kind, rank):
     return out
 
 
+# (kind, rank)s whose closed-form / brute-force methods are value-tested directly in tests/core/test_kinds_by_value.py:
+# skipped here (issue 27: the suite's cost); every other method of those cells runs here
+BY_VALUE = {("keras", "1d"), ("keras", "2d"), ("nnx", "1d"), ("nnx", "3d")}
+BY_VALUE_METHODS = GRADIENT_RULES + OTHERS + ("ablation_cam", "spatial_ablation_cam", "fast_ablation_cam", "score_cam")
+
+
 def methods(kind, rank):
-    return [m for m in registry.names() if m not in refused(kind, rank)]
+    skip = BY_VALUE_METHODS if (kind, rank) in BY_VALUE else ()
+    return [m for m in registry.names() if m not in refused(kind, rank) and m not in skip]
 
 
 def options(kind, name):
@@ -259,9 +269,11 @@ def test_every_method_equals_the_linen_map(linen, kind):
             per_image = r.reshape(len(x), -1)
             assert (per_image.max(1) > per_image.min(1)).all(), name  # no blank map (equal on both sides, tests nothing)
         errors[name] = max(float(np.abs(g - r).max()) for g, r in zip(got, ref))
-    worst = max(errors, key=errors.get)
-    print(f"{kind} {rank}: logits {logit_error:.1e}, {len(errors)} methods, worst {worst} {errors[worst]:.1e}")
-    assert all(e < TOL for e in errors.values()), {m: e for m, e in errors.items() if e >= TOL}
+    worst = sorted(errors, key=errors.get, reverse=True)[:4]
+    print(f"{kind} {rank}: logits {logit_error:.1e}, {len(errors)} methods, worst "
+          + ", ".join(f"{m} {errors[m]:.1e}" for m in worst))
+    too_far = {m: e for m, e in errors.items() if e >= (LOCATION_TOL if m == "spatial_ablation_cam" else TOL)}
+    assert not too_far, too_far
 
     # explaining an inner layer (refine_cam's "stem") leaves the layers as they were, at a new input size too
     # (Keras once lost every layer after an explained one: its head graph re-calls them)
