@@ -71,19 +71,48 @@ class KerasKind:
         with self._scope(values):
             return self.model(x, training=False)
 
+    def _own_nodes(self):
+        """ids of the nodes (layer calls) of the model's own graph, or None when Keras does not expose them.
+
+        A layer's ``_inbound_nodes`` also holds its calls in other graphs: every head graph below (a
+        `keras.Model` whose input is an inner tensor) re-calls the layers after it, so counting all of
+        them made every layer after an explained one look "called twice" (gone from the layers)."""
+        graph = self.model if hasattr(self.model, "_nodes_by_depth") else getattr(self.model, "_functional", None)
+        by_depth = getattr(graph, "_nodes_by_depth", None)
+        if not isinstance(by_depth, dict):
+            return None
+        return {id(node) for nodes in by_depth.values() for node in nodes}
+
     def _layers(self):
-        """The model's layers called once (one output each), in the model's order."""
+        """The model's layers called once in its own graph (one output each), in the model's order:
+        [(name, output KerasTensor)]."""
+        own = self._own_nodes()
         out = []
         for layer in self.model.layers:
-            if isinstance(layer, keras.layers.InputLayer) or len(getattr(layer, "_inbound_nodes", ())) != 1:
+            if isinstance(layer, keras.layers.InputLayer):
                 continue
-            try:
-                output = layer.output
-            except (AttributeError, ValueError):
+            nodes = list(getattr(layer, "_inbound_nodes", ()))
+            if own is not None:
+                nodes = [node for node in nodes if id(node) in own]
+            if len(nodes) != 1:
                 continue
-            if isinstance(output, keras.KerasTensor):
-                out.append((layer.name, output))
+            outputs = getattr(nodes[0], "outputs", None)
+            if outputs is None:
+                try:
+                    outputs = [layer.output]
+                except (AttributeError, ValueError):
+                    continue
+            if len(outputs) == 1 and isinstance(outputs[0], keras.KerasTensor):
+                out.append((layer.name, outputs[0]))
         return out
+
+    def _output(self, layer):
+        """The output tensor of `layer` (path) in the model's own graph."""
+        name = "/".join(layer)
+        for key, tensor in self._layers():
+            if key == name:
+                return tensor
+        return self._layer(layer).output  # not called once: Keras' own error or its first call
 
     def output_shapes(self, values, x_shape, dtype) -> tuple:
         import jax
@@ -101,13 +130,13 @@ class KerasKind:
 
     def features(self, values, x, layer):
         key = ("features", layer)
-        graph = self._graph(key, lambda: keras.Model(self._input, self._layer(layer).output))
+        graph = self._graph(key, lambda: keras.Model(self._input, self._output(layer)))
         with self._scope(values):
             return graph(x, training=False)
 
     def head(self, values, x, layer, activations):
         key = ("head", layer)
-        graph = self._graph(key, lambda: keras.Model([*self.model.inputs, self._layer(layer).output],
+        graph = self._graph(key, lambda: keras.Model([*self.model.inputs, self._output(layer)],
                                                      self.model.outputs))
         with self._scope(values):
             out = graph([x, activations], training=False)
