@@ -41,7 +41,8 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 _SKIPPED = []
 
 # JAXCAM_TEST_TIMES=<file.tsv>: one row per test appended (wall s, CPU s of this process + the subprocesses
-# it waited for, node id): CPU seconds rank the tests' cost even on a shared machine. Serial runs only.
+# it waited for, node id): CPU seconds rank the tests' cost even on a shared machine. Under xdist each worker
+# appends its own rows (a row's CPU is its worker's).
 _TIMES = os.environ.get("JAXCAM_TEST_TIMES")
 
 
