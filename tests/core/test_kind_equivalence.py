@@ -30,7 +30,6 @@ if "keras" not in sys.modules:
     os.environ.setdefault("KERAS_BACKEND", "jax")
 
 import equinox as eqx  # noqa: E402
-import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import keras  # noqa: E402
@@ -43,7 +42,8 @@ import jaxcam.equinox  # noqa: E402
 import jaxcam.keras  # noqa: E402
 import jaxcam.nnx  # noqa: E402
 from jaxcam.methods import registry  # noqa: E402
-from tests.core.test_kinds_by_value import GRADIENT_RULES, OTHERS  # noqa: E402
+from tests.core.test_kinds_by_value import GRADIENT_RULES, OTHERS, NNXGapNet  # noqa: E402
+from tests.methods.test_every_rank import GapNet  # noqa: E402  (the network: stem conv, tanh, features conv + ReLU, GAP, Dense)
 
 # kernel, input shape, input seed (chosen so that no image's map is blank for any method: a blank map on both
 # sides would compare nothing)
@@ -100,24 +100,6 @@ def run(model, x, name, opts):
 # ------------------------------------------------------------------ the network, five ways
 
 
-class Features(nn.Module):
-    kernel: tuple
-
-    @nn.compact
-    def __call__(self, x):
-        return nn.relu(nn.Conv(5, self.kernel, padding="SAME", name="conv")(x))
-
-
-class GapNet(nn.Module):
-    kernel: tuple
-
-    @nn.compact
-    def __call__(self, x):
-        x = jnp.tanh(nn.Conv(4, self.kernel, padding="SAME", name="stem")(x))
-        a = Features(self.kernel, name="features")(x)
-        return nn.Dense(3, name="fc")(a.mean(axis=tuple(range(1, a.ndim - 1))))
-
-
 def _linen(kernel, x):
     variables = GapNet(kernel).init(jax.random.key(len(kernel)), x)
     # non-zero biases (Linen starts them at zero), so a bias copied wrong shows in the logits
@@ -131,25 +113,6 @@ def _arrays(linen):
     p = linen.variables["params"]
     return {k: (np.asarray(v["kernel"]), np.asarray(v["bias"]))
             for k, v in (("stem", p["stem"]), ("conv", p["features"]["conv"]), ("fc", p["fc"]))}
-
-
-class NNXFeatures(nnx.Module):
-    def __init__(self, kernel, rngs):
-        self.conv = nnx.Conv(4, 5, kernel, padding="SAME", rngs=rngs)
-
-    def __call__(self, x):
-        return jax.nn.relu(self.conv(x))
-
-
-class NNXGapNet(nnx.Module):
-    def __init__(self, kernel, channels, rngs):
-        self.stem = nnx.Conv(channels, 4, kernel, padding="SAME", rngs=rngs)
-        self.features = NNXFeatures(kernel, rngs)
-        self.fc = nnx.Linear(5, 3, rngs=rngs)
-
-    def __call__(self, x):
-        a = self.features(jnp.tanh(self.stem(x)))
-        return self.fc(a.mean(axis=tuple(range(1, a.ndim - 1))))
 
 
 def _nnx(kernel, channels, arrays):
