@@ -80,8 +80,7 @@ def run(
     options = tuple(sorted(options.items()))
     if not isinstance(layer, (list, tuple)):
         out, req = _run_one(core, model, x, layer, targets, final_activation, shared, options)
-        blank.check(out, method=_name(core), layer="/".join(req.layer), grid=req.activation_shape[1:-1],
-                    options=dict(options))
+        blank.check(out, method=_name(core), layer=_label(core, req), grid=_grid(core, req), options=dict(options))
         return out
     if not layer:
         raise ValueError("layer is an empty list: pass a layer path or a non-empty list of them")
@@ -95,9 +94,18 @@ def run(
         sink.append((maps.minmax(per_map) if normalize else per_map).reshape(layer_maps.shape))
     out = fuse(layer_maps, spatial) if normalize else layer_maps.mean(axis=0)
     largest = max((req for _, req in runs), key=lambda req: math.prod(req.activation_shape[1:-1]))
-    blank.check(out, method=_name(core), layer="/".join(largest.layer), grid=largest.activation_shape[1:-1],
-                options=dict(options))
+    blank.check(out, method=_name(core), layer=_label(core, largest), grid=_grid(core, largest), options=dict(options))
     return out
+
+
+def _grid(core, req) -> tuple:
+    """The grid a core's map is made on: the layer's, or the input's for cores that map pixels and only
+    need some layer to run (``core.maps_pixels``: FullGrad)."""
+    return tuple(req.x.shape[1:-1]) if getattr(core, "maps_pixels", False) else tuple(req.activation_shape[1:-1])
+
+
+def _label(core, req) -> str:
+    return "the input" if getattr(core, "maps_pixels", False) else "/".join(req.layer)
 
 
 def _name(core) -> str:

@@ -104,6 +104,8 @@ def fullgrad_map(split, x, targets, score: str = "logit"):
     return total
 
 
+fullgrad_map.maps_pixels = True  # its map is made at the input's resolution (`layer` only runs the split)
+
 FULLGRAD_OPTIONS = (SCORE, AUG_SMOOTH, NORMALIZE)
 
 
