@@ -1,4 +1,4 @@
-// 2-D convolution (NHWC activations, HWIO kernels, float32), training-mode batch normalization
+// 2-D convolution (NHWC activations, HWIO kernels, float32 or bfloat16), training-mode batch normalization
 // and the max-pooling gradient through oneDNN primitives, as XLA FFI handlers: convolution forward,
 // input gradient (backward data) and kernel gradient (backward weights); batch normalization forward
 // (with the batch statistics) and backward; max pooling's backward from its input.
@@ -12,12 +12,19 @@
 // once per shape and cached. Execution is serialized by one mutex: each primitive already uses
 // every OpenMP thread, and the cached primitives share their scratch buffers.
 //
+// Convolutions and the pooling gradient take float32 or bfloat16 buffers (all operands of one call the same
+// type; bfloat16 primitives accumulate in float32 and round their result to bfloat16, as XLA's bfloat16
+// convolutions do). Batch normalization is float32 only. `JaxcamBf16Native()` says whether oneDNN has
+// native bfloat16 kernels on this CPU (AVX512-BF16 or AMX); without them its bfloat16 path is emulated or
+// reference code, and jaxcam.nn keeps XLA's.
+//
 // The library is loaded with ctypes (jaxcam/_native/__init__.py); it also defines an empty Python
 // module so that importing `jaxcam._native._conv_dnnl` (as package walkers do) works.
 #include <Python.h>  // first, as Python's headers require
 
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -41,7 +48,10 @@ struct Geometry {
   int64_t oh, ow;       // output
   int64_t sh, sw, pt, pb, pl, pr;
   int64_t g;            // feature groups (C for a depthwise convolution)
-  auto key() const { return std::make_tuple(n, h, w, c, kh, kw, o, oh, ow, sh, sw, pt, pb, pl, pr, g); }
+  dt type;              // every operand's element type (f32 or bf16)
+  auto key() const {
+    return std::make_tuple(n, h, w, c, kh, kw, o, oh, ow, sh, sw, pt, pb, pl, pr, g, static_cast<int64_t>(type));
+  }
 };
 
 dnnl::engine& engine() {
@@ -86,14 +96,14 @@ struct Descs {
 
 Descs make_descs(const Geometry& g) {
   Descs d;
-  d.src = memory::desc({g.n, g.c, g.h, g.w}, dt::f32, tag::nhwc);
-  d.dst = memory::desc({g.n, g.o, g.oh, g.ow}, dt::f32, tag::nhwc);
+  d.src = memory::desc({g.n, g.c, g.h, g.w}, g.type, tag::nhwc);
+  d.dst = memory::desc({g.n, g.o, g.oh, g.ow}, g.type, tag::nhwc);
   if (g.g == 1) {
-    d.wei_any = memory::desc({g.o, g.c, g.kh, g.kw}, dt::f32, tag::any);
-    d.wei_user = memory::desc({g.o, g.c, g.kh, g.kw}, dt::f32, tag::hwio);
+    d.wei_any = memory::desc({g.o, g.c, g.kh, g.kw}, g.type, tag::any);
+    d.wei_user = memory::desc({g.o, g.c, g.kh, g.kw}, g.type, tag::hwio);
   } else {  // XLA's grouped HWIO kernel (kh, kw, c/g, o), output channels group-major: oneDNN's hwigo
-    d.wei_any = memory::desc({g.g, g.o / g.g, g.c / g.g, g.kh, g.kw}, dt::f32, tag::any);
-    d.wei_user = memory::desc({g.g, g.o / g.g, g.c / g.g, g.kh, g.kw}, dt::f32, tag::hwigo);
+    d.wei_any = memory::desc({g.g, g.o / g.g, g.c / g.g, g.kh, g.kw}, g.type, tag::any);
+    d.wei_user = memory::desc({g.g, g.o / g.g, g.c / g.g, g.kh, g.kw}, g.type, tag::hwigo);
   }
   d.strides = {g.sh, g.sw};
   d.pad_l = {g.pt, g.pl};
@@ -115,7 +125,7 @@ struct Entry {
 };
 
 using Key = std::tuple<int, std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-                                       int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>>;
+                                       int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>>;
 
 std::map<Key, std::unique_ptr<Entry>>& cache() {
   static std::map<Key, std::unique_ptr<Entry>> c;
@@ -173,9 +183,20 @@ Entry* get(Op op, const Geometry& g) {
   return out;
 }
 
+// The oneDNN element type shared by every buffer of a call: f32 or bf16, else an error.
+dt element_type(std::initializer_list<ffi::DataType> types) {
+  ffi::DataType first = *types.begin();
+  for (ffi::DataType t : types) {
+    if (t != first) throw std::invalid_argument("jaxcam: operands of one oneDNN call must share their dtype");
+  }
+  if (first == ffi::DataType::F32) return dt::f32;
+  if (first == ffi::DataType::BF16) return dt::bf16;
+  throw std::invalid_argument("jaxcam: oneDNN handlers take float32 or bfloat16 buffers");
+}
+
 Geometry geometry(ffi::Span<const int64_t> x, ffi::Span<const int64_t> w, ffi::Span<const int64_t> y,
-                  int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t groups) {
-  return Geometry{x[0], x[1], x[2], x[3], w[0], w[1], w[3], y[1], y[2], sh, sw, pt, pb, pl, pr, groups};
+                  int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t groups, dt type) {
+  return Geometry{x[0], x[1], x[2], x[3], w[0], w[1], w[3], y[1], y[2], sh, sw, pt, pb, pl, pr, groups, type};
 }
 
 template <typename F>
@@ -192,37 +213,39 @@ ffi::Error guarded(F&& f) {
 }
 
 // The kernel in the layout the primitive wants: the user's HWIO buffer, or its reordered copy.
-memory weights(Entry& e, float* hwio) {
+memory weights(Entry& e, void* hwio) {
   memory user(e.wei_user, engine(), hwio);
   if (!e.reorder_wei) return user;
   e.wei_reorder.execute(stream(), user, e.wei_mem);
   return e.wei_mem;
 }
 
-ffi::Error ConvFwdImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w, ffi::ResultBuffer<ffi::F32> y, int64_t sh,
+ffi::Error ConvFwdImpl(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffer> y, int64_t sh,
                        int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t groups) {
   return guarded([&] {
-    Geometry g = geometry(x.dimensions(), w.dimensions(), y->dimensions(), sh, sw, pt, pb, pl, pr, groups);
+    dt type = element_type({x.element_type(), w.element_type(), y->element_type()});
+    Geometry g = geometry(x.dimensions(), w.dimensions(), y->dimensions(), sh, sw, pt, pb, pl, pr, groups, type);
     Entry* e = get(kFwd, g);
     Entry& d = *e;
-    memory src(d.src, engine(), x.typed_data());
-    memory wei = weights(*e, w.typed_data());
-    memory dst(d.dst, engine(), y->typed_data());
+    memory src(d.src, engine(), x.untyped_data());
+    memory wei = weights(*e, w.untyped_data());
+    memory dst(d.dst, engine(), y->untyped_data());
     e->prim.execute(stream(), {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}, {DNNL_ARG_SCRATCHPAD, e->scratch}});
     stream().wait();
   });
 }
 
 // g: (N, OH, OW, O) cotangent; w: HWIO; dx: (N, H, W, C).
-ffi::Error ConvBwdDataImpl(ffi::Buffer<ffi::F32> g_, ffi::Buffer<ffi::F32> w, ffi::ResultBuffer<ffi::F32> dx,
+ffi::Error ConvBwdDataImpl(ffi::AnyBuffer g_, ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffer> dx,
                            int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t groups) {
   return guarded([&] {
-    Geometry g = geometry(dx->dimensions(), w.dimensions(), g_.dimensions(), sh, sw, pt, pb, pl, pr, groups);
+    dt type = element_type({g_.element_type(), w.element_type(), dx->element_type()});
+    Geometry g = geometry(dx->dimensions(), w.dimensions(), g_.dimensions(), sh, sw, pt, pb, pl, pr, groups, type);
     Entry* e = get(kBwdData, g);
     Entry& d = *e;
-    memory diff_dst(d.dst, engine(), g_.typed_data());
-    memory wei = weights(*e, w.typed_data());
-    memory diff_src(d.src, engine(), dx->typed_data());
+    memory diff_dst(d.dst, engine(), g_.untyped_data());
+    memory wei = weights(*e, w.untyped_data());
+    memory diff_src(d.src, engine(), dx->untyped_data());
     e->prim.execute(stream(), {{DNNL_ARG_DIFF_DST, diff_dst}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DIFF_SRC, diff_src},
                             {DNNL_ARG_SCRATCHPAD, e->scratch}});
     stream().wait();
@@ -230,15 +253,16 @@ ffi::Error ConvBwdDataImpl(ffi::Buffer<ffi::F32> g_, ffi::Buffer<ffi::F32> w, ff
 }
 
 // x: (N, H, W, C); g: (N, OH, OW, O); dw: HWIO.
-ffi::Error ConvBwdWeightsImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> g_, ffi::ResultBuffer<ffi::F32> dw,
+ffi::Error ConvBwdWeightsImpl(ffi::AnyBuffer x, ffi::AnyBuffer g_, ffi::Result<ffi::AnyBuffer> dw,
                               int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t groups) {
   return guarded([&] {
-    Geometry g = geometry(x.dimensions(), dw->dimensions(), g_.dimensions(), sh, sw, pt, pb, pl, pr, groups);
+    dt type = element_type({x.element_type(), g_.element_type(), dw->element_type()});
+    Geometry g = geometry(x.dimensions(), dw->dimensions(), g_.dimensions(), sh, sw, pt, pb, pl, pr, groups, type);
     Entry* e = get(kBwdWeights, g);
     Entry& d = *e;
-    memory src(d.src, engine(), x.typed_data());
-    memory diff_dst(d.dst, engine(), g_.typed_data());
-    memory diff_wei_user(d.wei_user, engine(), dw->typed_data());
+    memory src(d.src, engine(), x.untyped_data());
+    memory diff_dst(d.dst, engine(), g_.untyped_data());
+    memory diff_wei_user(d.wei_user, engine(), dw->untyped_data());
     memory diff_wei = e->reorder_wei ? e->wei_mem : diff_wei_user;
     e->prim.execute(stream(), {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, diff_dst}, {DNNL_ARG_DIFF_WEIGHTS, diff_wei},
                             {DNNL_ARG_SCRATCHPAD, e->scratch}});
@@ -336,16 +360,16 @@ struct PoolEntry {
 };
 
 using PoolKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-                           int64_t, int64_t, int64_t, int64_t, int64_t>;
+                           int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>;
 
 PoolEntry* pool_get(const int64_t* x, const int64_t* y, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
-                    int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
+                    int64_t pt, int64_t pb, int64_t pl, int64_t pr, dt type) {
   static std::map<PoolKey, std::unique_ptr<PoolEntry>> cache;
-  PoolKey key{x[0], x[1], x[2], x[3], y[1], y[2], kh, kw, sh, sw, pt, pb, pl, pr};
+  PoolKey key{x[0], x[1], x[2], x[3], y[1], y[2], kh, kw, sh, sw, pt, pb, pl, pr, static_cast<int64_t>(type)};
   return cached(cache, key, [&] {
     auto e = std::make_unique<PoolEntry>();
-    e->src = memory::desc({x[0], x[3], x[1], x[2]}, dt::f32, tag::nhwc);
-    e->dst = memory::desc({y[0], y[3], y[1], y[2]}, dt::f32, tag::nhwc);
+    e->src = memory::desc({x[0], x[3], x[1], x[2]}, type, tag::nhwc);
+    e->dst = memory::desc({y[0], y[3], y[1], y[2]}, type, tag::nhwc);
     auto fwd_pd = dnnl::pooling_forward::primitive_desc(
         engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::pooling_max, e->src, e->dst, {sh, sw},
         {kh, kw}, {0, 0}, {pt, pl}, {pb, pr}, attr());
@@ -363,18 +387,19 @@ PoolEntry* pool_get(const int64_t* x, const int64_t* y, int64_t kh, int64_t kw, 
 }
 
 // g: (N, OH, OW, C), x: the forward's input -> dx: (N, H, W, C).
-ffi::Error PoolBwdFromInputImpl(ffi::Buffer<ffi::F32> g, ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F32> dx,
+ffi::Error PoolBwdFromInputImpl(ffi::AnyBuffer g, ffi::AnyBuffer x, ffi::Result<ffi::AnyBuffer> dx,
                                 int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl,
                                 int64_t pr) {
   return guarded([&] {
-    PoolEntry* e = pool_get(x.dimensions().begin(), g.dimensions().begin(), kh, kw, sh, sw, pt, pb, pl, pr);
-    e->fwd.execute(stream(), {{DNNL_ARG_SRC, memory(e->src, engine(), x.typed_data())},
+    dt type = element_type({g.element_type(), x.element_type(), dx->element_type()});
+    PoolEntry* e = pool_get(x.dimensions().begin(), g.dimensions().begin(), kh, kw, sh, sw, pt, pb, pl, pr, type);
+    e->fwd.execute(stream(), {{DNNL_ARG_SRC, memory(e->src, engine(), x.untyped_data())},
                               {DNNL_ARG_DST, e->dst_scratch},
                               {DNNL_ARG_WORKSPACE, e->ws},
                               {DNNL_ARG_SCRATCHPAD, e->fwd_scratch}});
-    e->bwd.execute(stream(), {{DNNL_ARG_DIFF_DST, memory(e->dst, engine(), g.typed_data())},
+    e->bwd.execute(stream(), {{DNNL_ARG_DIFF_DST, memory(e->dst, engine(), g.untyped_data())},
                               {DNNL_ARG_WORKSPACE, e->ws},
-                              {DNNL_ARG_DIFF_SRC, memory(e->src, engine(), dx->typed_data())},
+                              {DNNL_ARG_DIFF_SRC, memory(e->src, engine(), dx->untyped_data())},
                               {DNNL_ARG_SCRATCHPAD, e->bwd_scratch}});
     stream().wait();
   });
@@ -387,19 +412,33 @@ ffi::Error PoolBwdFromInputImpl(ffi::Buffer<ffi::F32> g, ffi::Buffer<ffi::F32> x
 #define STRIDES_PADS I64("sh") I64("sw") I64("pt") I64("pb") I64("pl") I64("pr")
 #define F32_IN .Arg<ffi::Buffer<ffi::F32>>()
 #define F32_OUT .Ret<ffi::Buffer<ffi::F32>>()
-#define CONV_BINDING ffi::Ffi::Bind() F32_IN F32_IN F32_OUT STRIDES_PADS I64("groups")
+#define ANY_IN .Arg<ffi::AnyBuffer>()
+#define ANY_OUT .Ret<ffi::AnyBuffer>()
+#define CONV_BINDING ffi::Ffi::Bind() ANY_IN ANY_IN ANY_OUT STRIDES_PADS I64("groups")
 
 #pragma GCC visibility push(default)
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcamConvFwd, ConvFwdImpl, CONV_BINDING);             // x, w -> y
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcamConvBwdData, ConvBwdDataImpl, CONV_BINDING);     // g, w -> dx
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcamConvBwdWeights, ConvBwdWeightsImpl, CONV_BINDING);  // x, g -> dw
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcamPoolBwdFromInput, PoolBwdFromInputImpl,  // g, x -> dx
-                              ffi::Ffi::Bind() F32_IN F32_IN F32_OUT I64("kh") I64("kw") STRIDES_PADS);
+                              ffi::Ffi::Bind() ANY_IN ANY_IN ANY_OUT I64("kh") I64("kw") STRIDES_PADS);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcamBnFwd, BnFwdImpl,  // x, scale, shift -> y, mean, var
                               ffi::Ffi::Bind() F32_IN F32_IN F32_IN F32_OUT F32_OUT F32_OUT.Attr<float>("eps"));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcamBnBwd, BnBwdImpl,  // x, g, mean, var, scale -> dx, dscale, dshift
                               ffi::Ffi::Bind() F32_IN F32_IN F32_IN F32_IN F32_IN F32_OUT F32_OUT F32_OUT
                                   .Attr<float>("eps"));
+
+// 1 when oneDNN's effective ISA has native bfloat16 kernels (AVX512-BF16: avx512_core_bf16 and up, AMX
+// included), else 0 (bfloat16 would run emulated or reference code there: slower than XLA's).
+extern "C" int JaxcamBf16Native() {
+  try {
+    auto isa = static_cast<unsigned>(dnnl::get_effective_cpu_isa());
+    unsigned bf16 = static_cast<unsigned>(dnnl_cpu_isa_avx512_core_bf16);
+    return (isa & bf16) == bf16 ? 1 : 0;
+  } catch (...) {
+    return 0;
+  }
+}
 #pragma GCC visibility pop
 
 static struct PyModuleDef conv_dnnl_module = {PyModuleDef_HEAD_INIT, "_conv_dnnl",

@@ -3,7 +3,9 @@ here alone it is decided whether oneDNN (`jaxcam._native`, through `jaxcam.nn._o
 lax formulation computes it -- for explaining and training alike, under jit, vmap, grad and jvp.
 
 - `conv_general_dilated` (what `jaxcam.nn.Conv` and NNX convolutions call), `conv`, `conv2d`,
-  `depthwise_conv`: float32 NHWC/HWIO convolutions on oneDNN whenever its library loads (forward,
+  `depthwise_conv`: float32 NHWC/HWIO convolutions on oneDNN whenever its library loads, bfloat16 ones
+  too where oneDNN has native bfloat16 kernels (`jaxcam._native.bf16_available`: AVX512-BF16 or AMX;
+  bfloat16 in, bfloat16 out, float32 accumulation, as lax's bfloat16 convolution) (forward,
   input gradient, kernel gradient, and forward-mode derivatives: they are JAX primitives with
   bilinear rules); otherwise lax's. XLA:CPU's own convolution collapses where the window is larger
   than the feature map (a 3x3 window on ResNet's 2x2 layer4 at 64 px: 1.2 GFLOP/s instead of ~70),
@@ -110,15 +112,25 @@ def conv(x, w, strides, pads, groups: int = 1):
 
 
 def native_usable(x, w, pads) -> bool:
-    """Whether `conv2d` runs oneDNN's kernels for these operands (NHWC float32, pads >= 0, library
-    loaded, on the CPU, not switched off by `jaxcam.nn.native(False)` / `plain()`)."""
-    return x.ndim == 4 and x.size > 0 and all(p >= 0 for pair in pads for p in pair) and _native_ready(x, w)
+    """Whether `conv2d` runs oneDNN's kernels for these operands (NHWC float32, or bfloat16 where
+    `jaxcam._native.bf16_available()`, both operands the same dtype, pads >= 0, library loaded, on the
+    CPU, not switched off by `jaxcam.nn.native(False)` / `plain()`)."""
+    return (x.ndim == 4 and x.size > 0 and all(p >= 0 for pair in pads for p in pair)
+            and _native_ready(x, w, bf16=True))
 
 
-def _native_ready(*arrays) -> bool:
-    """float32 operands, the library loaded, not switched off (`native(False)` / `plain()`)."""
-    return (all(a.dtype == jnp.float32 for a in arrays) and not is_plain() and native_enabled()
-            and jax.default_backend() == "cpu" and _native.available())
+def _native_ready(*arrays, bf16: bool = False) -> bool:
+    """float32 operands (or, with `bf16`, all bfloat16 where oneDNN has native bfloat16 kernels), the
+    library loaded, not switched off (`native(False)` / `plain()`)."""
+    dtypes = {jnp.dtype(a.dtype) for a in arrays}
+    if dtypes == {jnp.dtype(jnp.float32)}:
+        extra = True
+    elif bf16 and dtypes == {jnp.dtype(jnp.bfloat16)}:
+        extra = None  # asked last: needs the library
+    else:
+        return False
+    ok = not is_plain() and native_enabled() and jax.default_backend() == "cpu" and _native.available()
+    return ok and (extra or _native.bf16_available())
 
 
 def _native_layer(x, *others) -> bool:
@@ -345,11 +357,12 @@ def depthwise_conv(x, kernel, stride: int, pads: Sequence[Tuple[int, int]]):
 def max_pool(x, window: Sequence[int], strides: Sequence[int], padding: Sequence[Tuple[int, int]] = ((0, 0), (0, 0))):
     """Max pooling of x (N, H, W, C) over `window` with `strides` and explicit (-inf) `padding`, as
     `flax.linen.max_pool(x, window, strides, padding)`; the gradient goes to the first maximum of each
-    window (row-major), as XLA's. The value is XLA's reduce_window; for float32 NHWC the gradient is
-    oneDNN's pooling backward (`jaxcam._native`; XLA:CPU runs its own as a scatter, ~20x slower)."""
+    window (row-major), as XLA's. The value is XLA's reduce_window; for float32 NHWC (bfloat16 where
+    `jaxcam._native.bf16_available()`) the gradient is oneDNN's pooling backward (`jaxcam._native`;
+    XLA:CPU runs its own as a scatter, ~20x slower)."""
     window, strides = tuple(int(v) for v in window), tuple(int(v) for v in strides)
     pads = tuple((int(a), int(b)) for a, b in padding)
     if (len(window) == 2 and x.ndim == 4 and x.size > 0 and all(p < k for p, k in zip((pads[0][0], pads[1][0]), window))
-            and _native_ready(x)):
+            and _native_ready(x, bf16=True)):
         return _onednn.max_pool(x, window, strides, pads)
     return _onednn.lax_max_pool(x, window, strides, pads)
