@@ -23,6 +23,7 @@
 #include <Python.h>  // first, as Python's headers require
 
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <initializer_list>
 #include <map>
@@ -122,6 +123,11 @@ struct Entry {
   memory wei_mem;  // kernel in the primitive's layout (when it differs from HWIO)
   memory scratch;
   memory::desc src, dst, wei_user;
+  // bfloat16 kernel gradient only: the activations (NHWC) reordered into the blocked layouts the
+  // primitive asked for (oneDNN 3.2's bfloat16 backward-weights kernel on NHWC is ~10x slower)
+  bool reorder_act = false;
+  dnnl::reorder src_reorder, dst_reorder;
+  memory src_mem, dst_mem;
 };
 
 using Key = std::tuple<int, std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
@@ -165,6 +171,20 @@ Entry* get(Op op, const Geometry& g) {
   } else if (op == kBwdData) {
     auto pd = backward_pd<dnnl::convolution_backward_data::primitive_desc>(d);
     wei_prim = install<dnnl::convolution_backward_data>(*e, pd, pd.weights_desc());
+  } else if (g.type == dt::bf16) {
+    // activations in whatever layout the primitive prefers (reordered from NHWC when it differs)
+    memory::desc src_any({g.n, g.c, g.h, g.w}, g.type, tag::any), dst_any({g.n, g.o, g.oh, g.ow}, g.type, tag::any);
+    auto pd = dnnl::convolution_backward_weights::primitive_desc(
+        engine(), dnnl::algorithm::convolution_direct, src_any, d.wei_any, dst_any, d.strides, d.pad_l, d.pad_r,
+        d.fwd, attr());
+    wei_prim = install<dnnl::convolution_backward_weights>(*e, pd, pd.diff_weights_desc());
+    if (pd.src_desc() != d.src || pd.diff_dst_desc() != d.dst) {
+      e->reorder_act = true;
+      e->src_mem = memory(pd.src_desc(), engine());
+      e->dst_mem = memory(pd.diff_dst_desc(), engine());
+      e->src_reorder = dnnl::reorder(dnnl::reorder::primitive_desc(engine(), d.src, engine(), pd.src_desc()));
+      e->dst_reorder = dnnl::reorder(dnnl::reorder::primitive_desc(engine(), d.dst, engine(), pd.diff_dst_desc()));
+    }
   } else {
     auto pd = backward_pd<dnnl::convolution_backward_weights::primitive_desc>(d);
     wei_prim = install<dnnl::convolution_backward_weights>(*e, pd, pd.diff_weights_desc());
@@ -252,6 +272,69 @@ ffi::Error ConvBwdDataImpl(ffi::AnyBuffer g_, ffi::AnyBuffer w, ffi::Result<ffi:
   });
 }
 
+// The kernel gradient with entry `e` into the HWIO buffer `diff_wei_user` (src, diff_dst: NHWC).
+void bwd_weights_run(Entry& e, memory src, memory diff_dst, memory diff_wei_user) {
+  if (e.reorder_act) {
+    e.src_reorder.execute(stream(), src, e.src_mem);
+    e.dst_reorder.execute(stream(), diff_dst, e.dst_mem);
+    src = e.src_mem;
+    diff_dst = e.dst_mem;
+  }
+  memory diff_wei = e.reorder_wei ? e.wei_mem : diff_wei_user;
+  e.prim.execute(stream(), {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, diff_dst}, {DNNL_ARG_DIFF_WEIGHTS, diff_wei},
+                            {DNNL_ARG_SCRATCHPAD, e.scratch}});
+  if (e.reorder_wei) e.wei_reorder.execute(stream(), diff_wei, diff_wei_user);
+}
+
+// A bfloat16 kernel gradient through the float32 primitive: both operands widened to float32 (exact),
+// the float32 result rounded to bfloat16 once -- the same value as the bfloat16 primitive's up to the
+// order of the float32 sums (that one also accumulates in float32). oneDNN 3.2's bfloat16
+// backward-weights kernel (jit_bf16 on AVX512-BF16) is 10-20x slower than the float32 one on small or
+// strided outputs (ResNet-18 at 128 px, batch 32, Zen 4: 3x3 on 8x8 and 4x4 maps, and every 3x3 stride
+// 2: ~250 ms against 13-24 ms) and ~1.5x faster on large stride-1 ones (16x16 and up: 13 ms against
+// 22; the 7x7 stem at 64x64: 14 against 30). `use_bf16_kernel_grad` picks by shape, deterministically
+// (the same choice, hence the same bits, on every run).
+struct Widened {
+  Entry* f32 = nullptr;  // the float32 kernel-gradient entry of the same geometry
+  memory src, dst, wei;  // float32 NHWC operands and the float32 HWIO result
+  dnnl::reorder src_up, dst_up, wei_down;
+};
+
+Widened* widened(const Geometry& g, const Entry& e16) {
+  static std::map<decltype(g.key()), std::unique_ptr<Widened>> cache;
+  return cached(cache, g.key(), [&] {
+    auto w = std::make_unique<Widened>();
+    Geometry g32 = g;
+    g32.type = dt::f32;
+    w->f32 = get(kBwdWeights, g32);
+    w->src = memory(w->f32->src, engine());
+    w->dst = memory(w->f32->dst, engine());
+    w->wei = memory(w->f32->wei_user, engine());
+    w->src_up = dnnl::reorder(dnnl::reorder::primitive_desc(engine(), e16.src, engine(), w->f32->src));
+    w->dst_up = dnnl::reorder(dnnl::reorder::primitive_desc(engine(), e16.dst, engine(), w->f32->dst));
+    w->wei_down = dnnl::reorder(dnnl::reorder::primitive_desc(engine(), w->f32->wei_user, engine(), e16.wei_user));
+    return w;
+  });
+}
+
+void bwd_weights_widened(Widened& w, memory src, memory diff_dst, memory diff_wei_user) {
+  w.src_up.execute(stream(), src, w.src);
+  w.dst_up.execute(stream(), diff_dst, w.dst);
+  bwd_weights_run(*w.f32, w.src, w.dst, w.wei);
+  w.wei_down.execute(stream(), w.wei, diff_wei_user);
+}
+
+// Whether a bfloat16 kernel gradient runs the bfloat16 primitive (else widened to float32):
+// JAXCAM_BF16_KERNEL_GRAD=bf16 / f32 forces one (for tests); by default, output maps of at least 16x16
+// at stride 1, or 32x32 at any stride (see Widened).
+bool use_bf16_kernel_grad(const Geometry& g) {
+  const char* v = std::getenv("JAXCAM_BF16_KERNEL_GRAD");
+  if (v != nullptr && std::strcmp(v, "bf16") == 0) return true;
+  if (v != nullptr && std::strcmp(v, "f32") == 0) return false;
+  int64_t area = g.oh * g.ow;
+  return (g.sh == 1 && g.sw == 1 && area >= 256) || area >= 1024;
+}
+
 // x: (N, H, W, C); g: (N, OH, OW, O); dw: HWIO.
 ffi::Error ConvBwdWeightsImpl(ffi::AnyBuffer x, ffi::AnyBuffer g_, ffi::Result<ffi::AnyBuffer> dw,
                               int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t groups) {
@@ -259,14 +342,18 @@ ffi::Error ConvBwdWeightsImpl(ffi::AnyBuffer x, ffi::AnyBuffer g_, ffi::Result<f
     dt type = element_type({x.element_type(), g_.element_type(), dw->element_type()});
     Geometry g = geometry(x.dimensions(), dw->dimensions(), g_.dimensions(), sh, sw, pt, pb, pl, pr, groups, type);
     Entry* e = get(kBwdWeights, g);
-    Entry& d = *e;
-    memory src(d.src, engine(), x.untyped_data());
-    memory diff_dst(d.dst, engine(), g_.untyped_data());
-    memory diff_wei_user(d.wei_user, engine(), dw->untyped_data());
-    memory diff_wei = e->reorder_wei ? e->wei_mem : diff_wei_user;
-    e->prim.execute(stream(), {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, diff_dst}, {DNNL_ARG_DIFF_WEIGHTS, diff_wei},
-                            {DNNL_ARG_SCRATCHPAD, e->scratch}});
-    if (e->reorder_wei) e->wei_reorder.execute(stream(), diff_wei, diff_wei_user);
+    memory src(e->src, engine(), x.untyped_data());
+    memory diff_dst(e->dst, engine(), g_.untyped_data());
+    memory diff_wei_user(e->wei_user, engine(), dw->untyped_data());
+    if (type != dt::bf16) {
+      bwd_weights_run(*e, src, diff_dst, diff_wei_user);
+    } else {
+      if (use_bf16_kernel_grad(g)) {
+        bwd_weights_run(*e, src, diff_dst, diff_wei_user);
+      } else {
+        bwd_weights_widened(*widened(g, *e), src, diff_dst, diff_wei_user);
+      }
+    }
     stream().wait();
   });
 }

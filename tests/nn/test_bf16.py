@@ -111,7 +111,7 @@ CASES = [(3, 1, ((1, 1), (1, 1)), 1, 16, 32), (3, 2, ((0, 1), (0, 1)), 1, 16, 32
 
 
 @pytest.mark.parametrize("k,s,pads,groups,c,o", CASES)
-def test_bf16_conv_and_gradients_on_onednn_against_float64(k, s, pads, groups, c, o):
+def test_bf16_conv_and_gradients_on_onednn_against_float64(k, s, pads, groups, c, o, monkeypatch):
     """oneDNN's bfloat16 forward, input gradient and kernel gradient: within half a bfloat16 ulp of the
     float64 value of the same bfloat16 operands (plus float32 accumulation); bfloat16 results, as lax's.
     Measured (Zen 4, AVX512-BF16, oneDNN 3.2 avx512_core_bf16): worst 0.98 of the bound over the six
@@ -144,7 +144,15 @@ def test_bf16_conv_and_gradients_on_onednn_against_float64(k, s, pads, groups, c
             ref_kernel_grad(abs(xf), abs(gf), w.shape, s, pads, groups))
     errs = [_ulp_error(a, r, m) for a, r, m in zip(got, refs, mags)]
     xla_errs = [_ulp_error(a, r, m) for a, r, m in zip(xla, refs, mags)]
-    print(f"bf16 error / bound: onednn {np.round(errs, 3)}, xla {np.round(xla_errs, 3)}")
+    # the kernel gradient's two routes (conv_dnnl.cc picks one by shape): the bfloat16 primitive, and
+    # the float32 primitive on widened operands
+    for mode in ("bf16", "f32"):
+        monkeypatch.setenv("JAXCAM_BF16_KERNEL_GRAD", mode)
+        dw = jax.vjp(lambda x, w: ops.conv(x, w, (s, s), pads, groups), x, w)[1](g)[1]
+        assert dw.dtype == BF16
+        errs.append(_ulp_error(dw, refs[2], mags[2]))
+    print(f"bf16 error / bound: onednn {np.round(errs, 3)} (fwd, dx, dw, dw bf16 route, dw f32 route), "
+          f"xla {np.round(xla_errs, 3)}")
     assert max(errs) <= 1.0, errs
 
 
