@@ -14,7 +14,8 @@
 //
 // Convolutions and the pooling gradient take float32 or bfloat16 buffers (all operands of one call the same
 // type; bfloat16 primitives accumulate in float32 and round their result to bfloat16, as XLA's bfloat16
-// convolutions do). Batch normalization is float32 only. `JaxcamBf16Native()` says whether oneDNN has
+// convolutions do). Batch normalization takes float32 or bfloat16 activations with float32 scale, shift
+// and statistics. `JaxcamBf16Native()` says whether oneDNN has
 // native bfloat16 kernels on this CPU (AVX512-BF16 or AMX); without them its bfloat16 path is emulated or
 // reference code, and jaxcam.nn keeps XLA's.
 //
@@ -371,13 +372,14 @@ struct BnEntry {
   memory fwd_scratch, bwd_scratch;
 };
 
-using BnKey = std::tuple<int64_t, int64_t, int64_t, int64_t, float>;
+using BnKey = std::tuple<int64_t, int64_t, int64_t, int64_t, float, int64_t>;
 
-BnEntry* bn_get(int64_t n, int64_t h, int64_t w, int64_t c, float eps) {
+// type: the activations' (x, y, dy, dx: f32 or bf16); scale, shift, statistics and their gradients are f32.
+BnEntry* bn_get(int64_t n, int64_t h, int64_t w, int64_t c, float eps, dt type) {
   static std::map<BnKey, std::unique_ptr<BnEntry>> cache;
-  return cached(cache, BnKey{n, h, w, c, eps}, [&] {
+  return cached(cache, BnKey{n, h, w, c, eps, static_cast<int64_t>(type)}, [&] {
     auto e = std::make_unique<BnEntry>();
-    e->data = memory::desc({n, c, h, w}, dt::f32, tag::nhwc);
+    e->data = memory::desc({n, c, h, w}, type, tag::nhwc);
     e->vec = memory::desc({c}, dt::f32, tag::x);
     auto flags = dnnl::normalization_flags::use_scale | dnnl::normalization_flags::use_shift;
     auto fwd_pd = dnnl::batch_normalization_forward::primitive_desc(
@@ -393,15 +395,15 @@ BnEntry* bn_get(int64_t n, int64_t h, int64_t w, int64_t c, float eps) {
 }
 
 // x: (N, H, W, C); scale, shift: (C,) -> y: (N, H, W, C), mean, var: (C,).
-ffi::Error BnFwdImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> scale, ffi::Buffer<ffi::F32> shift,
-                     ffi::ResultBuffer<ffi::F32> y, ffi::ResultBuffer<ffi::F32> mean, ffi::ResultBuffer<ffi::F32> var,
+ffi::Error BnFwdImpl(ffi::AnyBuffer x, ffi::Buffer<ffi::F32> scale, ffi::Buffer<ffi::F32> shift,
+                     ffi::Result<ffi::AnyBuffer> y, ffi::ResultBuffer<ffi::F32> mean, ffi::ResultBuffer<ffi::F32> var,
                      float eps) {
   return guarded([&] {
     auto d = x.dimensions();
-    BnEntry* e = bn_get(d[0], d[1], d[2], d[3], eps);
+    BnEntry* e = bn_get(d[0], d[1], d[2], d[3], eps, element_type({x.element_type(), y->element_type()}));
     auto m = [&](const memory::desc& md, void* p) { return memory(md, engine(), p); };
-    e->fwd.execute(stream(), {{DNNL_ARG_SRC, m(e->data, x.typed_data())},
-                              {DNNL_ARG_DST, m(e->data, y->typed_data())},
+    e->fwd.execute(stream(), {{DNNL_ARG_SRC, m(e->data, x.untyped_data())},
+                              {DNNL_ARG_DST, m(e->data, y->untyped_data())},
                               {DNNL_ARG_SCALE, m(e->vec, scale.typed_data())},
                               {DNNL_ARG_SHIFT, m(e->vec, shift.typed_data())},
                               {DNNL_ARG_MEAN, m(e->vec, mean->typed_data())},
@@ -412,19 +414,20 @@ ffi::Error BnFwdImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> scale, ffi::
 }
 
 // x, g: (N, H, W, C); mean, var, scale: (C,) -> dx: (N, H, W, C), dscale, dshift: (C,).
-ffi::Error BnBwdImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> g, ffi::Buffer<ffi::F32> mean,
-                     ffi::Buffer<ffi::F32> var, ffi::Buffer<ffi::F32> scale, ffi::ResultBuffer<ffi::F32> dx,
+ffi::Error BnBwdImpl(ffi::AnyBuffer x, ffi::AnyBuffer g, ffi::Buffer<ffi::F32> mean,
+                     ffi::Buffer<ffi::F32> var, ffi::Buffer<ffi::F32> scale, ffi::Result<ffi::AnyBuffer> dx,
                      ffi::ResultBuffer<ffi::F32> dscale, ffi::ResultBuffer<ffi::F32> dshift, float eps) {
   return guarded([&] {
     auto d = x.dimensions();
-    BnEntry* e = bn_get(d[0], d[1], d[2], d[3], eps);
+    BnEntry* e = bn_get(d[0], d[1], d[2], d[3], eps,
+                        element_type({x.element_type(), g.element_type(), dx->element_type()}));
     auto m = [&](const memory::desc& md, void* p) { return memory(md, engine(), p); };
-    e->bwd.execute(stream(), {{DNNL_ARG_SRC, m(e->data, x.typed_data())},
-                              {DNNL_ARG_DIFF_DST, m(e->data, g.typed_data())},
+    e->bwd.execute(stream(), {{DNNL_ARG_SRC, m(e->data, x.untyped_data())},
+                              {DNNL_ARG_DIFF_DST, m(e->data, g.untyped_data())},
                               {DNNL_ARG_MEAN, m(e->vec, mean.typed_data())},
                               {DNNL_ARG_VARIANCE, m(e->vec, var.typed_data())},
                               {DNNL_ARG_SCALE, m(e->vec, scale.typed_data())},
-                              {DNNL_ARG_DIFF_SRC, m(e->data, dx->typed_data())},
+                              {DNNL_ARG_DIFF_SRC, m(e->data, dx->untyped_data())},
                               {DNNL_ARG_DIFF_SCALE, m(e->vec, dscale->typed_data())},
                               {DNNL_ARG_DIFF_SHIFT, m(e->vec, dshift->typed_data())},
                               {DNNL_ARG_SCRATCHPAD, e->bwd_scratch}});
@@ -510,9 +513,9 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcamConvBwdWeights, ConvBwdWeightsImpl, CONV_BIN
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcamPoolBwdFromInput, PoolBwdFromInputImpl,  // g, x -> dx
                               ffi::Ffi::Bind() ANY_IN ANY_IN ANY_OUT I64("kh") I64("kw") STRIDES_PADS);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcamBnFwd, BnFwdImpl,  // x, scale, shift -> y, mean, var
-                              ffi::Ffi::Bind() F32_IN F32_IN F32_IN F32_OUT F32_OUT F32_OUT.Attr<float>("eps"));
+                              ffi::Ffi::Bind() ANY_IN F32_IN F32_IN ANY_OUT F32_OUT F32_OUT.Attr<float>("eps"));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcamBnBwd, BnBwdImpl,  // x, g, mean, var, scale -> dx, dscale, dshift
-                              ffi::Ffi::Bind() F32_IN F32_IN F32_IN F32_IN F32_IN F32_OUT F32_OUT F32_OUT
+                              ffi::Ffi::Bind() ANY_IN ANY_IN F32_IN F32_IN F32_IN ANY_OUT F32_OUT F32_OUT
                                   .Attr<float>("eps"));
 
 // 1 when oneDNN's effective ISA has native bfloat16 kernels (AVX512-BF16: avx512_core_bf16 and up, AMX

@@ -11,7 +11,8 @@ lax formulation computes it -- for explaining and training alike, under jit, vma
   than the feature map (a 3x3 window on ResNet's 2x2 layer4 at 64 px: 1.2 GFLOP/s instead of ~70),
   and its kernel gradient recomputes the input's producers in a cache-hostile order.
 - `batch_norm_train`: training-mode BatchNorm (flax's statistics) -- oneDNN's primitive in training
-  steps (the layer's batch statistics mutable), else a custom VJP whose reductions are `channel_sums`.
+  steps (the layer's batch statistics mutable; float32, or bfloat16 activations with float32 scale,
+  shift and statistics where `bf16_available`), else a custom VJP whose reductions are `channel_sums`.
   Inference BatchNorm is an affine map XLA fuses into its neighbours.
 - `max_pool`: XLA's reduce_window for the value, oneDNN's pooling backward for the gradient (XLA:CPU
   runs its own as a scatter over index planes, ~20x slower).
@@ -133,9 +134,9 @@ def _native_ready(*arrays, bf16: bool = False) -> bool:
     return ok and (extra or _native.bf16_available())
 
 
-def _native_layer(x, *others) -> bool:
+def _native_layer(x, *others, bf16: bool = False) -> bool:
     """`_native_ready` for a layer's NHWC input inside a training step (`native_for_layers`)."""
-    return x.ndim == 4 and x.size > 0 and native_for_layers() and _native_ready(x, *others)
+    return x.ndim == 4 and x.size > 0 and native_for_layers() and _native_ready(x, *others, bf16=bf16)
 
 
 # ------------------------------------------------------------------ reductions
@@ -271,6 +272,10 @@ def batch_norm_train(x, scale, bias, epsilon: float) -> Tuple[jax.Array, jax.Arr
         return y, lax.stop_gradient(mean), lax.stop_gradient(var)
     if _native_layer(x, scale, bias):
         y, mean, var = _bn_native(x, scale, bias, float(epsilon))
+    elif x.dtype == jnp.bfloat16 and _native_layer(x, bf16=True):
+        # bfloat16 activations (a compute_dtype=bfloat16 train step): oneDNN's bfloat16 primitive, whose
+        # scale, shift, statistics and their gradients are float32 (the casts carry the gradients back)
+        y, mean, var = _bn_native(x, scale.astype(jnp.float32), bias.astype(jnp.float32), float(epsilon))
     else:
         y, mean, var = _bn_train(x, scale, bias, float(epsilon))
     return y, lax.stop_gradient(mean), lax.stop_gradient(var)

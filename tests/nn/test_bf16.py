@@ -237,20 +237,23 @@ def _tiny_step_losses(dtype, steps=3):
 
 def test_bf16_train_step_runs_on_onednn_and_tracks_float32():
     """`make_train_step(compute_dtype=bfloat16)` (CIFAR ResNet-20, 16 px, batch 16, SGD with momentum, 3
-    steps on one batch): its convolutions are oneDNN's bfloat16 kernels, and each step's loss is within
-    2% of the float32 step's (bfloat16 activations and gradients; BatchNorm statistics, loss and updates
-    float32). Measured: losses 3.326/1.118/0.429 (f32) vs 3.323/1.120/0.429 (bf16), worst relative
-    difference 0.21%."""
+    steps on one batch): its convolutions and BatchNorm are oneDNN's bfloat16 kernels. The first step's
+    loss (the initial parameters' forward) is within 0.5% of the float32 step's; the next two (after
+    updates from bfloat16 gradients, momentum 0.9 on one batch: differences compound) within 5%.
+    Measured over data seeds 0-2: first step 0.03-0.14%, next steps 0.5-2.3% (with XLA's BatchNorm
+    instead of oneDNN's: 0.01-0.09% and 0.2-1.5%); seed 0 here: 3.326/1.118/0.429 (f32) against
+    3.321/1.124/0.424 (bf16)."""
     _needs_bf16()
     f32, _ = _tiny_step_losses(jnp.float32)
     bf16, text = _tiny_step_losses(BF16)
     conv_lines = [line for line in text.splitlines() if "jaxcam_conv_" in line]
     assert conv_lines and all("bf16" in line for line in conv_lines)
+    assert any("jaxcam_bn_bwd" in line and "bf16" in line for line in text.splitlines())
     assert {t for t in ("fwd", "bwd_data", "bwd_weights") if any(f"jaxcam_conv_{t}" in line for line in conv_lines)} \
         == {"fwd", "bwd_data", "bwd_weights"}
     rel = [abs(a - b) / abs(b) for a, b in zip(bf16, f32)]
     print(f"losses f32 {f32}, bf16 {bf16}, relative difference {np.round(rel, 4)}")
-    assert all(np.isfinite(bf16)) and max(rel) <= 0.02, (f32, bf16)
+    assert all(np.isfinite(bf16)) and rel[0] <= 0.005 and max(rel) <= 0.05, (f32, bf16)
     assert bf16[-1] < bf16[0]  # it trains
 
 
@@ -280,3 +283,50 @@ print("ok")
     env = dict(os.environ, JAXCAM_NATIVE="0")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
+
+
+def test_bf16_batch_norm_on_onednn_against_float64():
+    """Training-mode BatchNorm on bfloat16 activations (float32 scale and shift, as a compute_dtype=
+    bfloat16 step casts them: bfloat16 parameters are widened): oneDNN's bfloat16 primitive in a training
+    step, against float64 from the same bfloat16 values. y and dx: one bfloat16 rounding (bound
+    2**-8 |ref| + 2**-16 of the terms' magnitude); statistics, dscale, dshift float32 (bound 2**-16 of
+    the magnitude; dscale, dshift then rounded to the bfloat16 parameters by the cast). Measured, as a
+    fraction of the bound: y 0.98, dx 0.98, mean 0.001, var 0.02, dscale 0.82, dshift 0.69."""
+    _needs_bf16()
+    eps = 1e-5
+    x = (_rand_bf16((4, 7, 6, 32), 0).astype(jnp.float32) * 3 + 1).astype(BF16)
+    scale = jax.random.normal(jax.random.key(3), (32,)).astype(BF16)  # bfloat16 params, as the step casts them
+    bias = jax.random.normal(jax.random.key(4), (32,)).astype(BF16)
+    g = _rand_bf16(x.shape, 5)
+
+    def f(x, scale, bias):
+        with jnn._switch.training(True):
+            return ops.batch_norm_train(x, scale, bias, eps)
+
+    text = jax.jit(lambda *a: jax.vjp(f, *a)[1]((g, jnp.zeros(32), jnp.zeros(32)))).lower(x, scale, bias).as_text()
+    assert "jaxcam_bn_bwd" in text
+    (y, mean, var), vjp = jax.vjp(f, x, scale, bias)
+    dx, dscale, dbias = vjp((g, jnp.zeros_like(mean), jnp.zeros_like(var)))
+    assert (y.dtype, dx.dtype, dscale.dtype, dbias.dtype, mean.dtype) == (BF16, BF16, BF16, BF16, jnp.float32)
+
+    xf, gf, sf, bf = _f64(x), _f64(g), _f64(scale), _f64(bias)
+    n = xf.size // 32
+    m = xf.mean((0, 1, 2))
+    v = ((xf - m) ** 2).mean((0, 1, 2))
+    rstd = 1 / np.sqrt(v + eps)
+    xhat = (xf - m) * rstd
+    y_ref = xhat * sf + bf
+    sum_g, sum_gx = gf.sum((0, 1, 2)), (gf * xhat).sum((0, 1, 2))
+    dx_ref = sf * rstd * (gf - sum_g / n - xhat * sum_gx / n)
+    errs = {
+        "y": _ulp_error(y, y_ref, abs(xhat * sf) + abs(bf)),
+        "dx": _ulp_error(dx, dx_ref, abs(sf * rstd) * (abs(gf) + abs(gf).mean((0, 1, 2)) + abs(xhat) * abs(gf * xhat).mean((0, 1, 2)))),
+        # float32 results: the 2**-8 |ref| term is not needed; statistics
+        "mean": float(np.max(np.abs(_f64(mean) - m) / (2.0 ** -16 * np.abs(xf).mean((0, 1, 2))))),
+        "var": float(np.max(np.abs(_f64(var) - v) / (2.0 ** -16 * v))),
+        # dscale, dshift: float32 sums, then rounded to the parameters' bfloat16 by the cast's transpose
+        "dscale": _ulp_error(dscale, sum_gx, abs(gf * xhat).sum((0, 1, 2))),
+        "dshift": _ulp_error(dbias, sum_g, abs(gf).sum((0, 1, 2))),
+    }
+    print("bf16 batch norm error / bound:", {k: round(e, 3) for k, e in errs.items()})
+    assert max(errs.values()) <= 1.0, errs
