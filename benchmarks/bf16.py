@@ -3,6 +3,7 @@
     python benchmarks/bf16.py                    # both rows, best of 3
     python benchmarks/bf16.py --rows forward --rounds 5
     python benchmarks/bf16.py --xla-bf16         # also jaxcam bf16 with XLA's convolutions (the old path)
+    python benchmarks/bf16.py --rows train --train-model efficientnet_lite0 --onednn-bn
 
 Rows:
 - forward: ResNet-18 (random weights, 1000 classes, eval mode) at 224 px, batch 8, logits of a batch.
@@ -110,7 +111,7 @@ def _batch(px, batch):
     return rng.integers(0, 256, (batch, px, px, 3), dtype=np.uint8), rng.integers(0, 10, batch).astype(np.int32)
 
 
-def jax_train(px, batch, dtype, native_bf16=True):
+def jax_train(px, batch, dtype, native_bf16=True, model_name="resnet18", onednn_bn=False):
     import jax
     import jax.numpy as jnp
     import optax
@@ -119,13 +120,20 @@ def jax_train(px, batch, dtype, native_bf16=True):
     from jaxcam import train
 
     images, labels = _batch(px, batch)
-    model = jaxcam.models.resnet18(num_classes=10)
+    model = getattr(jaxcam.models, model_name)(num_classes=10)
     tx = train.make_optimizer("sgd", optax.constant_schedule(0.05))
-    with jaxcam.nn.native(True if native_bf16 or dtype == jnp.float32 else False):
-        step = train.make_train_step(model, tx, px, compute_dtype=dtype)
-        state = train.replicate(train.init_state(model, tx))
-        args = train.shard_batch(images, labels)
-        lowered = step.lower(state, *args)
+    from jaxcam.nn import ops
+
+    default = ops.BF16_BATCH_NORM_ON_ONEDNN
+    ops.BF16_BATCH_NORM_ON_ONEDNN = onednn_bn or default  # read while tracing: this side only
+    try:
+        with jaxcam.nn.native(True if native_bf16 or dtype == jnp.float32 else False):
+            step = train.make_train_step(model, tx, px, compute_dtype=dtype)
+            state = train.replicate(train.init_state(model, tx))
+            args = train.shard_batch(images, labels)
+            lowered = step.lower(state, *args)
+    finally:
+        ops.BF16_BATCH_NORM_ON_ONEDNN = default
     text = lowered.as_text()
     compiled = lowered.compile()
     box = [state]
@@ -137,15 +145,15 @@ def jax_train(px, batch, dtype, native_bf16=True):
     return run, ("jaxcam_conv_bwd_weights" in text)
 
 
-def torch_train(px, batch, bf16):
+def torch_train(px, batch, bf16, model_name="resnet18"):
     import contextlib
 
     import torch
-    import torchvision
+
+    from train_step import torch_model
 
     images, labels = _batch(px, batch)
-    torch.manual_seed(0)
-    model = torchvision.models.resnet18(num_classes=10).to(memory_format=torch.channels_last).train()
+    model = torch_model(model_name, px).to(memory_format=torch.channels_last).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
@@ -192,6 +200,11 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--xla-bf16", action="store_true", help="also jaxcam bf16 with XLA's convolutions")
+    p.add_argument("--onednn-bn", action="store_true", help="train row: also jaxcam bf16 with oneDNN's bf16 "
+                   "BatchNorm (jaxcam.nn.ops.BF16_BATCH_NORM_ON_ONEDNN)")
+    p.add_argument("--train-model", default="resnet18", help="the train row's model (resnet18, resnet20, "
+                   "efficientnet_lite0; torch side from benchmarks/train_step.py)")
+    p.add_argument("--train-size", default="128x32", help="the train row's PXxBATCH")
     p.add_argument("--no-gradcam", action="store_true")
     a = p.parse_args(argv)
     os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:a.threads])
@@ -207,8 +220,12 @@ def main(argv=None):
     print(f"torch {torch.__version__} ({a.threads} threads), native oneDNN {_native.available()}, "
           f"bf16 on oneDNN {_native.bf16_available()} (native bf16 ISA {_native.bf16_native_isa()}), "
           f"best of {a.rounds} alternating rounds")
+    tpx, tbatch = (int(v) for v in a.train_size.split("x"))
+    tm = a.train_model
     rows = {"forward": ("ResNet-18 forward, 224 px, batch 8", 224, 8, jax_forward, torch_forward),
-            "train": ("ResNet-18 train step, 128 px, batch 32", 128, 32, jax_train, torch_train)}
+            "train": (f"{tm} train step, {tpx} px, batch {tbatch}", tpx, tbatch,
+                      lambda *p, **k: jax_train(*p, model_name=tm, **k),
+                      lambda *p: torch_train(*p, model_name=tm))}
     for name in a.rows.split(","):
         title, px, batch, jax_side, torch_side = rows[name]
         sides = {}
@@ -216,6 +233,8 @@ def main(argv=None):
         sides["jaxcam bf16"], on16 = jax_side(px, batch, jnp.bfloat16)
         if a.xla_bf16:
             sides["jaxcam bf16 (XLA convs)"], _ = jax_side(px, batch, jnp.bfloat16, native_bf16=False)
+        if a.onednn_bn and name == "train":
+            sides["jaxcam bf16 (oneDNN BatchNorm)"], _ = jax_side(px, batch, jnp.bfloat16, onednn_bn=True)
         sides["torch f32 CL"] = torch_side(px, batch, False)
         sides["torch bf16 CL"] = torch_side(px, batch, True)
         load0 = os.getloadavg()[0]

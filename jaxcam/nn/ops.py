@@ -11,8 +11,8 @@ lax formulation computes it -- for explaining and training alike, under jit, vma
   than the feature map (a 3x3 window on ResNet's 2x2 layer4 at 64 px: 1.2 GFLOP/s instead of ~70),
   and its kernel gradient recomputes the input's producers in a cache-hostile order.
 - `batch_norm_train`: training-mode BatchNorm (flax's statistics) -- oneDNN's primitive in training
-  steps (the layer's batch statistics mutable; float32, or bfloat16 activations with float32 scale,
-  shift and statistics where `bf16_available`), else a custom VJP whose reductions are `channel_sums`.
+  steps (the layer's batch statistics mutable; float32 activations, bfloat16 ones only with
+  `BF16_BATCH_NORM_ON_ONEDNN`), else a custom VJP whose reductions are `channel_sums`.
   Inference BatchNorm is an affine map XLA fuses into its neighbours.
 - `max_pool`: XLA's reduce_window for the value, oneDNN's pooling backward for the gradient (XLA:CPU
   runs its own as a scatter over index planes, ~20x slower).
@@ -255,6 +255,14 @@ def _bn_native_bwd(epsilon, res, cts):
 _bn_native.defvjp(_bn_native_fwd, _bn_native_bwd)
 
 
+# Whether training-mode BatchNorm on bfloat16 activations runs oneDNN's bfloat16 primitive (it works and
+# is tested: tests/nn/test_bf16.py) instead of the XLA formulation. Off: on the Zen 4 machine of issue
+# 25's session 8 the XLA formulation made the bfloat16 train step faster (ResNet-18 128 px b32: 834 ms
+# against 1209; EfficientNet-Lite0: 1128 against 2060; loaded machine, see notes/s8-issue-25.md).
+# Read at trace time; benchmarks/bf16.py --onednn-bn flips it for one side.
+BF16_BATCH_NORM_ON_ONEDNN = False
+
+
 def batch_norm_train(x, scale, bias, epsilon: float) -> Tuple[jax.Array, jax.Array, jax.Array]:
     """Training-mode BatchNorm over all axes but the last: (y, batch mean, batch variance).
 
@@ -272,7 +280,7 @@ def batch_norm_train(x, scale, bias, epsilon: float) -> Tuple[jax.Array, jax.Arr
         return y, lax.stop_gradient(mean), lax.stop_gradient(var)
     if _native_layer(x, scale, bias):
         y, mean, var = _bn_native(x, scale, bias, float(epsilon))
-    elif x.dtype == jnp.bfloat16 and _native_layer(x, bf16=True):
+    elif BF16_BATCH_NORM_ON_ONEDNN and x.dtype == jnp.bfloat16 and _native_layer(x, bf16=True):
         # bfloat16 activations (a compute_dtype=bfloat16 train step): oneDNN's bfloat16 primitive, whose
         # scale, shift, statistics and their gradients are float32 (the casts carry the gradients back)
         y, mean, var = _bn_native(x, scale.astype(jnp.float32), bias.astype(jnp.float32), float(epsilon))
