@@ -97,8 +97,8 @@ struct Descs {
   dnnl::convolution_forward::primitive_desc fwd;
 };
 
-Descs make_descs(const Geometry& g) {
-  Descs d;
+// The caller's buffers: NHWC activations, the HWIO kernel.
+void user_descs(const Geometry& g, Descs& d) {
   d.src = memory::desc({g.n, g.c, g.h, g.w}, g.type, tag::nhwc);
   d.dst = memory::desc({g.n, g.o, g.oh, g.ow}, g.type, tag::nhwc);
   if (g.g == 1) {
@@ -108,6 +108,11 @@ Descs make_descs(const Geometry& g) {
     d.wei_any = memory::desc({g.g, g.o / g.g, g.c / g.g, g.kh, g.kw}, g.type, tag::any);
     d.wei_user = memory::desc({g.g, g.o / g.g, g.c / g.g, g.kh, g.kw}, g.type, tag::hwigo);
   }
+}
+
+Descs make_descs(const Geometry& g) {
+  Descs d;
+  user_descs(g, d);
   d.strides = {g.sh, g.sw};
   d.pad_l = {g.pt, g.pl};
   d.pad_r = {g.pb, g.pr};
@@ -309,9 +314,11 @@ struct Widened {
   dnnl::reorder src_up, dst_up, wei_down;
 };
 
-Widened* widened(const Geometry& g, const Entry& e16) {
+Widened* widened(const Geometry& g) {
   static std::map<decltype(g.key()), std::unique_ptr<Widened>> cache;
   return cached(cache, g.key(), [&] {
+    Descs e16;  // the bfloat16 buffers' descriptors
+    user_descs(g, e16);
     auto w = std::make_unique<Widened>();
     Geometry g32 = g;
     g32.type = dt::f32;
@@ -350,18 +357,15 @@ ffi::Error ConvBwdWeightsImpl(ffi::AnyBuffer x, ffi::AnyBuffer g_, ffi::Result<f
   return guarded([&] {
     dt type = element_type({x.element_type(), g_.element_type(), dw->element_type()});
     Geometry g = geometry(x.dimensions(), dw->dimensions(), g_.dimensions(), sh, sw, pt, pb, pl, pr, groups, type);
-    Entry* e = get(kBwdWeights, g);
-    memory src(e->src, engine(), x.untyped_data());
-    memory diff_dst(e->dst, engine(), g_.untyped_data());
-    memory diff_wei_user(e->wei_user, engine(), dw->untyped_data());
-    if (type != dt::bf16) {
-      bwd_weights_run(*e, src, diff_dst, diff_wei_user);
+    Descs user;
+    user_descs(g, user);
+    memory src(user.src, engine(), x.untyped_data());
+    memory diff_dst(user.dst, engine(), g_.untyped_data());
+    memory diff_wei_user(user.wei_user, engine(), dw->untyped_data());
+    if (type == dt::bf16 && !use_bf16_kernel_grad(g)) {
+      bwd_weights_widened(*widened(g), src, diff_dst, diff_wei_user);
     } else {
-      if (use_bf16_kernel_grad(g)) {
-        bwd_weights_run(*e, src, diff_dst, diff_wei_user);
-      } else {
-        bwd_weights_widened(*widened(g, *e), src, diff_dst, diff_wei_user);
-      }
+      bwd_weights_run(*get(kBwdWeights, g), src, diff_dst, diff_wei_user);
     }
     stream().wait();
   });
