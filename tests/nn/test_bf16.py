@@ -332,3 +332,25 @@ def test_bf16_batch_norm_on_onednn_against_float64(monkeypatch):
     }
     print("bf16 batch norm error / bound:", {k: round(e, 3) for k, e in errs.items()})
     assert max(errs.values()) <= 1.0, errs
+
+
+def test_bf16_stays_on_xla_without_native_bf16_kernels():
+    """On a CPU without AVX512-BF16/AMX (simulated: ONEDNN_MAX_CPU_ISA=AVX2, a fresh process) bfloat16
+    convolutions stay on XLA (oneDNN would emulate them, slower), float32 ones still go to oneDNN."""
+    if not _native.available():
+        pytest.skip(f"native extension not loaded: {_native.error()}")
+    code = r"""
+import jax, jax.numpy as jnp
+from jaxcam import _native
+from jaxcam.nn import ops
+assert _native.available() and not _native.bf16_native_isa() and not _native.bf16_available()
+f = lambda x, w: jnp.sum(ops.conv(x, w, (1, 1), ((1, 1), (1, 1))).astype(jnp.float32))
+for dt, native in ((jnp.float32, True), (jnp.bfloat16, False)):
+    x, w = jnp.ones((1, 5, 5, 4), dt), jnp.ones((3, 3, 4, 4), dt)
+    assert ("jaxcam_conv_bwd_weights" in jax.jit(jax.grad(f, (0, 1))).lower(x, w).as_text()) == native
+print("ok")
+"""
+    env = dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX2")
+    env.pop("JAXCAM_NATIVE_BF16", None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
