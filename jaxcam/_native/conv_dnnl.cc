@@ -130,6 +130,7 @@ struct Entry {
   memory wei_mem;  // kernel in the primitive's layout (when it differs from HWIO)
   memory scratch;
   memory::desc src, dst, wei_user;
+  std::string impl;  // oneDNN's implementation name (pd.impl_info_str())
   // bfloat16 kernel gradient only: the activations (NHWC) reordered into the blocked layouts the
   // primitive asked for (oneDNN 3.2's bfloat16 backward-weights kernel on NHWC is ~10x slower)
   bool reorder_act = false;
@@ -151,6 +152,7 @@ enum Op { kFwd = 0, kBwdData = 1, kBwdWeights = 2 };
 template <class Prim, class PD>
 memory::desc install(Entry& e, const PD& pd, const memory::desc& weights) {
   e.prim = Prim(pd);
+  e.impl = pd.impl_info_str();
   e.scratch = scratchpad(pd.scratchpad_desc());
   return weights;
 }
@@ -342,13 +344,16 @@ void bwd_weights_widened(Widened& w, memory src, memory diff_dst, memory diff_we
 
 // Whether a bfloat16 kernel gradient runs the bfloat16 primitive (else widened to float32):
 // JAXCAM_BF16_KERNEL_GRAD=bf16 / f32 forces one (for tests); by default, output maps of at least 16x16
-// at stride 1, or 32x32 at any stride (see Widened).
+// at stride 1, or 32x32 at any stride (see Widened), unless oneDNN has only a gemm or reference
+// bfloat16 implementation for the shape (5x5 depthwise: gemm, 2x the float32 jit kernel's time).
 bool use_bf16_kernel_grad(const Geometry& g) {
   const char* v = std::getenv("JAXCAM_BF16_KERNEL_GRAD");
   if (v != nullptr && std::strcmp(v, "bf16") == 0) return true;
   if (v != nullptr && std::strcmp(v, "f32") == 0) return false;
   int64_t area = g.oh * g.ow;
-  return (g.sh == 1 && g.sw == 1 && area >= 256) || area >= 1024;
+  if (!((g.sh == 1 && g.sw == 1 && area >= 256) || area >= 1024)) return false;
+  const std::string& impl = get(kBwdWeights, g)->impl;
+  return impl.find("gemm") == std::string::npos && impl.find("ref") == std::string::npos;
 }
 
 // x: (N, H, W, C); g: (N, OH, OW, O); dw: HWIO.
