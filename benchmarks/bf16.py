@@ -3,7 +3,7 @@
     python benchmarks/bf16.py                    # both rows, best of 3
     python benchmarks/bf16.py --rows forward --rounds 5
     python benchmarks/bf16.py --xla-bf16         # also jaxcam bf16 with XLA's convolutions (the old path)
-    python benchmarks/bf16.py --rows train --train-model efficientnet_lite0 --onednn-bn
+    python benchmarks/bf16.py --rows train --train-model efficientnet_lite0 --xla-bn
 
 Rows:
 - forward: ResNet-18 (random weights, 1000 classes, eval mode) at 224 px, batch 8, logits of a batch.
@@ -111,7 +111,7 @@ def _batch(px, batch):
     return rng.integers(0, 256, (batch, px, px, 3), dtype=np.uint8), rng.integers(0, 10, batch).astype(np.int32)
 
 
-def jax_train(px, batch, dtype, native_bf16=True, model_name="resnet18", onednn_bn=False):
+def jax_train(px, batch, dtype, native_bf16=True, model_name="resnet18", bn_onednn=None):
     import jax
     import jax.numpy as jnp
     import optax
@@ -125,7 +125,7 @@ def jax_train(px, batch, dtype, native_bf16=True, model_name="resnet18", onednn_
     from jaxcam.nn import ops
 
     default = ops.BF16_BATCH_NORM_ON_ONEDNN
-    ops.BF16_BATCH_NORM_ON_ONEDNN = onednn_bn or default  # read while tracing: this side only
+    ops.BF16_BATCH_NORM_ON_ONEDNN = default if bn_onednn is None else bn_onednn  # read while tracing: this side only
     try:
         with jaxcam.nn.native(True if native_bf16 or dtype == jnp.float32 else False):
             step = train.make_train_step(model, tx, px, compute_dtype=dtype)
@@ -200,8 +200,8 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--xla-bf16", action="store_true", help="also jaxcam bf16 with XLA's convolutions")
-    p.add_argument("--onednn-bn", action="store_true", help="train row: also jaxcam bf16 with oneDNN's bf16 "
-                   "BatchNorm (jaxcam.nn.ops.BF16_BATCH_NORM_ON_ONEDNN)")
+    p.add_argument("--xla-bn", action="store_true", help="train row: also jaxcam bf16 with XLA's BatchNorm "
+                   "instead of oneDNN's bf16 primitive (jaxcam.nn.ops.BF16_BATCH_NORM_ON_ONEDNN = False)")
     p.add_argument("--train-model", default="resnet18", help="the train row's model (resnet18, resnet20, "
                    "efficientnet_lite0; torch side from benchmarks/train_step.py)")
     p.add_argument("--train-size", default="128x32", help="the train row's PXxBATCH")
@@ -233,8 +233,8 @@ def main(argv=None):
         sides["jaxcam bf16"], on16 = jax_side(px, batch, jnp.bfloat16)
         if a.xla_bf16:
             sides["jaxcam bf16 (XLA convs)"], _ = jax_side(px, batch, jnp.bfloat16, native_bf16=False)
-        if a.onednn_bn and name == "train":
-            sides["jaxcam bf16 (oneDNN BatchNorm)"], _ = jax_side(px, batch, jnp.bfloat16, onednn_bn=True)
+        if a.xla_bn and name == "train":
+            sides["jaxcam bf16 (XLA BatchNorm)"], _ = jax_side(px, batch, jnp.bfloat16, bn_onednn=False)
         sides["torch f32 CL"] = torch_side(px, batch, False)
         sides["torch bf16 CL"] = torch_side(px, batch, True)
         load0 = os.getloadavg()[0]

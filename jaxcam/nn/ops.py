@@ -11,8 +11,9 @@ lax formulation computes it -- for explaining and training alike, under jit, vma
   than the feature map (a 3x3 window on ResNet's 2x2 layer4 at 64 px: 1.2 GFLOP/s instead of ~70),
   and its kernel gradient recomputes the input's producers in a cache-hostile order.
 - `batch_norm_train`: training-mode BatchNorm (flax's statistics) -- oneDNN's primitive in training
-  steps (the layer's batch statistics mutable; float32 activations, bfloat16 ones only with
-  `BF16_BATCH_NORM_ON_ONEDNN`), else a custom VJP whose reductions are `channel_sums`.
+  steps (the layer's batch statistics mutable; float32 activations, or bfloat16 ones with float32
+  scale, shift and statistics: `BF16_BATCH_NORM_ON_ONEDNN`), else a custom VJP whose reductions are
+  `channel_sums`.
   Inference BatchNorm is an affine map XLA fuses into its neighbours.
 - `max_pool`: XLA's reduce_window for the value, oneDNN's pooling backward for the gradient (XLA:CPU
   runs its own as a scatter over index planes, ~20x slower).
@@ -255,12 +256,13 @@ def _bn_native_bwd(epsilon, res, cts):
 _bn_native.defvjp(_bn_native_fwd, _bn_native_bwd)
 
 
-# Whether training-mode BatchNorm on bfloat16 activations runs oneDNN's bfloat16 primitive (it works and
-# is tested: tests/nn/test_bf16.py) instead of the XLA formulation. Off: on the Zen 4 machine of issue
-# 25's session 8 the XLA formulation made the bfloat16 train step faster (ResNet-18 128 px b32: 834 ms
-# against 1209; EfficientNet-Lite0: 1128 against 2060; loaded machine, see notes/s8-issue-25.md).
-# Read at trace time; benchmarks/bf16.py --onednn-bn flips it for one side.
-BF16_BATCH_NORM_ON_ONEDNN = False
+# Whether training-mode BatchNorm on bfloat16 activations runs oneDNN's bfloat16 primitive (float32
+# scale, shift and statistics) instead of the XLA formulation. On the quiet Zen 4 machine of issue 25's
+# session 8 oneDNN's made the bfloat16 train step faster (ResNet-18 128 px b32: 370 ms against 396;
+# EfficientNet-Lite0: 308 against 336); on the loaded machine (load ~5) it was much slower (1209 against
+# 834, 2060 against 1128: its OpenMP barriers wait for descheduled threads). notes/s8-issue-25.md.
+# Read at trace time; benchmarks/bf16.py --xla-bn flips it for one side.
+BF16_BATCH_NORM_ON_ONEDNN = True
 
 
 def batch_norm_train(x, scale, bias, epsilon: float) -> Tuple[jax.Array, jax.Array, jax.Array]:

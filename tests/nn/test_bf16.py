@@ -239,17 +239,18 @@ def _tiny_step_losses(dtype, steps=3):
 
 def test_bf16_train_step_runs_on_onednn_and_tracks_float32():
     """`make_train_step(compute_dtype=bfloat16)` (CIFAR ResNet-20, 16 px, batch 16, SGD with momentum, 3
-    steps on one batch): its convolutions are oneDNN's bfloat16 kernels (BatchNorm: XLA's). The first step's
+    steps on one batch): its convolutions and BatchNorm are oneDNN's bfloat16 kernels. The first step's
     loss (the initial parameters' forward) is within 0.5% of the float32 step's; the next two (after
     updates from bfloat16 gradients, momentum 0.9 on one batch: differences compound) within 5%.
-    Measured over data seeds 0-2: first step 0.01-0.09%, next steps 0.2-1.5% (with oneDNN's bfloat16
-    BatchNorm instead, ops.BF16_BATCH_NORM_ON_ONEDNN: 0.03-0.14% and 0.5-2.3%); seed 0 here:
-    3.326/1.118/0.429 (f32) against 3.323/1.120/0.429 (bf16)."""
+    Measured over data seeds 0-2: first step 0.03-0.14%, next steps 0.5-2.3% (with XLA's BatchNorm
+    instead, ops.BF16_BATCH_NORM_ON_ONEDNN = False: 0.01-0.09% and 0.2-1.5%); seed 0 here:
+    3.326/1.118/0.429 (f32) against 3.321/1.124/0.424 (bf16)."""
     _needs_bf16()
     f32, _ = _tiny_step_losses(jnp.float32)
     bf16, text = _tiny_step_losses(BF16)
     conv_lines = [line for line in text.splitlines() if "jaxcam_conv_" in line]
     assert conv_lines and all("bf16" in line for line in conv_lines)
+    assert any("jaxcam_bn_bwd" in line and "bf16" in line for line in text.splitlines())
     assert {t for t in ("fwd", "bwd_data", "bwd_weights") if any(f"jaxcam_conv_{t}" in line for line in conv_lines)} \
         == {"fwd", "bwd_data", "bwd_weights"}
     rel = [abs(a - b) / abs(b) for a, b in zip(bf16, f32)]
@@ -294,7 +295,7 @@ def test_bf16_batch_norm_on_onednn_against_float64(monkeypatch):
     the magnitude; dscale, dshift then rounded to the bfloat16 parameters by the cast). Measured, as a
     fraction of the bound: y 0.98, dx 0.98, mean 0.001, var 0.02, dscale 0.82, dshift 0.69."""
     _needs_bf16()
-    monkeypatch.setattr(ops, "BF16_BATCH_NORM_ON_ONEDNN", True)  # off by default (slower: see ops.py)
+    monkeypatch.setattr(ops, "BF16_BATCH_NORM_ON_ONEDNN", True)  # the default (see ops.py)
     eps = 1e-5
     x = (_rand_bf16((4, 7, 6, 32), 0).astype(jnp.float32) * 3 + 1).astype(BF16)
     scale = jax.random.normal(jax.random.key(3), (32,)).astype(BF16)  # bfloat16 params, as the step casts them
