@@ -67,8 +67,8 @@ _NHWC = ("NHWC", "HWIO", "NHWC")
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                          dimension_numbers=None, feature_group_count=1, batch_group_count=1,
                          precision=None, preferred_element_type=None, **lax_kwargs):
-    """`lax.conv_general_dilated`; float32 NHWC/HWIO convolutions without dilation run oneDNN's kernels
-    when `jaxcam._native` loads; everything else (and `plain()` / `native(False)`) lax's."""
+    """`lax.conv_general_dilated`; float32 (and, where `jaxcam._native.bf16_available()`, bfloat16)
+    NHWC/HWIO convolutions without dilation run oneDNN's kernels when `jaxcam._native` loads; everything else (and `plain()` / `native(False)`) lax's."""
     # flax passes ConvDimensionNumbers (axis indices), others pass strings: compare the normalized form.
     nhwc = (lhs.ndim == 4 and dimension_numbers is not None
             and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
@@ -96,7 +96,7 @@ def _conv(x, w, strides, pads, precision=None, groups=1):
 def conv2d(x, w, strides, pads, precision=None):
     """NHWC x HWIO convolution with explicit pads; same values and gradients as lax's.
 
-    float32 with non-negative pads: oneDNN's convolutions through `jax.ffi` (`jaxcam._native`) when
+    float32 (or bfloat16 where oneDNN has native bfloat16 kernels) with non-negative pads: oneDNN's convolutions through `jax.ffi` (`jaxcam._native`) when
     the native library loads; otherwise lax's.
     """
     if native_usable(x, w, pads):
