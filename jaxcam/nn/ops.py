@@ -68,7 +68,8 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
                          dimension_numbers=None, feature_group_count=1, batch_group_count=1,
                          precision=None, preferred_element_type=None, **lax_kwargs):
     """`lax.conv_general_dilated`; float32 (and, where `jaxcam._native.bf16_available()`, bfloat16)
-    NHWC/HWIO convolutions without dilation run oneDNN's kernels when `jaxcam._native` loads; everything else (and `plain()` / `native(False)`) lax's."""
+    NHWC/HWIO convolutions without dilation run oneDNN's kernels when `jaxcam._native` loads;
+    everything else (and `plain()` / `native(False)`) lax's."""
     # flax passes ConvDimensionNumbers (axis indices), others pass strings: compare the normalized form.
     nhwc = (lhs.ndim == 4 and dimension_numbers is not None
             and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
