@@ -1,7 +1,8 @@
 """Native kernels called through `jax.ffi` (built at install time from conv_dnnl.cc).
 
-`conv_dnnl.cc` runs 2-D convolutions (NHWC x HWIO, float32, grouped too: forward, input gradient,
-kernel gradient), training-mode batch normalization and the max-pooling gradient through
+`conv_dnnl.cc` runs 2-D convolutions (NHWC x HWIO, float32 or bfloat16, grouped too: forward, input
+gradient, kernel gradient), training-mode batch normalization (float32 or bfloat16 activations,
+float32 scale, shift and statistics) and the max-pooling gradient (float32 or bfloat16) through
 oneDNN primitives, the library torch's CPU kernels use. The compiled handler library
 (`_conv_dnnl*.so`, built by setup.py) needs oneDNN's `libdnnl.so.3` from the `onednn-cpu-gomp`
 package (a runtime dependency; GNU OpenMP threading).
@@ -9,6 +10,10 @@ package (a runtime dependency; GNU OpenMP threading).
 Nothing is loaded on import. `available()` loads both libraries and registers the FFI targets the first
 time it is asked; if anything is missing it returns False and warns ONCE, and `jaxcam.nn` keeps its
 XLA formulation. `JAXCAM_NATIVE=0` turns the native path off.
+
+bfloat16 (`bf16_available()`) is used where oneDNN has native bfloat16 kernels: a CPU with AVX512-BF16
+or AMX (elsewhere oneDNN emulates bfloat16, slower than XLA's). `JAXCAM_NATIVE_BF16=0` keeps bfloat16 on
+XLA, `JAXCAM_NATIVE_BF16=1` sends it to oneDNN on any CPU (for testing).
 """
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ import threading
 import warnings
 
 _lock = threading.Lock()
-_state = {"loaded": None, "error": None}
+_state = {"loaded": None, "error": None, "lib": None, "bf16": None}
 
 TARGETS = {
     "jaxcam_conv_fwd": "JaxcamConvFwd",
@@ -63,6 +68,7 @@ def _load():
     lib = ctypes.CDLL(_extension_path())
     for target, symbol in TARGETS.items():
         jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu")
+    _state["lib"] = lib
 
 
 def available() -> bool:
@@ -87,3 +93,26 @@ def available() -> bool:
 def error() -> str | None:
     """Why `available()` is False (None if it is True, was switched off, or was not asked yet)."""
     return _state["error"]
+
+
+def bf16_native_isa() -> bool:
+    """True when oneDNN's effective ISA on this CPU has native bfloat16 kernels (AVX512-BF16 or AMX)."""
+    if not available():
+        return False
+    fn = getattr(_state.get("lib"), "JaxcamBf16Native", None)
+    return bool(fn is not None and fn())
+
+
+def bf16_available() -> bool:
+    """True when bfloat16 convolutions (and the pooling gradient) go to oneDNN: the library loaded and
+    either the CPU has native bfloat16 kernels or ``JAXCAM_NATIVE_BF16=1``; ``JAXCAM_NATIVE_BF16=0``
+    keeps them on XLA. Decided once per process."""
+    if _state.get("bf16") is None:
+        setting = os.environ.get("JAXCAM_NATIVE_BF16", "")
+        if setting == "0":
+            _state["bf16"] = False
+        elif setting == "1":
+            _state["bf16"] = available()
+        else:
+            _state["bf16"] = bf16_native_isa()
+    return _state["bf16"]

@@ -1,4 +1,4 @@
-// 2-D convolution (NHWC activations, HWIO kernels, float32), training-mode batch normalization
+// 2-D convolution (NHWC activations, HWIO kernels, float32 or bfloat16), training-mode batch normalization
 // and the max-pooling gradient through oneDNN primitives, as XLA FFI handlers: convolution forward,
 // input gradient (backward data) and kernel gradient (backward weights); batch normalization forward
 // (with the batch statistics) and backward; max pooling's backward from its input.
@@ -12,16 +12,26 @@
 // once per shape and cached. Execution is serialized by one mutex: each primitive already uses
 // every OpenMP thread, and the cached primitives share their scratch buffers.
 //
+// Convolutions and the pooling gradient take float32 or bfloat16 buffers (all operands of one call the same
+// type; bfloat16 primitives accumulate in float32 and round their result to bfloat16, as XLA's bfloat16
+// convolutions do). Batch normalization takes float32 or bfloat16 activations with float32 scale, shift
+// and statistics. `JaxcamBf16Native()` says whether oneDNN has
+// native bfloat16 kernels on this CPU (AVX512-BF16 or AMX); without them its bfloat16 path is emulated or
+// reference code, and jaxcam.nn keeps XLA's.
+//
 // The library is loaded with ctypes (jaxcam/_native/__init__.py); it also defines an empty Python
 // module so that importing `jaxcam._native._conv_dnnl` (as package walkers do) works.
 #include <Python.h>  // first, as Python's headers require
 
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -41,7 +51,10 @@ struct Geometry {
   int64_t oh, ow;       // output
   int64_t sh, sw, pt, pb, pl, pr;
   int64_t g;            // feature groups (C for a depthwise convolution)
-  auto key() const { return std::make_tuple(n, h, w, c, kh, kw, o, oh, ow, sh, sw, pt, pb, pl, pr, g); }
+  dt type;              // every operand's element type (f32 or bf16)
+  auto key() const {
+    return std::make_tuple(n, h, w, c, kh, kw, o, oh, ow, sh, sw, pt, pb, pl, pr, g, static_cast<int64_t>(type));
+  }
 };
 
 dnnl::engine& engine() {
@@ -84,17 +97,22 @@ struct Descs {
   dnnl::convolution_forward::primitive_desc fwd;
 };
 
+// The caller's buffers: NHWC activations, the HWIO kernel.
+void user_descs(const Geometry& g, Descs& d) {
+  d.src = memory::desc({g.n, g.c, g.h, g.w}, g.type, tag::nhwc);
+  d.dst = memory::desc({g.n, g.o, g.oh, g.ow}, g.type, tag::nhwc);
+  if (g.g == 1) {
+    d.wei_any = memory::desc({g.o, g.c, g.kh, g.kw}, g.type, tag::any);
+    d.wei_user = memory::desc({g.o, g.c, g.kh, g.kw}, g.type, tag::hwio);
+  } else {  // XLA's grouped HWIO kernel (kh, kw, c/g, o), output channels group-major: oneDNN's hwigo
+    d.wei_any = memory::desc({g.g, g.o / g.g, g.c / g.g, g.kh, g.kw}, g.type, tag::any);
+    d.wei_user = memory::desc({g.g, g.o / g.g, g.c / g.g, g.kh, g.kw}, g.type, tag::hwigo);
+  }
+}
+
 Descs make_descs(const Geometry& g) {
   Descs d;
-  d.src = memory::desc({g.n, g.c, g.h, g.w}, dt::f32, tag::nhwc);
-  d.dst = memory::desc({g.n, g.o, g.oh, g.ow}, dt::f32, tag::nhwc);
-  if (g.g == 1) {
-    d.wei_any = memory::desc({g.o, g.c, g.kh, g.kw}, dt::f32, tag::any);
-    d.wei_user = memory::desc({g.o, g.c, g.kh, g.kw}, dt::f32, tag::hwio);
-  } else {  // XLA's grouped HWIO kernel (kh, kw, c/g, o), output channels group-major: oneDNN's hwigo
-    d.wei_any = memory::desc({g.g, g.o / g.g, g.c / g.g, g.kh, g.kw}, dt::f32, tag::any);
-    d.wei_user = memory::desc({g.g, g.o / g.g, g.c / g.g, g.kh, g.kw}, dt::f32, tag::hwigo);
-  }
+  user_descs(g, d);
   d.strides = {g.sh, g.sw};
   d.pad_l = {g.pt, g.pl};
   d.pad_r = {g.pb, g.pr};
@@ -112,10 +130,16 @@ struct Entry {
   memory wei_mem;  // kernel in the primitive's layout (when it differs from HWIO)
   memory scratch;
   memory::desc src, dst, wei_user;
+  std::string impl;  // oneDNN's implementation name (pd.impl_info_str())
+  // bfloat16 kernel gradient only: the activations (NHWC) reordered into the blocked layouts the
+  // primitive asked for (oneDNN 3.2's bfloat16 backward-weights kernel on NHWC is ~10x slower)
+  bool reorder_act = false;
+  dnnl::reorder src_reorder, dst_reorder;
+  memory src_mem, dst_mem;
 };
 
 using Key = std::tuple<int, std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-                                       int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>>;
+                                       int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>>;
 
 std::map<Key, std::unique_ptr<Entry>>& cache() {
   static std::map<Key, std::unique_ptr<Entry>> c;
@@ -128,6 +152,7 @@ enum Op { kFwd = 0, kBwdData = 1, kBwdWeights = 2 };
 template <class Prim, class PD>
 memory::desc install(Entry& e, const PD& pd, const memory::desc& weights) {
   e.prim = Prim(pd);
+  e.impl = pd.impl_info_str();
   e.scratch = scratchpad(pd.scratchpad_desc());
   return weights;
 }
@@ -154,7 +179,28 @@ Entry* get(Op op, const Geometry& g) {
     wei_prim = install<dnnl::convolution_forward>(*e, d.fwd, d.fwd.weights_desc());
   } else if (op == kBwdData) {
     auto pd = backward_pd<dnnl::convolution_backward_data::primitive_desc>(d);
+    // oneDNN 3.2 ranks brgconv_strided first for bfloat16 strided grouped (depthwise) input gradients,
+    // 50-300x slower than the next one, jit_dw (EfficientNet-Lite0's stride-2 depthwise layers at 128 px,
+    // batch 32: 75-215 ms against float32's 0.7-17 ms)
+    if (g.type == dt::bf16 && g.g > 1) {
+      while (std::string(pd.impl_info_str()).find("brgconv_strided") != std::string::npos && pd.next_impl()) {
+      }
+    }
     wei_prim = install<dnnl::convolution_backward_data>(*e, pd, pd.weights_desc());
+  } else if (g.type == dt::bf16) {
+    // activations in whatever layout the primitive prefers (reordered from NHWC when it differs)
+    memory::desc src_any({g.n, g.c, g.h, g.w}, g.type, tag::any), dst_any({g.n, g.o, g.oh, g.ow}, g.type, tag::any);
+    auto pd = dnnl::convolution_backward_weights::primitive_desc(
+        engine(), dnnl::algorithm::convolution_direct, src_any, d.wei_any, dst_any, d.strides, d.pad_l, d.pad_r,
+        d.fwd, attr());
+    wei_prim = install<dnnl::convolution_backward_weights>(*e, pd, pd.diff_weights_desc());
+    if (pd.src_desc() != d.src || pd.diff_dst_desc() != d.dst) {
+      e->reorder_act = true;
+      e->src_mem = memory(pd.src_desc(), engine());
+      e->dst_mem = memory(pd.diff_dst_desc(), engine());
+      e->src_reorder = dnnl::reorder(dnnl::reorder::primitive_desc(engine(), d.src, engine(), pd.src_desc()));
+      e->dst_reorder = dnnl::reorder(dnnl::reorder::primitive_desc(engine(), d.dst, engine(), pd.diff_dst_desc()));
+    }
   } else {
     auto pd = backward_pd<dnnl::convolution_backward_weights::primitive_desc>(d);
     wei_prim = install<dnnl::convolution_backward_weights>(*e, pd, pd.diff_weights_desc());
@@ -173,9 +219,20 @@ Entry* get(Op op, const Geometry& g) {
   return out;
 }
 
+// The oneDNN element type shared by every buffer of a call: f32 or bf16, else an error.
+dt element_type(std::initializer_list<ffi::DataType> types) {
+  ffi::DataType first = *types.begin();
+  for (ffi::DataType t : types) {
+    if (t != first) throw std::invalid_argument("jaxcam: operands of one oneDNN call must share their dtype");
+  }
+  if (first == ffi::DataType::F32) return dt::f32;
+  if (first == ffi::DataType::BF16) return dt::bf16;
+  throw std::invalid_argument("jaxcam: oneDNN handlers take float32 or bfloat16 buffers");
+}
+
 Geometry geometry(ffi::Span<const int64_t> x, ffi::Span<const int64_t> w, ffi::Span<const int64_t> y,
-                  int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t groups) {
-  return Geometry{x[0], x[1], x[2], x[3], w[0], w[1], w[3], y[1], y[2], sh, sw, pt, pb, pl, pr, groups};
+                  int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t groups, dt type) {
+  return Geometry{x[0], x[1], x[2], x[3], w[0], w[1], w[3], y[1], y[2], sh, sw, pt, pb, pl, pr, groups, type};
 }
 
 template <typename F>
@@ -192,57 +249,129 @@ ffi::Error guarded(F&& f) {
 }
 
 // The kernel in the layout the primitive wants: the user's HWIO buffer, or its reordered copy.
-memory weights(Entry& e, float* hwio) {
+memory weights(Entry& e, void* hwio) {
   memory user(e.wei_user, engine(), hwio);
   if (!e.reorder_wei) return user;
   e.wei_reorder.execute(stream(), user, e.wei_mem);
   return e.wei_mem;
 }
 
-ffi::Error ConvFwdImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w, ffi::ResultBuffer<ffi::F32> y, int64_t sh,
+ffi::Error ConvFwdImpl(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffer> y, int64_t sh,
                        int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t groups) {
   return guarded([&] {
-    Geometry g = geometry(x.dimensions(), w.dimensions(), y->dimensions(), sh, sw, pt, pb, pl, pr, groups);
+    dt type = element_type({x.element_type(), w.element_type(), y->element_type()});
+    Geometry g = geometry(x.dimensions(), w.dimensions(), y->dimensions(), sh, sw, pt, pb, pl, pr, groups, type);
     Entry* e = get(kFwd, g);
     Entry& d = *e;
-    memory src(d.src, engine(), x.typed_data());
-    memory wei = weights(*e, w.typed_data());
-    memory dst(d.dst, engine(), y->typed_data());
+    memory src(d.src, engine(), x.untyped_data());
+    memory wei = weights(*e, w.untyped_data());
+    memory dst(d.dst, engine(), y->untyped_data());
     e->prim.execute(stream(), {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}, {DNNL_ARG_SCRATCHPAD, e->scratch}});
     stream().wait();
   });
 }
 
 // g: (N, OH, OW, O) cotangent; w: HWIO; dx: (N, H, W, C).
-ffi::Error ConvBwdDataImpl(ffi::Buffer<ffi::F32> g_, ffi::Buffer<ffi::F32> w, ffi::ResultBuffer<ffi::F32> dx,
+ffi::Error ConvBwdDataImpl(ffi::AnyBuffer g_, ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffer> dx,
                            int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t groups) {
   return guarded([&] {
-    Geometry g = geometry(dx->dimensions(), w.dimensions(), g_.dimensions(), sh, sw, pt, pb, pl, pr, groups);
+    dt type = element_type({g_.element_type(), w.element_type(), dx->element_type()});
+    Geometry g = geometry(dx->dimensions(), w.dimensions(), g_.dimensions(), sh, sw, pt, pb, pl, pr, groups, type);
     Entry* e = get(kBwdData, g);
     Entry& d = *e;
-    memory diff_dst(d.dst, engine(), g_.typed_data());
-    memory wei = weights(*e, w.typed_data());
-    memory diff_src(d.src, engine(), dx->typed_data());
+    memory diff_dst(d.dst, engine(), g_.untyped_data());
+    memory wei = weights(*e, w.untyped_data());
+    memory diff_src(d.src, engine(), dx->untyped_data());
     e->prim.execute(stream(), {{DNNL_ARG_DIFF_DST, diff_dst}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DIFF_SRC, diff_src},
                             {DNNL_ARG_SCRATCHPAD, e->scratch}});
     stream().wait();
   });
 }
 
+// The kernel gradient with entry `e` into the HWIO buffer `diff_wei_user` (src, diff_dst: NHWC).
+void bwd_weights_run(Entry& e, memory src, memory diff_dst, memory diff_wei_user) {
+  if (e.reorder_act) {
+    e.src_reorder.execute(stream(), src, e.src_mem);
+    e.dst_reorder.execute(stream(), diff_dst, e.dst_mem);
+    src = e.src_mem;
+    diff_dst = e.dst_mem;
+  }
+  memory diff_wei = e.reorder_wei ? e.wei_mem : diff_wei_user;
+  e.prim.execute(stream(), {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, diff_dst}, {DNNL_ARG_DIFF_WEIGHTS, diff_wei},
+                            {DNNL_ARG_SCRATCHPAD, e.scratch}});
+  if (e.reorder_wei) e.wei_reorder.execute(stream(), diff_wei, diff_wei_user);
+}
+
+// A bfloat16 kernel gradient through the float32 primitive: both operands widened to float32 (exact),
+// the float32 result rounded to bfloat16 once -- the same value as the bfloat16 primitive's up to the
+// order of the float32 sums (that one also accumulates in float32). oneDNN 3.2's bfloat16
+// backward-weights kernel (jit_bf16 on AVX512-BF16) is 10-20x slower than the float32 one on small or
+// strided outputs (ResNet-18 at 128 px, batch 32, Zen 4: 3x3 on 8x8 and 4x4 maps, and every 3x3 stride
+// 2: ~250 ms against 13-24 ms) and ~1.5x faster on large stride-1 ones (16x16 and up: 13 ms against
+// 22; the 7x7 stem at 64x64: 14 against 30). `use_bf16_kernel_grad` picks by shape, deterministically
+// (the same choice, hence the same bits, on every run).
+struct Widened {
+  Entry* f32 = nullptr;  // the float32 kernel-gradient entry of the same geometry
+  memory src, dst, wei;  // float32 NHWC operands and the float32 HWIO result
+  dnnl::reorder src_up, dst_up, wei_down;
+};
+
+Widened* widened(const Geometry& g) {
+  static std::map<decltype(g.key()), std::unique_ptr<Widened>> cache;
+  return cached(cache, g.key(), [&] {
+    Descs e16;  // the bfloat16 buffers' descriptors
+    user_descs(g, e16);
+    auto w = std::make_unique<Widened>();
+    Geometry g32 = g;
+    g32.type = dt::f32;
+    w->f32 = get(kBwdWeights, g32);
+    w->src = memory(w->f32->src, engine());
+    w->dst = memory(w->f32->dst, engine());
+    w->wei = memory(w->f32->wei_user, engine());
+    w->src_up = dnnl::reorder(dnnl::reorder::primitive_desc(engine(), e16.src, engine(), w->f32->src));
+    w->dst_up = dnnl::reorder(dnnl::reorder::primitive_desc(engine(), e16.dst, engine(), w->f32->dst));
+    w->wei_down = dnnl::reorder(dnnl::reorder::primitive_desc(engine(), w->f32->wei_user, engine(), e16.wei_user));
+    return w;
+  });
+}
+
+void bwd_weights_widened(Widened& w, memory src, memory diff_dst, memory diff_wei_user) {
+  w.src_up.execute(stream(), src, w.src);
+  w.dst_up.execute(stream(), diff_dst, w.dst);
+  bwd_weights_run(*w.f32, w.src, w.dst, w.wei);
+  w.wei_down.execute(stream(), w.wei, diff_wei_user);
+}
+
+// Whether a bfloat16 kernel gradient runs the bfloat16 primitive (else widened to float32):
+// JAXCAM_BF16_KERNEL_GRAD=bf16 / f32 forces one (for tests); by default, output maps of at least 16x16
+// at stride 1, or 32x32 at any stride (see Widened), unless oneDNN has only a gemm or reference
+// bfloat16 implementation for the shape (5x5 depthwise: gemm, 2x the float32 jit kernel's time).
+bool use_bf16_kernel_grad(const Geometry& g) {
+  const char* v = std::getenv("JAXCAM_BF16_KERNEL_GRAD");
+  if (v != nullptr && std::strcmp(v, "bf16") == 0) return true;
+  if (v != nullptr && std::strcmp(v, "f32") == 0) return false;
+  int64_t area = g.oh * g.ow;
+  if (!((g.sh == 1 && g.sw == 1 && area >= 256) || area >= 1024)) return false;
+  const std::string& impl = get(kBwdWeights, g)->impl;
+  return impl.find("gemm") == std::string::npos && impl.find("ref") == std::string::npos;
+}
+
 // x: (N, H, W, C); g: (N, OH, OW, O); dw: HWIO.
-ffi::Error ConvBwdWeightsImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> g_, ffi::ResultBuffer<ffi::F32> dw,
+ffi::Error ConvBwdWeightsImpl(ffi::AnyBuffer x, ffi::AnyBuffer g_, ffi::Result<ffi::AnyBuffer> dw,
                               int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t groups) {
   return guarded([&] {
-    Geometry g = geometry(x.dimensions(), dw->dimensions(), g_.dimensions(), sh, sw, pt, pb, pl, pr, groups);
-    Entry* e = get(kBwdWeights, g);
-    Entry& d = *e;
-    memory src(d.src, engine(), x.typed_data());
-    memory diff_dst(d.dst, engine(), g_.typed_data());
-    memory diff_wei_user(d.wei_user, engine(), dw->typed_data());
-    memory diff_wei = e->reorder_wei ? e->wei_mem : diff_wei_user;
-    e->prim.execute(stream(), {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, diff_dst}, {DNNL_ARG_DIFF_WEIGHTS, diff_wei},
-                            {DNNL_ARG_SCRATCHPAD, e->scratch}});
-    if (e->reorder_wei) e->wei_reorder.execute(stream(), diff_wei, diff_wei_user);
+    dt type = element_type({x.element_type(), g_.element_type(), dw->element_type()});
+    Geometry g = geometry(x.dimensions(), dw->dimensions(), g_.dimensions(), sh, sw, pt, pb, pl, pr, groups, type);
+    Descs user;
+    user_descs(g, user);
+    memory src(user.src, engine(), x.untyped_data());
+    memory diff_dst(user.dst, engine(), g_.untyped_data());
+    memory diff_wei_user(user.wei_user, engine(), dw->untyped_data());
+    if (type == dt::bf16 && !use_bf16_kernel_grad(g)) {
+      bwd_weights_widened(*widened(g), src, diff_dst, diff_wei_user);
+    } else {
+      bwd_weights_run(*get(kBwdWeights, g), src, diff_dst, diff_wei_user);
+    }
     stream().wait();
   });
 }
@@ -260,13 +389,14 @@ struct BnEntry {
   memory fwd_scratch, bwd_scratch;
 };
 
-using BnKey = std::tuple<int64_t, int64_t, int64_t, int64_t, float>;
+using BnKey = std::tuple<int64_t, int64_t, int64_t, int64_t, float, int64_t>;
 
-BnEntry* bn_get(int64_t n, int64_t h, int64_t w, int64_t c, float eps) {
+// type: the activations' (x, y, dy, dx: f32 or bf16); scale, shift, statistics and their gradients are f32.
+BnEntry* bn_get(int64_t n, int64_t h, int64_t w, int64_t c, float eps, dt type) {
   static std::map<BnKey, std::unique_ptr<BnEntry>> cache;
-  return cached(cache, BnKey{n, h, w, c, eps}, [&] {
+  return cached(cache, BnKey{n, h, w, c, eps, static_cast<int64_t>(type)}, [&] {
     auto e = std::make_unique<BnEntry>();
-    e->data = memory::desc({n, c, h, w}, dt::f32, tag::nhwc);
+    e->data = memory::desc({n, c, h, w}, type, tag::nhwc);
     e->vec = memory::desc({c}, dt::f32, tag::x);
     auto flags = dnnl::normalization_flags::use_scale | dnnl::normalization_flags::use_shift;
     auto fwd_pd = dnnl::batch_normalization_forward::primitive_desc(
@@ -282,15 +412,15 @@ BnEntry* bn_get(int64_t n, int64_t h, int64_t w, int64_t c, float eps) {
 }
 
 // x: (N, H, W, C); scale, shift: (C,) -> y: (N, H, W, C), mean, var: (C,).
-ffi::Error BnFwdImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> scale, ffi::Buffer<ffi::F32> shift,
-                     ffi::ResultBuffer<ffi::F32> y, ffi::ResultBuffer<ffi::F32> mean, ffi::ResultBuffer<ffi::F32> var,
+ffi::Error BnFwdImpl(ffi::AnyBuffer x, ffi::Buffer<ffi::F32> scale, ffi::Buffer<ffi::F32> shift,
+                     ffi::Result<ffi::AnyBuffer> y, ffi::ResultBuffer<ffi::F32> mean, ffi::ResultBuffer<ffi::F32> var,
                      float eps) {
   return guarded([&] {
     auto d = x.dimensions();
-    BnEntry* e = bn_get(d[0], d[1], d[2], d[3], eps);
+    BnEntry* e = bn_get(d[0], d[1], d[2], d[3], eps, element_type({x.element_type(), y->element_type()}));
     auto m = [&](const memory::desc& md, void* p) { return memory(md, engine(), p); };
-    e->fwd.execute(stream(), {{DNNL_ARG_SRC, m(e->data, x.typed_data())},
-                              {DNNL_ARG_DST, m(e->data, y->typed_data())},
+    e->fwd.execute(stream(), {{DNNL_ARG_SRC, m(e->data, x.untyped_data())},
+                              {DNNL_ARG_DST, m(e->data, y->untyped_data())},
                               {DNNL_ARG_SCALE, m(e->vec, scale.typed_data())},
                               {DNNL_ARG_SHIFT, m(e->vec, shift.typed_data())},
                               {DNNL_ARG_MEAN, m(e->vec, mean->typed_data())},
@@ -301,19 +431,20 @@ ffi::Error BnFwdImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> scale, ffi::
 }
 
 // x, g: (N, H, W, C); mean, var, scale: (C,) -> dx: (N, H, W, C), dscale, dshift: (C,).
-ffi::Error BnBwdImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> g, ffi::Buffer<ffi::F32> mean,
-                     ffi::Buffer<ffi::F32> var, ffi::Buffer<ffi::F32> scale, ffi::ResultBuffer<ffi::F32> dx,
+ffi::Error BnBwdImpl(ffi::AnyBuffer x, ffi::AnyBuffer g, ffi::Buffer<ffi::F32> mean,
+                     ffi::Buffer<ffi::F32> var, ffi::Buffer<ffi::F32> scale, ffi::Result<ffi::AnyBuffer> dx,
                      ffi::ResultBuffer<ffi::F32> dscale, ffi::ResultBuffer<ffi::F32> dshift, float eps) {
   return guarded([&] {
     auto d = x.dimensions();
-    BnEntry* e = bn_get(d[0], d[1], d[2], d[3], eps);
+    BnEntry* e = bn_get(d[0], d[1], d[2], d[3], eps,
+                        element_type({x.element_type(), g.element_type(), dx->element_type()}));
     auto m = [&](const memory::desc& md, void* p) { return memory(md, engine(), p); };
-    e->bwd.execute(stream(), {{DNNL_ARG_SRC, m(e->data, x.typed_data())},
-                              {DNNL_ARG_DIFF_DST, m(e->data, g.typed_data())},
+    e->bwd.execute(stream(), {{DNNL_ARG_SRC, m(e->data, x.untyped_data())},
+                              {DNNL_ARG_DIFF_DST, m(e->data, g.untyped_data())},
                               {DNNL_ARG_MEAN, m(e->vec, mean.typed_data())},
                               {DNNL_ARG_VARIANCE, m(e->vec, var.typed_data())},
                               {DNNL_ARG_SCALE, m(e->vec, scale.typed_data())},
-                              {DNNL_ARG_DIFF_SRC, m(e->data, dx->typed_data())},
+                              {DNNL_ARG_DIFF_SRC, m(e->data, dx->untyped_data())},
                               {DNNL_ARG_DIFF_SCALE, m(e->vec, dscale->typed_data())},
                               {DNNL_ARG_DIFF_SHIFT, m(e->vec, dshift->typed_data())},
                               {DNNL_ARG_SCRATCHPAD, e->bwd_scratch}});
@@ -336,16 +467,16 @@ struct PoolEntry {
 };
 
 using PoolKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-                           int64_t, int64_t, int64_t, int64_t, int64_t>;
+                           int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>;
 
 PoolEntry* pool_get(const int64_t* x, const int64_t* y, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
-                    int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
+                    int64_t pt, int64_t pb, int64_t pl, int64_t pr, dt type) {
   static std::map<PoolKey, std::unique_ptr<PoolEntry>> cache;
-  PoolKey key{x[0], x[1], x[2], x[3], y[1], y[2], kh, kw, sh, sw, pt, pb, pl, pr};
+  PoolKey key{x[0], x[1], x[2], x[3], y[1], y[2], kh, kw, sh, sw, pt, pb, pl, pr, static_cast<int64_t>(type)};
   return cached(cache, key, [&] {
     auto e = std::make_unique<PoolEntry>();
-    e->src = memory::desc({x[0], x[3], x[1], x[2]}, dt::f32, tag::nhwc);
-    e->dst = memory::desc({y[0], y[3], y[1], y[2]}, dt::f32, tag::nhwc);
+    e->src = memory::desc({x[0], x[3], x[1], x[2]}, type, tag::nhwc);
+    e->dst = memory::desc({y[0], y[3], y[1], y[2]}, type, tag::nhwc);
     auto fwd_pd = dnnl::pooling_forward::primitive_desc(
         engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::pooling_max, e->src, e->dst, {sh, sw},
         {kh, kw}, {0, 0}, {pt, pl}, {pb, pr}, attr());
@@ -363,18 +494,19 @@ PoolEntry* pool_get(const int64_t* x, const int64_t* y, int64_t kh, int64_t kw, 
 }
 
 // g: (N, OH, OW, C), x: the forward's input -> dx: (N, H, W, C).
-ffi::Error PoolBwdFromInputImpl(ffi::Buffer<ffi::F32> g, ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F32> dx,
+ffi::Error PoolBwdFromInputImpl(ffi::AnyBuffer g, ffi::AnyBuffer x, ffi::Result<ffi::AnyBuffer> dx,
                                 int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl,
                                 int64_t pr) {
   return guarded([&] {
-    PoolEntry* e = pool_get(x.dimensions().begin(), g.dimensions().begin(), kh, kw, sh, sw, pt, pb, pl, pr);
-    e->fwd.execute(stream(), {{DNNL_ARG_SRC, memory(e->src, engine(), x.typed_data())},
+    dt type = element_type({g.element_type(), x.element_type(), dx->element_type()});
+    PoolEntry* e = pool_get(x.dimensions().begin(), g.dimensions().begin(), kh, kw, sh, sw, pt, pb, pl, pr, type);
+    e->fwd.execute(stream(), {{DNNL_ARG_SRC, memory(e->src, engine(), x.untyped_data())},
                               {DNNL_ARG_DST, e->dst_scratch},
                               {DNNL_ARG_WORKSPACE, e->ws},
                               {DNNL_ARG_SCRATCHPAD, e->fwd_scratch}});
-    e->bwd.execute(stream(), {{DNNL_ARG_DIFF_DST, memory(e->dst, engine(), g.typed_data())},
+    e->bwd.execute(stream(), {{DNNL_ARG_DIFF_DST, memory(e->dst, engine(), g.untyped_data())},
                               {DNNL_ARG_WORKSPACE, e->ws},
-                              {DNNL_ARG_DIFF_SRC, memory(e->src, engine(), dx->typed_data())},
+                              {DNNL_ARG_DIFF_SRC, memory(e->src, engine(), dx->untyped_data())},
                               {DNNL_ARG_SCRATCHPAD, e->bwd_scratch}});
     stream().wait();
   });
@@ -387,19 +519,33 @@ ffi::Error PoolBwdFromInputImpl(ffi::Buffer<ffi::F32> g, ffi::Buffer<ffi::F32> x
 #define STRIDES_PADS I64("sh") I64("sw") I64("pt") I64("pb") I64("pl") I64("pr")
 #define F32_IN .Arg<ffi::Buffer<ffi::F32>>()
 #define F32_OUT .Ret<ffi::Buffer<ffi::F32>>()
-#define CONV_BINDING ffi::Ffi::Bind() F32_IN F32_IN F32_OUT STRIDES_PADS I64("groups")
+#define ANY_IN .Arg<ffi::AnyBuffer>()
+#define ANY_OUT .Ret<ffi::AnyBuffer>()
+#define CONV_BINDING ffi::Ffi::Bind() ANY_IN ANY_IN ANY_OUT STRIDES_PADS I64("groups")
 
 #pragma GCC visibility push(default)
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcamConvFwd, ConvFwdImpl, CONV_BINDING);             // x, w -> y
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcamConvBwdData, ConvBwdDataImpl, CONV_BINDING);     // g, w -> dx
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcamConvBwdWeights, ConvBwdWeightsImpl, CONV_BINDING);  // x, g -> dw
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcamPoolBwdFromInput, PoolBwdFromInputImpl,  // g, x -> dx
-                              ffi::Ffi::Bind() F32_IN F32_IN F32_OUT I64("kh") I64("kw") STRIDES_PADS);
+                              ffi::Ffi::Bind() ANY_IN ANY_IN ANY_OUT I64("kh") I64("kw") STRIDES_PADS);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcamBnFwd, BnFwdImpl,  // x, scale, shift -> y, mean, var
-                              ffi::Ffi::Bind() F32_IN F32_IN F32_IN F32_OUT F32_OUT F32_OUT.Attr<float>("eps"));
+                              ffi::Ffi::Bind() ANY_IN F32_IN F32_IN ANY_OUT F32_OUT F32_OUT.Attr<float>("eps"));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcamBnBwd, BnBwdImpl,  // x, g, mean, var, scale -> dx, dscale, dshift
-                              ffi::Ffi::Bind() F32_IN F32_IN F32_IN F32_IN F32_IN F32_OUT F32_OUT F32_OUT
+                              ffi::Ffi::Bind() ANY_IN ANY_IN F32_IN F32_IN F32_IN ANY_OUT F32_OUT F32_OUT
                                   .Attr<float>("eps"));
+
+// 1 when oneDNN's effective ISA has native bfloat16 kernels (AVX512-BF16: avx512_core_bf16 and up, AMX
+// included), else 0 (bfloat16 would run emulated or reference code there: slower than XLA's).
+extern "C" int JaxcamBf16Native() {
+  try {
+    auto isa = static_cast<unsigned>(dnnl::get_effective_cpu_isa());
+    unsigned bf16 = static_cast<unsigned>(dnnl_cpu_isa_avx512_core_bf16);
+    return (isa & bf16) == bf16 ? 1 : 0;
+  } catch (...) {
+    return 0;
+  }
+}
 #pragma GCC visibility pop
 
 static struct PyModuleDef conv_dnnl_module = {PyModuleDef_HEAD_INIT, "_conv_dnnl",

@@ -13,7 +13,8 @@ from jaxcam.nn import _switch
 
 class Conv(nn.Conv):
     """flax's Conv (same fields, variables and values) over `ops.conv_general_dilated`: float32
-    convolutions run oneDNN's kernels (`jaxcam._native`), others lax's (see `jaxcam.nn.native`)."""
+    convolutions (bfloat16 ones too on CPUs with native bfloat16 kernels) run oneDNN's kernels
+    (`jaxcam._native`), others lax's (see `jaxcam.nn.native`)."""
 
     conv_general_dilated: Any = ops.conv_general_dilated
 

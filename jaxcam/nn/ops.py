@@ -3,13 +3,17 @@ here alone it is decided whether oneDNN (`jaxcam._native`, through `jaxcam.nn._o
 lax formulation computes it -- for explaining and training alike, under jit, vmap, grad and jvp.
 
 - `conv_general_dilated` (what `jaxcam.nn.Conv` and NNX convolutions call), `conv`, `conv2d`,
-  `depthwise_conv`: float32 NHWC/HWIO convolutions on oneDNN whenever its library loads (forward,
+  `depthwise_conv`: float32 NHWC/HWIO convolutions on oneDNN whenever its library loads, bfloat16 ones
+  too where oneDNN has native bfloat16 kernels (`jaxcam._native.bf16_available`: AVX512-BF16 or AMX;
+  bfloat16 in, bfloat16 out, float32 accumulation, as lax's bfloat16 convolution) (forward,
   input gradient, kernel gradient, and forward-mode derivatives: they are JAX primitives with
   bilinear rules); otherwise lax's. XLA:CPU's own convolution collapses where the window is larger
   than the feature map (a 3x3 window on ResNet's 2x2 layer4 at 64 px: 1.2 GFLOP/s instead of ~70),
   and its kernel gradient recomputes the input's producers in a cache-hostile order.
 - `batch_norm_train`: training-mode BatchNorm (flax's statistics) -- oneDNN's primitive in training
-  steps (the layer's batch statistics mutable), else a custom VJP whose reductions are `channel_sums`.
+  steps (the layer's batch statistics mutable; float32 activations, or bfloat16 ones with float32
+  scale, shift and statistics: `BF16_BATCH_NORM_ON_ONEDNN`), else a custom VJP whose reductions are
+  `channel_sums`.
   Inference BatchNorm is an affine map XLA fuses into its neighbours.
 - `max_pool`: XLA's reduce_window for the value, oneDNN's pooling backward for the gradient (XLA:CPU
   runs its own as a scatter over index planes, ~20x slower).
@@ -63,8 +67,9 @@ _NHWC = ("NHWC", "HWIO", "NHWC")
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                          dimension_numbers=None, feature_group_count=1, batch_group_count=1,
                          precision=None, preferred_element_type=None, **lax_kwargs):
-    """`lax.conv_general_dilated`; float32 NHWC/HWIO convolutions without dilation run oneDNN's kernels
-    when `jaxcam._native` loads; everything else (and `plain()` / `native(False)`) lax's."""
+    """`lax.conv_general_dilated`; float32 (and, where `jaxcam._native.bf16_available()`, bfloat16)
+    NHWC/HWIO convolutions without dilation run oneDNN's kernels when `jaxcam._native` loads;
+    everything else (and `plain()` / `native(False)`) lax's."""
     # flax passes ConvDimensionNumbers (axis indices), others pass strings: compare the normalized form.
     nhwc = (lhs.ndim == 4 and dimension_numbers is not None
             and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
@@ -92,7 +97,7 @@ def _conv(x, w, strides, pads, precision=None, groups=1):
 def conv2d(x, w, strides, pads, precision=None):
     """NHWC x HWIO convolution with explicit pads; same values and gradients as lax's.
 
-    float32 with non-negative pads: oneDNN's convolutions through `jax.ffi` (`jaxcam._native`) when
+    float32 (or bfloat16 where oneDNN has native bfloat16 kernels) with non-negative pads: oneDNN's convolutions through `jax.ffi` (`jaxcam._native`) when
     the native library loads; otherwise lax's.
     """
     if native_usable(x, w, pads):
@@ -110,20 +115,30 @@ def conv(x, w, strides, pads, groups: int = 1):
 
 
 def native_usable(x, w, pads) -> bool:
-    """Whether `conv2d` runs oneDNN's kernels for these operands (NHWC float32, pads >= 0, library
-    loaded, on the CPU, not switched off by `jaxcam.nn.native(False)` / `plain()`)."""
-    return x.ndim == 4 and x.size > 0 and all(p >= 0 for pair in pads for p in pair) and _native_ready(x, w)
+    """Whether `conv2d` runs oneDNN's kernels for these operands (NHWC float32, or bfloat16 where
+    `jaxcam._native.bf16_available()`, both operands the same dtype, pads >= 0, library loaded, on the
+    CPU, not switched off by `jaxcam.nn.native(False)` / `plain()`)."""
+    return (x.ndim == 4 and x.size > 0 and all(p >= 0 for pair in pads for p in pair)
+            and _native_ready(x, w, bf16=True))
 
 
-def _native_ready(*arrays) -> bool:
-    """float32 operands, the library loaded, not switched off (`native(False)` / `plain()`)."""
-    return (all(a.dtype == jnp.float32 for a in arrays) and not is_plain() and native_enabled()
-            and jax.default_backend() == "cpu" and _native.available())
+def _native_ready(*arrays, bf16: bool = False) -> bool:
+    """float32 operands (or, with `bf16`, all bfloat16 where oneDNN has native bfloat16 kernels), the
+    library loaded, not switched off (`native(False)` / `plain()`)."""
+    dtypes = {jnp.dtype(a.dtype) for a in arrays}
+    if dtypes == {jnp.dtype(jnp.float32)}:
+        extra = True
+    elif bf16 and dtypes == {jnp.dtype(jnp.bfloat16)}:
+        extra = None  # asked last: needs the library
+    else:
+        return False
+    ok = not is_plain() and native_enabled() and jax.default_backend() == "cpu" and _native.available()
+    return ok and (extra or _native.bf16_available())
 
 
-def _native_layer(x, *others) -> bool:
+def _native_layer(x, *others, bf16: bool = False) -> bool:
     """`_native_ready` for a layer's NHWC input inside a training step (`native_for_layers`)."""
-    return x.ndim == 4 and x.size > 0 and native_for_layers() and _native_ready(x, *others)
+    return x.ndim == 4 and x.size > 0 and native_for_layers() and _native_ready(x, *others, bf16=bf16)
 
 
 # ------------------------------------------------------------------ reductions
@@ -242,6 +257,15 @@ def _bn_native_bwd(epsilon, res, cts):
 _bn_native.defvjp(_bn_native_fwd, _bn_native_bwd)
 
 
+# Whether training-mode BatchNorm on bfloat16 activations runs oneDNN's bfloat16 primitive (float32
+# scale, shift and statistics) instead of the XLA formulation. On the quiet Zen 4 machine of issue 25's
+# session 8 oneDNN's made the bfloat16 train step faster (ResNet-18 128 px b32: 370 ms against 396;
+# EfficientNet-Lite0: 308 against 336); on the loaded machine (load ~5) it was much slower (1209 against
+# 834, 2060 against 1128: its OpenMP barriers wait for descheduled threads). notes/s8-issue-25.md.
+# Read at trace time; benchmarks/bf16.py --xla-bn flips it for one side.
+BF16_BATCH_NORM_ON_ONEDNN = True
+
+
 def batch_norm_train(x, scale, bias, epsilon: float) -> Tuple[jax.Array, jax.Array, jax.Array]:
     """Training-mode BatchNorm over all axes but the last: (y, batch mean, batch variance).
 
@@ -259,6 +283,10 @@ def batch_norm_train(x, scale, bias, epsilon: float) -> Tuple[jax.Array, jax.Arr
         return y, lax.stop_gradient(mean), lax.stop_gradient(var)
     if _native_layer(x, scale, bias):
         y, mean, var = _bn_native(x, scale, bias, float(epsilon))
+    elif BF16_BATCH_NORM_ON_ONEDNN and x.dtype == jnp.bfloat16 and _native_layer(x, bf16=True):
+        # bfloat16 activations (a compute_dtype=bfloat16 train step): oneDNN's bfloat16 primitive, whose
+        # scale, shift, statistics and their gradients are float32 (the casts carry the gradients back)
+        y, mean, var = _bn_native(x, scale.astype(jnp.float32), bias.astype(jnp.float32), float(epsilon))
     else:
         y, mean, var = _bn_train(x, scale, bias, float(epsilon))
     return y, lax.stop_gradient(mean), lax.stop_gradient(var)
@@ -345,11 +373,12 @@ def depthwise_conv(x, kernel, stride: int, pads: Sequence[Tuple[int, int]]):
 def max_pool(x, window: Sequence[int], strides: Sequence[int], padding: Sequence[Tuple[int, int]] = ((0, 0), (0, 0))):
     """Max pooling of x (N, H, W, C) over `window` with `strides` and explicit (-inf) `padding`, as
     `flax.linen.max_pool(x, window, strides, padding)`; the gradient goes to the first maximum of each
-    window (row-major), as XLA's. The value is XLA's reduce_window; for float32 NHWC the gradient is
-    oneDNN's pooling backward (`jaxcam._native`; XLA:CPU runs its own as a scatter, ~20x slower)."""
+    window (row-major), as XLA's. The value is XLA's reduce_window; for float32 NHWC (bfloat16 where
+    `jaxcam._native.bf16_available()`) the gradient is oneDNN's pooling backward (`jaxcam._native`;
+    XLA:CPU runs its own as a scatter, ~20x slower)."""
     window, strides = tuple(int(v) for v in window), tuple(int(v) for v in strides)
     pads = tuple((int(a), int(b)) for a, b in padding)
     if (len(window) == 2 and x.ndim == 4 and x.size > 0 and all(p < k for p, k in zip((pads[0][0], pads[1][0]), window))
-            and _native_ready(x)):
+            and _native_ready(x, bf16=True)):
         return _onednn.max_pool(x, window, strides, pads)
     return _onednn.lax_max_pool(x, window, strides, pads)
