@@ -29,7 +29,6 @@ import argparse
 import os
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -41,26 +40,7 @@ def uptime() -> str:
         return "load %.2f %.2f %.2f" % os.getloadavg()
 
 
-def best_time(fns, rounds: int, budget: float = 1.0):
-    """Seconds per call of each fn: warm-up, then `rounds` alternating rounds of ~`budget` s, best round."""
-    calls = []
-    for fn in fns:
-        fn()
-        fn()
-        t = time.perf_counter()
-        fn()
-        calls.append(max(1, int(budget / max(time.perf_counter() - t, 1e-6))))
-    best = [float("inf")] * len(fns)
-    for _ in range(rounds):
-        for i, fn in enumerate(fns):
-            t = time.perf_counter()
-            for _ in range(calls[i]):
-                fn()
-            best[i] = min(best[i], (time.perf_counter() - t) / calls[i])
-    return best
-
-
-# ------------------------------------------------------------------ forward
+from shape_sweep import best_time  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 
 def jax_forward(px, batch, dtype, native_bf16=True):
