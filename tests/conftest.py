@@ -62,6 +62,19 @@ def pytest_runtest_protocol(item, nextitem):
         f.write(f"{time.perf_counter() - wall:.2f}\t{_cpu() - cpu:.2f}\t{item.nodeid}\n")
 
 
+def pytest_runtest_teardown(item, nextitem):
+    """Keep each test process far below the kernel's memory-map limit (vm.max_map_count).
+
+    Every compiled XLA:CPU program holds ~3 maps and JAX's caches keep thousands: a worker running a third
+    of the suite reached 45,000 of the default 65,530 maps, and a compile past the limit dies in a segfault
+    (jaxcam/_src/compile.py's module doc). The library's own guard clears JAX's caches at 75% with a
+    warning; the suite clears them quietly at 30%, so no test sees that warning by accident.
+    """
+    from jaxcam._src import compile as compile_lib
+
+    compile_lib.guard_memory_maps(0.3, every=0.0, warn=False)
+
+
 def pytest_runtest_logreport(report):
     if report.skipped:
         _SKIPPED.append(report.nodeid)

@@ -37,6 +37,7 @@ SMALL_INIT = 30_000_000
 
 
 def _compile_init(module, size: int):
+    compile.guard_memory_maps()
     lowered = jax.jit(module.init).lower(jax.random.key(0), jnp.zeros((1, size, size, 3), jnp.float32))
     count = sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(lowered.out_info))
     return lowered.compile(compiler_options=compile.cpu_options(INIT_OPTIONS if count <= SMALL_INIT else None))
