@@ -77,11 +77,13 @@ def pytest_runtest_teardown(item, nextitem):
     Every compiled XLA:CPU program holds ~3 maps and JAX's caches keep thousands: a worker running a third
     of the suite reached 45,000 of the default 65,530 maps, and a compile past the limit dies in a segfault
     (jaxcam/_src/compile.py's module doc). The library's own guard clears JAX's caches at 75% with a
-    warning; the suite clears them quietly at 30%, so no test sees that warning by accident.
+    warning; the suite clears them quietly: at 30% when the next test is in another file (a file's programs
+    are mostly reused within it), at 60% within a file, so no test sees the library's warning by accident.
     """
     from jaxcam._src import compile as compile_lib
 
-    compile_lib.guard_memory_maps(0.3, every=0.0, warn=False)
+    same_file = nextitem is not None and nextitem.path == item.path
+    compile_lib.guard_memory_maps(0.6 if same_file else 0.3, every=0.0, warn=False)
 
 
 def pytest_runtest_logreport(report):
