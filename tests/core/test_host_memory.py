@@ -14,20 +14,20 @@ _CHILD = textwrap.dedent('''
     applied = reuse_host_memory()
     import jax, jax.numpy as jnp
     @jax.jit
-    def f(x):  # the gradient of a 3-layer MLP on 25,000 rows: ~115 MB of temporaries per call
+    def f(x):  # the gradient of a 3-layer MLP on 50,000 rows: ~230 MB of temporaries per call
         def loss(ws):
             h = x
             for w in ws:
                 h = jnp.tanh(h @ w)
             return jnp.sum(h)
         return jax.grad(loss)([jnp.full((256, 256), 0.01)] * 3)
-    x = jnp.ones((25000, 256))
+    x = jnp.ones((50000, 256))
     calls = []
-    for _ in range(8):
+    for _ in range(12):
         r0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         jax.block_until_ready(f(x))
         calls.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0)
-    faults = sorted(calls[2:])[3]  # median per call after two warm-up calls
+    faults = sorted(calls[2:])[5]  # median per call after two warm-up calls
     with warnings.catch_warnings(record=True) as late:
         warnings.simplefilter("always")
         if sys.argv[1] == "late":  # switched back on, but XLA has run by now: no effect, one warning
@@ -52,7 +52,7 @@ def test_reuse_host_memory_stops_per_call_page_faults_and_warns_when_late():
     default = _run("late", JAXCAM_REUSE_MEMORY="0")
     reused = _run("reuse")
     assert default["applied"] is False and reused["applied"] is True
-    # ~115 MB of fresh pages: 32,834 faults per call by default, 0 reused (measured 2026-12-05)
-    assert default["faults"] > 15_000, default
+    # ~230 MB of fresh pages is ~60,000 faults per call by default; reused, next to none
+    assert default["faults"] > 30_000, default
     assert reused["faults"] < 0.05 * default["faults"], (reused, default)
     assert default["late"] is False and any("GLIBC_TUNABLES" in w for w in default["warned"]), default
