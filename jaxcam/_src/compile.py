@@ -70,7 +70,7 @@ def guard_memory_maps(fraction: float = GUARD_FRACTION, *, every: float = GUARD_
     traced by an enclosing transformation; returns True when it cleared the caches.
     """
     now = time.monotonic()
-    if now - _guard["last"] < every or os.environ.get(GUARD_SWITCH, "1").strip() == "0":
+    if now - _guard["last"] < every or not switched_on(GUARD_SWITCH):
         return False
     if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(inputs)):
         return False
@@ -89,9 +89,14 @@ def guard_memory_maps(fraction: float = GUARD_FRACTION, *, every: float = GUARD_
     return True
 
 
+def switched_on(variable: str) -> bool:
+    """False when the environment sets `variable` to 0 (or false/off/no); read at each call."""
+    return os.environ.get(variable, "1").strip().lower() not in ("0", "false", "off", "no")
+
+
 def tuning_enabled() -> bool:
     """False when the environment says ``JAXCAM_CPU_TUNING=0`` (or false/off/no)."""
-    return os.environ.get(SWITCH, "1").strip().lower() not in ("0", "false", "off", "no")
+    return switched_on(SWITCH)
 
 
 def user_flags() -> set:
