@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcam._src.arrays import on_device
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -72,7 +74,7 @@ class Model:
         images = np.asarray(images)
         scale = 255.0 if images.dtype == np.uint8 else 1.0
         x = images.astype(np.float32) / scale
-        return jnp.asarray((x - np.asarray(self.info.mean, np.float32)) / np.asarray(self.info.std, np.float32))
+        return on_device((x - np.asarray(self.info.mean, np.float32)) / np.asarray(self.info.std, np.float32))
 
     @classmethod
     def from_functions(

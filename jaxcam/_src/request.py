@@ -17,6 +17,7 @@ from jaxcam._src.kinds import as_model
 from jaxcam._src.model import Model
 from jaxcam._src import split as split_lib
 from jaxcam._src import scores as targets_lib
+from jaxcam._src.arrays import on_device
 
 _CHANNEL_COUNTS = (1, 3, 4)
 
@@ -52,7 +53,7 @@ def check_input(x) -> jnp.ndarray:
         raise TypeError(
             f"x has dtype {x.dtype}: expected floats. Convert and normalize first, e.g. model.preprocess(images)"
         )
-    return x if isinstance(x, jax.Array) or isinstance(x, jax.core.Tracer) else jnp.asarray(x)
+    return x if isinstance(x, jax.Array) or isinstance(x, jax.core.Tracer) else on_device(np.asarray(x))
 
 
 def make_request(model, x, layer: Optional[str], targets, reshape_transform=None) -> Request:

@@ -21,7 +21,6 @@ from typing import Callable, Mapping, Optional, Tuple
 
 import flax
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxcam._src.model import Model
@@ -30,6 +29,7 @@ import jaxcam.models.convert as convert
 import jaxcam.models.densenet as densenet
 import jaxcam.models.swin as swin
 import jaxcam.models.zoo as zoo
+from jaxcam._src.arrays import on_device
 
 _TV = "https://download.pytorch.org/models/"
 _AKAMASTER = "https://github.com/akamaster/pytorch_resnet_cifar10/raw/master/pretrained_models/"
@@ -228,7 +228,7 @@ def _with_new_head(spec: Spec, state_dict: dict, classes: int, seed: int, class_
     flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(model.variables))
     template = flax.traverse_util.unflatten_dict({k: v for k, v in flat.items() if k[1:1 + len(head)] != head})
     loaded = flax.traverse_util.flatten_dict(convert.torch_to_flax(body, template, spec.rename))
-    merged = {k: jnp.asarray(loaded.get(k, v)) for k, v in flat.items()}
+    merged = {k: on_device(loaded.get(k, v)) for k, v in flat.items()}
     return model.with_variables(flax.traverse_util.unflatten_dict(merged))
 
 
@@ -252,7 +252,7 @@ def _from_saved(saved: Mapping, num_classes: Optional[int], class_names) -> Mode
     if expected != jax.tree_util.tree_map(np.shape, variables):
         raise ValueError(f"saved variables do not fit a {saved['model']} with {classes} classes "
                          "(different layers or shapes)")
-    return abstract.with_variables(jax.tree_util.tree_map(jnp.asarray, variables))
+    return abstract.with_variables(on_device(variables))
 
 
 # ---------------------------------------------------------------- run folders of jaxcam.train
@@ -323,4 +323,4 @@ def load_checkpoint(path: str) -> Model:
         except (ValueError, KeyError, TypeError) as e:
             raise CheckpointMismatchError(f"{directory}/{step} does not match a fresh {meta['model']} with "
                                           f"{meta['num_classes']} classes: {e}") from e
-    return model.with_variables({k: jax.tree_util.tree_map(jnp.asarray, v) for k, v in restored.items()})
+    return model.with_variables({k: on_device(v) for k, v in restored.items()})

@@ -12,6 +12,7 @@ import numpy as np
 from flax import nnx
 
 from jaxcam import nn as jnn
+from jaxcam._src.arrays import on_device
 
 
 def _conv(cin, cout, kernel, stride, rngs):
@@ -134,7 +135,7 @@ def load_linen_variables(module: nnx.Module, variables) -> nnx.Module:
             node = node[p]
         if tuple(node.shape) != tuple(np.shape(value)):
             raise ValueError(f"{'/'.join(path)}: shape {np.shape(value)} vs NNX {tuple(node.shape)}")
-        node.set_value(jnp.asarray(value))
+        node.set_value(on_device(value))
         done.add(path)
     missing = sorted("/".join(p) for p in targets if p not in done)
     if missing:

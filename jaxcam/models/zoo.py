@@ -21,6 +21,7 @@ import jaxcam.models.swin as swin
 import jaxcam.models.vgg as vgg
 import jaxcam.models.vit as vit
 from jaxcam.models.classes import default_names
+from jaxcam._src.arrays import on_device
 
 Weights = Union[None, Mapping]
 
@@ -73,7 +74,7 @@ def build(module, info: ModelInfo, weights: Weights = None, seed: int = 0, renam
         variables = _init(module, seed, size)
     else:
         template = convert.abstract_variables(module, (1, size, size, 3))
-        variables = jax.tree_util.tree_map(jnp.asarray, convert.torch_to_flax(weights, template, rename))
+        variables = on_device(convert.torch_to_flax(weights, template, rename))
     return Model(module, variables, info)
 
 

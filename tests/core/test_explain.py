@@ -16,7 +16,7 @@ import jaxcam
 from jaxcam import jobs
 from jaxcam._src import compile as compile_lib
 from jaxcam._src import runner
-from tests.helpers import tiny_images, tiny_model
+from tests.helpers import tiny_images, tiny_model, xla_flags
 
 ROOT = str(Path(__file__).resolve().parents[2])
 # The 4-device subprocess builds the same model from the same helper.
@@ -107,7 +107,7 @@ def test_four_devices_give_the_same_maps_as_one(model, images, tmp_path):
             out["shards"] = len(result.batches[0].maps.sharding.device_set)
         print(json.dumps(out))
     """)
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    env = dict(os.environ, XLA_FLAGS=xla_flags("--xla_force_host_platform_device_count=4"), JAX_PLATFORMS="cpu")
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -198,7 +198,7 @@ def test_user_xla_flags_stay_in_effect():
         assert compile_lib.cpu_options() == {}
         print("ok")
     """)
-    flags = "--xla_force_host_platform_device_count=3 --xla_cpu_experimental_ynn_fusion_type=dot"
+    flags = xla_flags("--xla_force_host_platform_device_count=3", "--xla_cpu_experimental_ynn_fusion_type=dot")
     env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
     env.pop("JAXCAM_CPU_TUNING", None)
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)

@@ -305,7 +305,7 @@ def test_methods_explain_through_onednn():
     assert "jaxcam_conv_fwd" in text
     assert "jaxcam_pool" in jax.jit(jax.grad(lambda x: jnp.sum(model(x)))).lower(x).as_text()
     calls = [lambda: jaxcam.grad_cam(model, x, layer="layer3"), lambda: jaxcam.shapley_cam(model, x, layer="layer3"),
-             lambda: jaxcam.guided_backprop(model, x), lambda: jaxcam.score_cam(model, x, layer="layer4", chunk_size=64)]
+             lambda: jaxcam.guided_backprop(model, x), lambda: jaxcam.score_cam(model, x, layer="layer3", chunk_size=64)]
     got = [call() for call in calls]
     with jnn.plain():
         want = [call() for call in calls]

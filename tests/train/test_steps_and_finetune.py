@@ -13,6 +13,7 @@ from PIL import Image
 
 import jaxcam
 from jaxcam import train
+from tests.helpers import xla_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
@@ -113,7 +114,7 @@ print(jax.local_device_count(), *losses)
 def test_four_devices_give_the_same_losses_as_one():
     outs = []
     for flags in ("", "--xla_force_host_platform_device_count=4"):
-        env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
+        env = dict(os.environ, XLA_FLAGS=xla_flags(flags), JAX_PLATFORMS="cpu")
         result = subprocess.run([sys.executable, "-c", _LOSSES], env=env, capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stderr[-2000:]
         outs.append([float(v) for v in result.stdout.split()])
