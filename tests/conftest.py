@@ -10,10 +10,10 @@ import tempfile
 
 # One OpenMP thread per test worker (before torch or jaxcam's oneDNN load libgomp, which reads it once). The
 # suite runs as many workers as cores (`pytest -n 2` on 2 cores): a worker's OpenMP threads (torch's and
-# oneDNN's) only contend with the other worker, and libgomp's threads spin while they wait for work. Measured
-# 2026-12-05 on 2 cores, the same tree: 479 s with the default threads, 416 s with OMP_NUM_THREADS=1 (twice,
-# loads ~1-2.5 before, the suite's own 2-3.4 after). A value set by the caller wins; XLA's own threads are left
-# as they are (turning Eigen's off moved one ill-conditioned map by 1.5e-5). Subprocesses inherit it.
+# oneDNN's) only contend with the other worker, and libgomp's idle threads spin. Measured 2026-12-05 on 2
+# cores, one tree: 426 s with OMP_NUM_THREADS=2 (the default there), 414-416 s with 1 (three runs). A value
+# the caller sets wins; XLA's own threads are left as they are (turning Eigen's off gained nothing and moved
+# one ill-conditioned map by 1.5e-5). Subprocesses inherit it.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
