@@ -195,6 +195,12 @@ batching.primitive_batchers[kernel_grad_p] = _kernel_grad_batch
 
 
 def lax_max_pool(x, window, strides, pads):
+    """XLA's reduce_window. Half precision goes through float32 and back, which is exact (every bfloat16 or
+    float16 value is a float32 value, and the max picks one of them): XLA:CPU's bfloat16 reduce_window is
+    ~3x slower than its float32 one (ResNet-18's stem pool, 8x112x112x64: 13.6 ms against 4.5 ms with the
+    casts, AMD Zen 4, 2 cores), which was ~15% of a bfloat16 ResNet-18 forward."""
+    if x.dtype in (jnp.bfloat16, jnp.float16):
+        return lax_max_pool(x.astype(jnp.float32), window, strides, pads).astype(x.dtype)
     return lax.reduce_window(x, -jnp.inf, lax.max, (1, *window, 1), (1, *strides, 1), ((0, 0), *pads, (0, 0)))
 
 

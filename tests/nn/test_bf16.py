@@ -205,6 +205,24 @@ def test_bf16_max_pool_gradient_on_onednn_picks_the_first_maximum():
     np.testing.assert_array_equal(_f64(got), _f64(want))
 
 
+@pytest.mark.parametrize("dtype", [BF16, jnp.float16])
+def test_half_precision_max_pool_value_equals_a_brute_force_max(dtype):
+    """Half-precision max pooling computes in float32 and casts back (XLA:CPU's bfloat16 reduce_window is ~3x
+    slower); that is exact, so the value equals a numpy max over each window, in its own dtype, on both paths."""
+    x = jnp.round(jax.random.normal(jax.random.key(2), (2, 12, 13, 3)) * 3).astype(dtype)  # ties
+    x = x.at[0, 0, 0, 0].set(jnp.asarray(0.1, dtype))  # one value that is not an integer
+    window, strides, pads = (3, 3), (2, 2), ((1, 1), (1, 0))
+    xp = np.pad(_f64(x), ((0, 0), pads[0], pads[1], (0, 0)), constant_values=-np.inf)
+    oh, ow = (xp.shape[1] - 3) // 2 + 1, (xp.shape[2] - 3) // 2 + 1
+    want = np.stack([np.stack([xp[:, 2 * i:2 * i + 3, 2 * j:2 * j + 3].max(axis=(1, 2)) for j in range(ow)], 1)
+                     for i in range(oh)], 1)
+    for native in (True, False):
+        with jnn.native(native):
+            got = jax.jit(lambda x: ops.max_pool(x, window, strides, pads))(x)
+        assert got.dtype == dtype
+        np.testing.assert_array_equal(_f64(got), want)
+
+
 def test_float32_and_mixed_dtypes_unchanged():
     """float32 still takes the float32 kernels; bf16 x f32 operands (which lax rejects) never reach oneDNN."""
     if not _native.available():
