@@ -1,4 +1,5 @@
 """Test building blocks shared by several test files (one definition each)."""
+import os
 from pathlib import Path
 
 import flax.linen as nn
@@ -20,10 +21,8 @@ class ConvReLU(nn.Module):
 def xla_flags(*extra: str) -> str:
     """XLA_FLAGS for a subprocess: the suite's own (tests/conftest.py: compile at level 0) plus `extra`.
 
-    A subprocess given only its extra flags would compile at XLA's full optimization (measured: the
-    four-device training test took 15.3 s that way)."""
-    import os
-
+    A subprocess given only its extra flags would compile at XLA's full optimization (measured alone: the
+    four-device training test took 11.0 s that way, 9.8 s with the suite's flags)."""
     return " ".join([os.environ.get("XLA_FLAGS", ""), *extra]).strip()
 
 
