@@ -11,7 +11,8 @@ jaxcam's side and channels_last on torch's.
 
 - forward: logits of a batch (torch under no_grad; jaxcam jitted with its CPU options).
 - forward+backward: gradients of sum(logits) with respect to the input and every parameter (what
-  input-gradient CAM methods and FullGrad run; the training step has its own benchmark).
+  input-gradient CAM methods and FullGrad run; the training step has its own benchmark). As on torch's
+  side, BatchNorm's running statistics are not differentiated (torch keeps them as buffers).
 - Each cell: `--rounds` alternating rounds of about one second of calls per side; the best round's
   time per call is kept. "x torch" = torch time / jaxcam time (> 1: jaxcam faster).
 - `--xla` adds jaxcam with its oneDNN kernels switched off (`jaxcam.nn.native(False)`): XLA:CPU's
@@ -99,10 +100,16 @@ def jax_side(name, px, batch, dtype, native: bool):
     variables = jax.tree_util.tree_map(lambda v: v.astype(dt), model.variables)
     x = jnp.asarray(np.random.default_rng(0).standard_normal((batch, px, px, 3), np.float32), dt)
     apply = model.module.apply
+    params = variables["params"]
+    rest = {k: v for k, v in variables.items() if k != "params"}  # BatchNorm's running statistics: not differentiated
+
+    def loss(params, x):
+        return apply(dict(rest, params=params), x).astype(jnp.float32).sum()
+
     with jaxcam.nn.native(native):
         fwd = jit(lambda v, x: apply(v, x)).lower(variables, x).compile()
-        grad = jit(jax.grad(lambda v, x: apply(v, x).astype(jnp.float32).sum(), (0, 1))).lower(variables, x).compile()
-    return (lambda: fwd(variables, x).block_until_ready()), (lambda: jax.block_until_ready(grad(variables, x)))
+        grad = jit(jax.grad(loss, (0, 1))).lower(params, x).compile()
+    return (lambda: fwd(variables, x).block_until_ready()), (lambda: jax.block_until_ready(grad(params, x)))
 
 
 def main(argv=None):

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcam._src import compile as compile_lib
-from jaxcam._src.dtypes import HALF, upcast_half
+from jaxcam._src.dtypes import HALF, for_method
 from jaxcam.methods import registry
 from jaxcam._src.kinds import as_model
 from jaxcam._src.model import Model
@@ -188,7 +188,7 @@ def _head(value, count: int, size: int):
 
 @compile_lib.jit
 def _forward(model: Model, x):
-    model, x = upcast_half(model), upcast_half(x)
+    model, x = for_method(model, x)
     return model(x).astype(jnp.float32)
 
 

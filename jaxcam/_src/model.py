@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcam._src import dtypes
 from jaxcam._src.arrays import on_device
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -45,6 +46,8 @@ class ModelInfo:
         (N, tokens, C) to the grid (N, h, w, C) CAM methods work on, e.g. `jaxcam.tokens_to_grid`.
         The split applies it to every layer whose output has one axis fewer than the input, for
         every method; the head gets the grid back in token layout (other tokens kept).
+      compute_dtype: None (float32, the default) or ``"bfloat16"``: the floating type the model's layers
+        run in while methods explain it. Set it with `Model.with_compute_dtype`.
     """
 
     name: str = "custom"
@@ -55,6 +58,7 @@ class ModelInfo:
     class_names: tuple = dataclasses.field(default=(), repr=False)
     input_size: int = 224
     reshape_transform: Optional[Callable] = None
+    compute_dtype: Optional[str] = None
 
 
 @flax.struct.dataclass
@@ -66,8 +70,38 @@ class Model:
     info: ModelInfo = flax.struct.field(pytree_node=False, default=ModelInfo())
 
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        """Class scores (N, num_classes) of NHWC input (N, H, W, C) in eval mode."""
-        return self.module.apply(self.variables, x)
+        """Class scores (N, num_classes) of NHWC input (N, H, W, C) in eval mode (float32 scores from a
+        model with a bfloat16 `compute_dtype`)."""
+        return dtypes.from_compute(self.info, self.module.apply(self.variables, dtypes.to_compute(self.info, x)))
+
+    def with_compute_dtype(self, dtype) -> "Model":
+        """This model computing in `dtype` ("bfloat16" or jnp.bfloat16; "float32" or None: the default)
+        while methods explain it.
+
+        In bfloat16 the parameters are stored in bfloat16 (BatchNorm's running statistics stay float32), the
+        input is cast where it enters the network, and the layers run bfloat16 convolutions (oneDNN's
+        bfloat16 kernels on CPUs with AVX512-BF16 or AMX); the layer's activations and the scores come back
+        to the method in float32, so the method's own arithmetic (weights, sums, normalization) is float32.
+        Maps differ from float32 ones by bfloat16's rounding (BENCHMARKS.md measures how much).
+        ``with_compute_dtype("float32")`` computes in float32 again from the bfloat16-rounded parameters.
+
+        Example:
+          >>> fast = model.with_compute_dtype("bfloat16")
+          >>> maps = jaxcam.score_cam(fast, x)   # doctest: +SKIP
+        """
+        name = dtypes.check_compute_dtype(dtype)
+        if name == self.info.compute_dtype:
+            return self
+        store = jnp.dtype(name or "float32")
+
+        def cast(path, v):
+            keys = [getattr(k, "key", getattr(k, "name", None)) for k in path]
+            if "batch_stats" in keys or not jnp.issubdtype(jnp.result_type(v), jnp.floating):
+                return v
+            return v.astype(store) if jnp.result_type(v) in (jnp.float32, *dtypes.HALF) else v
+
+        variables = jax.tree_util.tree_map_with_path(cast, self.variables)
+        return self.replace(variables=variables, info=dataclasses.replace(self.info, compute_dtype=name))
 
     def preprocess(self, images) -> jnp.ndarray:
         """uint8 or [0, 1] float images (N, H, W, 3) -> normalized float32 model input."""

@@ -32,7 +32,7 @@ from jaxcam._src import compile as compile_lib
 from jaxcam._src import blank, maps
 from jaxcam._src.projection import first_component
 from jaxcam._src.request import make_request, spatial_activation_shape
-from jaxcam._src.dtypes import as_map_float, upcast_half
+from jaxcam._src.dtypes import as_map_float, for_method
 from jaxcam._src.split import Split
 from jaxcam._src.tokens import ReshapedSplit
 
@@ -158,7 +158,7 @@ def reduce_channels(cam: jnp.ndarray, eigen_smooth: bool, input_ndim: int = 4) -
 
 @functools.partial(compile_lib.jit, static_argnums=(0, 4, 5, 6, 7, 8))
 def _run_jit(core, model, x, classes, layer, target_fn, final_activation, shared: Shared, options):
-    model, x = upcast_half(model), upcast_half(x)
+    model, x = for_method(model, x)
     split = Split(model, layer)
     if shared.reshape_transform is not None:
         split = ReshapedSplit(split, shared.reshape_transform)

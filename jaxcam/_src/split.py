@@ -33,6 +33,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxcam._src import dtypes
 from jaxcam._src.model import Model
 from jaxcam._src.hints import closest
 from jaxcam._src.tokens import from_grid
@@ -188,7 +189,7 @@ class Split:
 
     def features(self, x: jnp.ndarray) -> jnp.ndarray:
         """Activations of the layer: (N, h, w, C) for x (N, H, W, 3); token layers seen as a grid."""
-        a = self.layer_output(x)
+        a = dtypes.from_compute(self.model.info, self.layer_output(x))
         return self.transform(a) if self._is_token_layer(a, x) else a
 
     def _is_token_layer(self, a, x) -> bool:
@@ -196,7 +197,8 @@ class Split:
         return self.transform is not None and a.ndim == x.ndim - 1
 
     def layer_output(self, x: jnp.ndarray) -> jnp.ndarray:
-        """The layer's own output (tokens (N, T, C) for a token layer)."""
+        """The layer's own output (tokens (N, T, C) for a token layer), in the model's compute dtype."""
+        x = dtypes.to_compute(self.model.info, x)
         kind = kind_of(self.model)
         if kind is not None:
             return kind.features(self.model.variables, x, self.layer)
@@ -225,13 +227,15 @@ class Split:
             (N, num_classes). The saving is large when the head is re-run thousands of times.
             Without a named classifier, `classes` is ignored and all logits are returned.
         """
+        info = self.model.info
+        x, activations = dtypes.to_compute(info, x), dtypes.to_compute(info, activations)
         if self.transform is not None:
             tokens = self.layer_output(x)
             if self._is_token_layer(tokens, x):  # the grid back in token layout, other tokens kept
                 activations = from_grid(self.transform, tokens, activations)
         kind = kind_of(self.model)
         if kind is not None:
-            return kind.head(self.model.variables, x, self.layer, activations)
+            return dtypes.from_compute(info, kind.head(self.model.variables, x, self.layer, activations))
         gather = classes is not None and self.can_gather_classes
         classifier = parse_layer(self.model.info.classifier) if gather else None
 
@@ -248,7 +252,7 @@ class Split:
             return next_fun(*args, **kwargs)
 
         with nn.intercept_methods(interceptor):
-            return self.model.module.apply(self.model.variables, x)
+            return dtypes.from_compute(info, self.model.module.apply(self.model.variables, x))
 
     def apply_head(self, variables, x: jnp.ndarray, activations: jnp.ndarray, **apply_kwargs):
         """`module.apply(variables, x, **apply_kwargs)` with the layer's output replaced by `activations`.

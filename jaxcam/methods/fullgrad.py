@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxcam._src import dtypes
 from jaxcam._src import scores as targets_lib
 from jaxcam._src.kinds import as_model
 from jaxcam._src.request import check_input, spatial_axes
@@ -60,12 +61,12 @@ def bias_outputs(model, x, probes=None):
             path = "/".join(context.module.path)
             found[path] = (out, _effective_bias(context.module, out.dtype))
             if probes is not None and path in probes:
-                out = out + probes[path]
+                out = out + probes[path].astype(out.dtype)
         return out
 
     with nn.intercept_methods(record):
-        scores = model.module.apply(model.variables, x)
-    return scores, found
+        scores = model.module.apply(model.variables, dtypes.to_compute(model.info, x))
+    return dtypes.from_compute(model.info, (scores, found))  # float32 from a bfloat16 model
 
 
 NO_BIAS_LAYERS = ("fullgrad reads every bias layer of the model, which a model of kind {kind} (e.g. "
