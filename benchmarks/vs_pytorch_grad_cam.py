@@ -2,6 +2,7 @@
 
     python benchmarks/vs_pytorch_grad_cam.py            # ResNet-50, 224 px, batch 1 and 8 (~25 min)
     python benchmarks/vs_pytorch_grad_cam.py --quick    # ResNet-18, 128 px, fewer repeats (~3 min)
+    python benchmarks/vs_pytorch_grad_cam.py --arch resnet18 --bf16   # jaxcam explaining in bfloat16
 
 Builds torchvision ResNet-50 (random init, seed 0, eval) and the same weights in jaxcam
 (`jaxcam.models.resnet50(weights=state_dict)`), then for every CAM method both libraries have
@@ -25,6 +26,10 @@ How each side is timed:
     (its map check is then done on the batch-1 image, which is image 0 of the larger batch).
   * "x fwd": jaxcam's time as a multiple of one jitted jaxcam forward pass at the same batch (compiled
     with jaxcam's CPU options, as its methods are).
+  * ``--bf16``: jaxcam explains ``model.with_compute_dtype("bfloat16")`` (layers in bfloat16, the method's
+    arithmetic in float32); pgc stays float32 (under ``torch.autocast`` bfloat16 it fails: it converts
+    the activations to numpy, which has no bfloat16), so "max abs diff" is bfloat16's effect on the map.
+    The forward rows are float32 on both sides.
   * Threads: this process is pinned to `--threads` cores (sched_setaffinity, before jax or torch
     start their thread pools) and torch uses ``set_num_threads(threads)``.
 
@@ -144,6 +149,8 @@ def parse_args(argv=None):
                    help="time budget of one row; longer rows are measured once or estimated (60)")
     p.add_argument("--methods", type=_methods,
                    help="comma-separated labels or registry names/aliases to run (default: all)")
+    p.add_argument("--bf16", action="store_true",
+                   help="jaxcam's model computing in bfloat16 (pgc stays float32: it cannot run in bfloat16)")
     p.add_argument("--out", default="BENCHMARKS.md", help="markdown report ('' to skip)")
     a = p.parse_args(argv)
     a.arch = a.arch or ("resnet18" if a.quick else "resnet50")
@@ -226,6 +233,7 @@ class Bench:
         self.classes_all = logits.argmax(-1).astype(np.int32)
         jax_logits = np.asarray(jax.jit(lambda m, x: m(x))(self.model, self.x_all))
         self.logit_diff = float(np.abs(jax_logits - logits).max())
+        self.explained = self.model.with_compute_dtype("bfloat16") if args.bf16 else self.model
         self.fwd = {}
         self.b1 = {}  # label -> (pgc s, jax s, pgc map, jax map) at batch 1, for estimated rows
 
@@ -277,17 +285,18 @@ class Bench:
         if fn_name in JAX_AOT:
             t = time.perf_counter()
             compiled = self.jit(lambda m, x, t: fn(m, x, layer=self.layer, targets=t)).lower(
-                self.model, x, classes).compile()
+                self.explained, x, classes).compile()
             compile_s = time.perf_counter() - t
             seconds, maps, calls = median_time(
-                lambda: compiled(self.model, x, classes).block_until_ready(), self.args.repeats, self.args.max_seconds
+                lambda: compiled(self.explained, x, classes).block_until_ready(), self.args.repeats,
+                self.args.max_seconds,
             )
             return seconds, compile_s, self.np.asarray(maps), calls
         t = time.perf_counter()
-        maps = fn(self.model, x, layer=self.layer, targets=classes).block_until_ready()
+        maps = fn(self.explained, x, layer=self.layer, targets=classes).block_until_ready()
         first = time.perf_counter() - t
         seconds, maps, calls = median_time(
-            lambda: fn(self.model, x, layer=self.layer, targets=classes).block_until_ready(),
+            lambda: fn(self.explained, x, layer=self.layer, targets=classes).block_until_ready(),
             self.args.repeats, self.args.max_seconds,
         )
         return seconds, max(first - seconds, 0.0), self.np.asarray(maps), calls
@@ -375,6 +384,7 @@ def machine_info(args, bench) -> str:
         f"- XLA_FLAGS: `{os.environ.get('XLA_FLAGS', '')}`",
         f"- model: torchvision {args.arch} (random init, seed 0, eval) and the same weights in jaxcam; "
         f"logits max abs diff {bench.logit_diff:.1e}; input {args.size} px, {bench.layer}",
+        f"- precision: {'jaxcam bfloat16 (with_compute_dtype), pgc float32' if args.bf16 else 'float32'}",
         f"- repeats: median of up to {args.repeats} calls after one warm-up; row budget {args.max_seconds:g} s",
     ])
 
