@@ -166,9 +166,25 @@ def _stats(x):
     return mean, jnp.maximum(0.0, mean2 - jnp.square(mean))
 
 
+def channel_broadcast(v, like):
+    """Per-channel v (C,) broadcast to `like`'s shape (..., W, C), in two stages: (W, C), then (rows, W*C).
+
+    The same values as plain broadcasting; what differs is the transpose autodiff makes of it (a
+    parameter's gradient): two-stage sums, as `channel_sums`, instead of one sum over N, H and W, which
+    XLA:CPU tiles into a slow reduce-window (eval-mode BatchNorm's scale and shift gradients: 1.8x faster,
+    16x112x112x32 in float32 on AMD Zen 4)."""
+    if is_plain() or like.ndim < 3:
+        return v
+    w, c = like.shape[-2], like.shape[-1]
+    rows = like.size // (w * c)
+    return jnp.broadcast_to(jnp.broadcast_to(v, (w, c)).reshape(w * c), (rows, w * c)).reshape(like.shape)
+
+
 def _bn_apply(x, mean, var, scale, bias, epsilon):
     mul = lax.rsqrt(var + epsilon) * scale.astype(jnp.float32)
-    return ((x.astype(jnp.float32) - mean) * mul + bias.astype(jnp.float32)).astype(x.dtype)
+    x32 = x.astype(jnp.float32)
+    return ((x32 - channel_broadcast(mean, x)) * channel_broadcast(mul, x)
+            + channel_broadcast(bias.astype(jnp.float32), x)).astype(x.dtype)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))

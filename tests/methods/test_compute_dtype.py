@@ -1,8 +1,8 @@
 """Explaining in bfloat16 (`Model.with_compute_dtype`, `jaxcam render --bf16`, issue 25).
 
 The model's layers run in bfloat16 while the method's arithmetic stays float32. Checked against
-pytorch-grad-cam's float32 maps on identical weights (torchvision ResNet-18, randomized BatchNorm
-statistics, 64 px): the bfloat16 maps stay within bfloat16's rounding of them, and differ from jaxcam's
+pytorch-grad-cam's float32 maps on identical weights (torchvision ResNet-18 at 64 px and the CIFAR ResNet-20
+at 32 px, randomized BatchNorm statistics): the bfloat16 maps stay within bfloat16's rounding of them, and differ from jaxcam's
 float32 maps by more than float32 noise (so the layers did run in bfloat16).
 """
 import contextlib
@@ -21,15 +21,16 @@ from tests.helpers import random_pngs
 from tests.torch_utils import nhwc_to_torch
 
 TARGETS = [3, 7]
-# Measured max-abs against pgc's float32 maps (64 px, layer4, two images, Zen 4 with oneDNN's
-# bfloat16 kernels): Grad-CAM 5.3e-3, Score-CAM 1.03e-2; jaxcam's float32 maps agree with pgc within 4e-6.
+# Measured max-abs against pgc's float32 maps (two images, Zen 4 with oneDNN's bfloat16 kernels): Grad-CAM
+# 5.3e-3 (ResNet-18, layer4, 64 px), Score-CAM 9.1e-3 (ResNet-20, layer3, 32 px); jaxcam's float32 maps agree
+# with pgc's within 1.3e-6 there.
 BF16_TOL = {"grad_cam": 5e-2, "score_cam": 0.1}
 F32_NOISE = 1e-4  # float32 maps agree with pgc's within 1e-5: a larger change means bfloat16 ran
 
 
 @pytest.fixture(scope="module")
 def images():
-    return np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype(np.float32)
+    return np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype(np.float32)  # ResNet-18's
 
 
 def test_with_compute_dtype_stores_bfloat16_parameters_and_checks_its_argument(resnet18):
@@ -61,15 +62,24 @@ def test_layers_run_in_bfloat16_and_hand_float32_to_the_method(resnet18, images)
     assert g.dtype == jnp.float32 and float(jnp.abs(g).max()) > 0
 
 
-@pytest.mark.parametrize("name,pgc", [("grad_cam", "GradCAM"), ("score_cam", "ScoreCAM")])
-def test_bfloat16_maps_stay_within_bfloat16_rounding_of_pytorch_grad_cam(name, pgc, resnet18, tv_resnet18, images):
-    with getattr(pytorch_grad_cam, pgc)(model=tv_resnet18, target_layers=[tv_resnet18.layer4[-1]]) as cam:
+CASES = {  # method -> (pgc class, jaxcam model fixture, torch model fixture, torch layer, jaxcam layer, px)
+    "grad_cam": ("GradCAM", "resnet18", "tv_resnet18", lambda m: m.layer4[-1], "layer4", 64),
+    "score_cam": ("ScoreCAM", "resnet20", "tv_resnet20", lambda m: m.layer3, "layer3", 32),  # 64 forwards per image
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_bfloat16_maps_stay_within_bfloat16_rounding_of_pytorch_grad_cam(name, request):
+    pgc, model, tv_model, tv_layer, layer, px = CASES[name]
+    model, tv_model = request.getfixturevalue(model), request.getfixturevalue(tv_model)
+    images = np.random.default_rng(0).normal(size=(2, px, px, 3)).astype(np.float32)
+    with getattr(pytorch_grad_cam, pgc)(model=tv_model, target_layers=[tv_layer(tv_model)]) as cam:
         if pgc == "ScoreCAM":
             cam.batch_size = 64
         expected = cam(input_tensor=nhwc_to_torch(images), targets=[ClassifierOutputTarget(t) for t in TARGETS])
     method = getattr(jaxcam, name)
-    fast = np.asarray(method(resnet18.with_compute_dtype("bfloat16"), jnp.asarray(images), "layer4", TARGETS))
-    full = np.asarray(method(resnet18, jnp.asarray(images), "layer4", TARGETS))
+    fast = np.asarray(method(model.with_compute_dtype("bfloat16"), jnp.asarray(images), layer, TARGETS))
+    full = np.asarray(method(model, jnp.asarray(images), layer, TARGETS))
     err, err32 = np.abs(fast - expected).max(), np.abs(full - expected).max()
     print(f"{name}: bfloat16 vs pgc float32 max-abs {err:.2e}, float32 vs pgc {err32:.2e}")
     assert err32 < 1e-5
