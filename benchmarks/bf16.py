@@ -21,7 +21,9 @@ after: figures taken with a 1-minute load at or above 1.5 are not publishable.
 Grad-CAM: the map of ResNet-18 (layer4, random weights) on a shipped photo with the parameters and
 image in bfloat16 against float32, max-abs difference. jaxcam's methods upcast half-precision inputs
 and parameters to float32 inside their jit (jaxcam._src.dtypes.upcast_half), so this difference comes
-from bfloat16 storage only, not from bfloat16 arithmetic.
+from bfloat16 storage only, not from bfloat16 arithmetic. Explaining with the layers computing in bfloat16
+(`model.with_compute_dtype("bfloat16")`) is measured by benchmarks/bf16_maps.py and
+`benchmarks/vs_pytorch_grad_cam.py --bf16`.
 """
 from __future__ import annotations
 
