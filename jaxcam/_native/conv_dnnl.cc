@@ -304,12 +304,15 @@ void bwd_weights_run(Entry& e, memory src, memory diff_dst, memory diff_wei_user
 
 // A bfloat16 kernel gradient through the float32 primitive: both operands widened to float32 (exact),
 // the float32 result rounded to bfloat16 once -- the same value as the bfloat16 primitive's up to the
-// order of the float32 sums (that one also accumulates in float32). oneDNN 3.2's bfloat16
-// backward-weights kernel (jit_bf16 on AVX512-BF16) is 10-20x slower than the float32 one on small or
-// strided outputs (ResNet-18 at 128 px, batch 32, Zen 4: 3x3 on 8x8 and 4x4 maps, and every 3x3 stride
-// 2: ~250 ms against 13-24 ms) and ~1.5x faster on large stride-1 ones (16x16 and up: 13 ms against
-// 22; the 7x7 stem at 64x64: 14 against 30). `use_bf16_kernel_grad` picks by shape, deterministically
-// (the same choice, hence the same bits, on every run).
+// order of the float32 sums (that one also accumulates in float32). Used where oneDNN 3.2 has only a gemm
+// or reference bfloat16 kernel for the shape (5x5 depthwise: 11-13 ms against 3.6-6.2 widened,
+// EfficientNet-Lite0 at 128 px, batch 32, Zen 4). Everywhere else the bfloat16 primitive, with its
+// activations in the blocked layouts it asks for, is faster: 1.05-3.3x over every ResNet-18/20 and Lite0
+// layer measured (session 11, /work/scratch/s11/kgrad_layers.py and kgrad_dw.py; e.g. ResNet-18 at 128 px,
+// batch 32, 3x3 on 4x4 maps: 6.7 ms against 11.1). Session 8's 10-20x slowdown of the bfloat16 kernel on
+// small or strided outputs was measured before the activations were reordered into those layouts.
+// `use_bf16_kernel_grad` decides by shape, deterministically (the same choice, hence the same bits, on
+// every run).
 struct Widened {
   Entry* f32 = nullptr;  // the float32 kernel-gradient entry of the same geometry
   memory src, dst, wei;  // float32 NHWC operands and the float32 HWIO result
@@ -343,15 +346,12 @@ void bwd_weights_widened(Widened& w, memory src, memory diff_dst, memory diff_we
 }
 
 // Whether a bfloat16 kernel gradient runs the bfloat16 primitive (else widened to float32):
-// JAXCAM_BF16_KERNEL_GRAD=bf16 / f32 forces one (for tests); by default, output maps of at least 16x16
-// at stride 1, or 32x32 at any stride (see Widened), unless oneDNN has only a gemm or reference
-// bfloat16 implementation for the shape (5x5 depthwise: gemm, 2x the float32 jit kernel's time).
+// JAXCAM_BF16_KERNEL_GRAD=bf16 / f32 forces one (for tests and benchmarks); by default the bfloat16
+// primitive unless oneDNN has only a gemm or reference bfloat16 implementation for the shape (see Widened).
 bool use_bf16_kernel_grad(const Geometry& g) {
   const char* v = std::getenv("JAXCAM_BF16_KERNEL_GRAD");
   if (v != nullptr && std::strcmp(v, "bf16") == 0) return true;
   if (v != nullptr && std::strcmp(v, "f32") == 0) return false;
-  int64_t area = g.oh * g.ow;
-  if (!((g.sh == 1 && g.sw == 1 && area >= 256) || area >= 1024)) return false;
   const std::string& impl = get(kBwdWeights, g)->impl;
   return impl.find("gemm") == std::string::npos && impl.find("ref") == std::string::npos;
 }
