@@ -99,7 +99,8 @@ def explain(method: Union[str, Callable], model, images, *, batch_size: int = 8,
       images: an array (N, H, W, C) or an iterable of images (H, W, C), all the same size. uint8
         images go through ``model.preprocess``; float images are used as given (already normalized).
         float16/bfloat16 images and model variables are accepted and computed in float32 (see
-        `jaxcam._src.dtypes.upcast_half`); other dtypes are refused with a TypeError.
+        `jaxcam._src.dtypes.upcast_half`), unless the model computes in bfloat16
+        (`Model.with_compute_dtype`); other dtypes are refused with a TypeError.
       batch_size: images per compiled call; rounded up to a multiple of the number of devices.
       layer: the layer to explain (default: the model's).
       targets: None (argmax) | int | one int per image (a sequence of length N) | callable.

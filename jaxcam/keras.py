@@ -36,6 +36,8 @@ if keras.backend.backend() != "jax":
 class KerasKind:
     """`SplitKind` of a functional Keras model; the values of ``model.variables`` are the `Model`'s variables."""
 
+    own_dtype_policy = True  # Keras layers cast to their dtype policy: `Model.with_compute_dtype` refuses them
+
     def __init__(self, model):
         self.model = model
         self._graphs = {}

@@ -150,7 +150,9 @@ class _Probed:
     def __call__(self, *args, **kwargs):
         out = self.inner(*args, **kwargs)
         self.found[self.name] = (out, self.bias.astype(out.dtype))
-        return out + self.probes[self.name] if self.probes is not None and self.name in self.probes else out
+        if self.probes is not None and self.name in self.probes:
+            return out + self.probes[self.name].astype(out.dtype)
+        return out
 
 
 def _at(module, layer):

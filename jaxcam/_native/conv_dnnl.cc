@@ -308,9 +308,10 @@ void bwd_weights_run(Entry& e, memory src, memory diff_dst, memory diff_wei_user
 // or reference bfloat16 kernel for the shape (5x5 depthwise: 11-13 ms against 3.6-6.2 widened,
 // EfficientNet-Lite0 at 128 px, batch 32, Zen 4). Everywhere else the bfloat16 primitive, with its
 // activations in the blocked layouts it asks for, is faster: 1.05-3.3x over every ResNet-18/20 and Lite0
-// layer measured (session 11, /work/scratch/s11/kgrad_layers.py and kgrad_dw.py; e.g. ResNet-18 at 128 px,
-// batch 32, 3x3 on 4x4 maps: 6.7 ms against 11.1). Session 8's 10-20x slowdown of the bfloat16 kernel on
-// small or strided outputs was measured before the activations were reordered into those layouts.
+// layer measured (notes/session-11.md; e.g. ResNet-18 at 128 px, batch 32, 3x3 on 4x4 maps: 6.7 ms against
+// 11.1). The 10-20x slowdown of the bfloat16 kernel on small or strided outputs measured earlier
+// (notes/s8-issue-25.md) predates the reorder of the activations into those layouts. Measured on AMD Zen 4
+// (AVX512-BF16) only: JAXCAM_BF16_KERNEL_GRAD=f32 restores the widened route on other CPUs if it is slower.
 // `use_bf16_kernel_grad` decides by shape, deterministically (the same choice, hence the same bits, on
 // every run).
 struct Widened {

@@ -47,6 +47,13 @@ def check_compute_dtype(dtype):
     return None if name == "float32" else name
 
 
+def input_dtype(info, dtype):
+    """The dtype a floating input of `dtype` has inside the network (the model's compute dtype, if any)."""
+    if info.compute_dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+        return jnp.dtype(dtype)
+    return jnp.dtype(info.compute_dtype)
+
+
 def to_compute(info, x):
     """A floating input entering the network, in the model's compute dtype (unchanged without one)."""
     if info.compute_dtype is None or not jnp.issubdtype(jnp.result_type(x), jnp.floating):

@@ -60,6 +60,9 @@ class ModelInfo:
     reshape_transform: Optional[Callable] = None
     compute_dtype: Optional[str] = None
 
+    def __post_init__(self):
+        object.__setattr__(self, "compute_dtype", dtypes.check_compute_dtype(self.compute_dtype))
+
 
 @flax.struct.dataclass
 class Model:
@@ -78,12 +81,16 @@ class Model:
         """This model computing in `dtype` ("bfloat16" or jnp.bfloat16; "float32" or None: the default)
         while methods explain it.
 
-        In bfloat16 the parameters are stored in bfloat16 (BatchNorm's running statistics stay float32), the
-        input is cast where it enters the network, and the layers run bfloat16 convolutions (oneDNN's
-        bfloat16 kernels on CPUs with AVX512-BF16 or AMX); the layer's activations and the scores come back
-        to the method in float32, so the method's own arithmetic (weights, sums, normalization) is float32.
-        Maps differ from float32 ones by bfloat16's rounding (BENCHMARKS.md measures how much).
+        In bfloat16 the floating parameters are stored in bfloat16 (a Linen model's ``batch_stats``, BatchNorm's
+        running statistics, stay float32; other kinds cast every floating leaf), the input is cast where it
+        enters the network, and the layers run bfloat16 convolutions (oneDNN's bfloat16 kernels on CPUs with
+        AVX512-BF16 or AMX); the layer's activations, their gradients and the scores come back to the method
+        in float32, so the method's own arithmetic (weights, sums, normalization) is float32. Maps differ
+        from float32 ones by bfloat16's rounding: little for gradient methods, more for perturbation methods
+        (Score-CAM, ablation), which compare nearly equal scores (BENCHMARKS.md measures both).
         ``with_compute_dtype("float32")`` computes in float32 again from the bfloat16-rounded parameters.
+        Keras models keep their own dtype policy: build them under ``keras.config.set_dtype_policy(
+        "mixed_bfloat16")`` instead (a ValueError says so).
 
         Example:
           >>> fast = model.with_compute_dtype("bfloat16")
@@ -92,13 +99,16 @@ class Model:
         name = dtypes.check_compute_dtype(dtype)
         if name == self.info.compute_dtype:
             return self
+        if name is not None and getattr(self.module, "own_dtype_policy", False):
+            raise ValueError("a Keras model computes in its own dtype policy: build it under keras.config."
+                             "set_dtype_policy('mixed_bfloat16') instead of with_compute_dtype")
         store = jnp.dtype(name or "float32")
 
         def cast(path, v):
             keys = [getattr(k, "key", getattr(k, "name", None)) for k in path]
-            if "batch_stats" in keys or not jnp.issubdtype(jnp.result_type(v), jnp.floating):
+            if "batch_stats" in keys or not hasattr(v, "dtype") or not jnp.issubdtype(v.dtype, jnp.floating):
                 return v
-            return v.astype(store) if jnp.result_type(v) in (jnp.float32, *dtypes.HALF) else v
+            return v.astype(store)
 
         variables = jax.tree_util.tree_map_with_path(cast, self.variables)
         return self.replace(variables=variables, info=dataclasses.replace(self.info, compute_dtype=name))

@@ -68,7 +68,8 @@ def run(
 ):
     """Validate the call and run `core` jitted; returns (N, H, W) maps in [0, 1].
 
-    float32, or float64 when x and the parameters are float64 (under ``jax_enable_x64``).
+    float32 (also for a model computing in bfloat16: `Model.with_compute_dtype`), or float64 when x and the
+    parameters are float64 (under ``jax_enable_x64``).
 
     With targets of shape (N, T): (N, T, H, W). With ``normalize=False``: raw maps (any range).
 

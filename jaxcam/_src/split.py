@@ -83,7 +83,8 @@ def layer_shapes(model: Model, x_shape, dtype=jnp.float32) -> dict:
     The model's own output is under the key ``""``. Cached per (module, input shape, dtype). Token
     layers of a model with a ``reshape_transform`` have their grid shape, as `Split.features` gives.
     """
-    shapes = dict(_layer_shapes(model.module, tuple(x_shape), jnp.dtype(dtype), _ByShape(model.variables)))
+    dtype = dtypes.input_dtype(model.info, dtype)  # the abstract run sees what the layers see
+    shapes = dict(_layer_shapes(model.module, tuple(x_shape), dtype, _ByShape(model.variables)))
     transform = model.info.reshape_transform
     if transform is not None:
         for path, shape in shapes.items():

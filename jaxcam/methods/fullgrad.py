@@ -52,7 +52,8 @@ def bias_outputs(model, x, probes=None):
     if kind is not None:
         if not hasattr(kind, "bias_outputs"):
             raise ValueError(NO_BIAS_LAYERS.format(kind=type(kind).__name__))
-        return kind.bias_outputs(model.variables, x, probes)
+        out = kind.bias_outputs(model.variables, dtypes.to_compute(model.info, x), probes)
+        return dtypes.from_compute(model.info, out)
     found = {}
 
     def record(next_fun, args, kwargs, context):

@@ -25,6 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxcam._src import dtypes
 from jaxcam._src import scores as targets_lib
 from jaxcam._src.kinds import as_model
 from jaxcam._src.runner import run
@@ -53,12 +54,12 @@ def block_outputs(model, x, probes=None):
             block = "/".join(module.path[:-1])
             probs[block] = out
             if probes is not None and block in probes:
-                out = out + probes[block]
+                out = out + probes[block].astype(out.dtype)
         return out
 
     with nn.intercept_methods(record):
-        logits = model.module.apply(model.variables, x)
-    return logits, tokens, probs
+        logits = model.module.apply(model.variables, dtypes.to_compute(model.info, x))
+    return dtypes.from_compute(model.info, (logits, tokens, probs))  # float32 from a bfloat16 model
 
 
 def block_logits(model, t):

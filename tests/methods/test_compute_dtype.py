@@ -16,8 +16,10 @@ import pytorch_grad_cam
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 import jaxcam
+import jaxcam.equinox
 from jaxcam._src.split import Split
 from tests.helpers import random_pngs
+from tests.methods.test_transformers import tiny_vit  # noqa: F401 (fixture)
 from tests.torch_utils import nhwc_to_torch
 
 TARGETS = [3, 7]
@@ -106,3 +108,64 @@ def test_render_bf16_flag_reaches_the_library(tmp_path):
     full = np.asarray(jaxcam.grad_cam(model, x, None, 3))[0]
     assert np.abs(saved - fast).max() < 1e-6  # measured 0: the same computation
     assert np.abs(saved - full).max() > F32_NOISE  # and not the float32 one
+
+
+def _layer_dtypes(jaxpr):
+    """The operand dtypes of every convolution and matrix product in `jaxpr` and the jaxprs inside it."""
+    found = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name in ("jaxcam_conv", "conv_general_dilated", "dot_general"):
+            found.append(tuple(str(v.aval.dtype) for v in eqn.invars))
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (list, tuple)) else (value,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    found.extend(_layer_dtypes(inner))
+    return found
+
+
+def _explain(method, model, x, **kw):
+    return getattr(jaxcam, method)(model, x, **kw)
+
+
+@pytest.mark.parametrize("case", ["grad_cam", "score_cam", "cam", "fullgrad", "fullgrad-nnx", "legrad-vit", "grad_cam-equinox"])
+def test_every_path_runs_the_layers_in_bfloat16(case, request):
+    """The convolutions of each method's whole computation take bfloat16 operands: methods that call the
+    network their own way (FullGrad's and LeGrad's interceptors, NNX's probed copy, CAM's structural check)
+    and kinds whose layers insist on one dtype (Equinox) included; and the map differs from the same
+    bfloat16-rounded weights computed in float32 by more than float32 noise (relative to the map's scale)."""
+    method = case.split("-")[0]
+    if case == "fullgrad-nnx":
+        model, x = jaxcam.models.nnx_resnet18(num_classes=10), np.random.default_rng(0).normal(size=(1, 32, 32, 3))
+    elif case == "legrad-vit":
+        model = request.getfixturevalue("tiny_vit")[1]
+        x = np.random.default_rng(0).normal(size=(1, model.module.image_size, model.module.image_size, 3))
+    elif case == "grad_cam-equinox":
+        import equinox as eqx
+
+        k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
+        net = eqx.nn.Sequential([eqx.nn.Conv2d(3, 4, 3, padding=1, key=k1), eqx.nn.Lambda(jax.nn.relu),
+                                 eqx.nn.Conv2d(4, 6, 3, padding=1, key=k2), eqx.nn.Lambda(jax.nn.relu),
+                                 eqx.nn.Lambda(lambda a: a.mean(axis=(1, 2))), eqx.nn.Linear(6, 3, key=k3)])
+        model = jaxcam.equinox.model(net, default_layer="layers[3]")
+        x = np.random.default_rng(0).normal(size=(2, 12, 12, 3))
+    else:
+        model, x = request.getfixturevalue("resnet18"), np.random.default_rng(0).normal(size=(1, 64, 64, 3))
+    x = jnp.asarray(x, jnp.float32)
+    fast = model.with_compute_dtype("bfloat16")
+    # raw maps (no ReLU and min-max, which can map both precisions' few cells onto the same 0/1 values)
+    kw = {"targets": 1, **({"final_activation": "none"} if method == "cam" else {"normalize": False})}
+    convs = _layer_dtypes(jax.make_jaxpr(lambda m, x: _explain(method, m, x, **kw))(fast, x).jaxpr)
+    network = [d for d in convs if "bfloat16" in d]
+    assert network and all(d == ("bfloat16", "bfloat16") for d in network), convs  # no float32 x bfloat16 mix
+    rounded = fast.with_compute_dtype("float32")  # the same rounded weights, computed in float32
+    ref = _explain(method, rounded, x, **kw)
+    relative = float(jnp.abs(_explain(method, fast, x, **kw) - ref).max() / jnp.abs(ref).max())
+    assert relative > F32_NOISE, relative  # float32 noise is ~1e-6 of the map; bfloat16's rounding ~1e-2
+
+
+def test_keras_models_are_refused_with_their_own_way():
+    kind = type("K", (), {"own_dtype_policy": True, "__hash__": lambda self: 0})()
+    model = jaxcam.Model(kind, {"w": jnp.ones(2)})
+    with pytest.raises(ValueError, match="mixed_bfloat16"):
+        model.with_compute_dtype("bfloat16")
