@@ -56,17 +56,14 @@ def input_dtype(info, dtype):
 
 def to_compute(info, x):
     """A floating input entering the network, in the model's compute dtype (unchanged without one)."""
-    if info.compute_dtype is None or not jnp.issubdtype(jnp.result_type(x), jnp.floating):
-        return x
-    return x.astype(info.compute_dtype)
+    dtype = input_dtype(info, jnp.result_type(x))
+    return x if dtype == jnp.result_type(x) else x.astype(dtype)
 
 
 def from_compute(info, tree):
     """What leaves the network for a method (activations, scores), back in float32 (unchanged without a
     compute dtype)."""
-    if info.compute_dtype is None:
-        return tree
-    return jax.tree_util.tree_map(lambda v: v.astype(jnp.float32) if v.dtype in HALF else v, tree)
+    return tree if info.compute_dtype is None else upcast_half(tree)
 
 
 def map_dtype(dtype):

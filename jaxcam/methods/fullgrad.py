@@ -48,12 +48,12 @@ def bias_outputs(model, x, probes=None):
     """``(scores, {path: (output, effective bias)})`` over every Conv-with-bias and BatchNorm called in
     model(x), with ``probes[path]`` added to that layer's output when given. Other model kinds provide
     their own ``bias_outputs`` (`jaxcam.nnx`); a kind without one cannot run FullGrad."""
+    x = dtypes.to_compute(model.info, x)  # outputs back in float32 below (a bfloat16 model)
     kind = kind_of(model)
     if kind is not None:
         if not hasattr(kind, "bias_outputs"):
             raise ValueError(NO_BIAS_LAYERS.format(kind=type(kind).__name__))
-        out = kind.bias_outputs(model.variables, dtypes.to_compute(model.info, x), probes)
-        return dtypes.from_compute(model.info, out)
+        return dtypes.from_compute(model.info, kind.bias_outputs(model.variables, x, probes))
     found = {}
 
     def record(next_fun, args, kwargs, context):
@@ -66,8 +66,8 @@ def bias_outputs(model, x, probes=None):
         return out
 
     with nn.intercept_methods(record):
-        scores = model.module.apply(model.variables, dtypes.to_compute(model.info, x))
-    return dtypes.from_compute(model.info, (scores, found))  # float32 from a bfloat16 model
+        scores = model.module.apply(model.variables, x)
+    return dtypes.from_compute(model.info, (scores, found))
 
 
 NO_BIAS_LAYERS = ("fullgrad reads every bias layer of the model, which a model of kind {kind} (e.g. "
