@@ -32,6 +32,7 @@ TARGETS = {
     "jaxcam_conv_bwd_weights": "JaxcamConvBwdWeights",
     "jaxcam_bn_fwd": "JaxcamBnFwd",
     "jaxcam_bn_bwd": "JaxcamBnBwd",
+    "jaxcam_affine_bwd": "JaxcamAffineBwd",
     "jaxcam_pool_bwd_from_input": "JaxcamPoolBwdFromInput",
 }
 

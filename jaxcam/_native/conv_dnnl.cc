@@ -1,7 +1,8 @@
 // 2-D convolution (NHWC activations, HWIO kernels, float32 or bfloat16), training-mode batch normalization
 // and the max-pooling gradient through oneDNN primitives, as XLA FFI handlers: convolution forward,
 // input gradient (backward data) and kernel gradient (backward weights); batch normalization forward
-// (with the batch statistics) and backward; max pooling's backward from its input.
+// (with the batch statistics) and backward; the gradient of a per-channel affine map (inference batch
+// normalization); max pooling's backward from its input.
 //
 // Every primitive has its own scratchpad (user-managed): with oneDNN's default, library-managed
 // scratchpad, a primitive created on one of XLA's threads and run on another overflowed the running
@@ -453,6 +454,65 @@ ffi::Error BnBwdImpl(ffi::AnyBuffer x, ffi::AnyBuffer g, ffi::Buffer<ffi::F32> m
   });
 }
 
+// ---------------------------------------------------------------- per-channel affine map (the gradient)
+//
+// The transpose of y = (x - m) * a + b over the last axis of x (inference BatchNorm, a = scale /
+// sqrt(var + eps)): given the cotangent g, dx = g * a, da = sum(g * (x - m)), db = sum(g), sums over
+// every row. One pass of oneDNN's batch normalization backward with global statistics (mean m,
+// variance 1, epsilon 0: its 1 / sqrt(var + eps) is exactly 1), on x viewed as (rows, C, 1, 1) nhwc, so
+// any rank works.
+
+struct AffineEntry {
+  dnnl::batch_normalization_backward bwd;
+  memory::desc data, vec;
+  memory scratch;
+  std::vector<float> ones;
+};
+
+using AffineKey = std::tuple<int64_t, int64_t, int64_t>;
+
+AffineEntry* affine_get(int64_t rows, int64_t c, dt type) {
+  static std::map<AffineKey, std::unique_ptr<AffineEntry>> cache;
+  return cached(cache, AffineKey{rows, c, static_cast<int64_t>(type)}, [&] {
+    auto e = std::make_unique<AffineEntry>();
+    e->data = memory::desc({rows, c, 1, 1}, type, tag::nhwc);
+    e->vec = memory::desc({c}, dt::f32, tag::x);
+    e->ones.assign(static_cast<size_t>(c), 1.0f);
+    auto flags = dnnl::normalization_flags::use_global_stats | dnnl::normalization_flags::use_scale |
+                 dnnl::normalization_flags::use_shift;
+    auto fwd_pd = dnnl::batch_normalization_forward::primitive_desc(
+        engine(), dnnl::prop_kind::forward_training, e->data, e->data, 0.0f, flags, attr());
+    auto bwd_pd = dnnl::batch_normalization_backward::primitive_desc(
+        engine(), dnnl::prop_kind::backward, e->data, e->data, e->data, 0.0f, flags, fwd_pd, attr());
+    e->scratch = scratchpad(bwd_pd.scratchpad_desc());
+    e->bwd = dnnl::batch_normalization_backward(bwd_pd);
+    return e;
+  });
+}
+
+// g, x: (..., C); m, a: (C,) -> dx: (..., C), da, db: (C,).
+ffi::Error AffineBwdImpl(ffi::AnyBuffer g, ffi::AnyBuffer x, ffi::Buffer<ffi::F32> m, ffi::Buffer<ffi::F32> a,
+                         ffi::Result<ffi::AnyBuffer> dx, ffi::ResultBuffer<ffi::F32> da,
+                         ffi::ResultBuffer<ffi::F32> db) {
+  return guarded([&] {
+    auto d = x.dimensions();
+    int64_t c = d.back(), rows = 1;
+    for (size_t i = 0; i + 1 < d.size(); ++i) rows *= d[i];
+    AffineEntry* e = affine_get(rows, c, element_type({g.element_type(), x.element_type(), dx->element_type()}));
+    auto mem = [&](const memory::desc& md, void* p) { return memory(md, engine(), p); };
+    e->bwd.execute(stream(), {{DNNL_ARG_SRC, mem(e->data, x.untyped_data())},
+                              {DNNL_ARG_DIFF_DST, mem(e->data, g.untyped_data())},
+                              {DNNL_ARG_MEAN, mem(e->vec, m.typed_data())},
+                              {DNNL_ARG_VARIANCE, mem(e->vec, e->ones.data())},
+                              {DNNL_ARG_SCALE, mem(e->vec, a.typed_data())},
+                              {DNNL_ARG_DIFF_SRC, mem(e->data, dx->untyped_data())},
+                              {DNNL_ARG_DIFF_SCALE, mem(e->vec, da->typed_data())},
+                              {DNNL_ARG_DIFF_SHIFT, mem(e->vec, db->typed_data())},
+                              {DNNL_ARG_SCRATCHPAD, e->scratch}});
+    stream().wait();
+  });
+}
+
 // ---------------------------------------------------------------- max pooling (gradient)
 //
 // The gradient of max over k x k windows of an NHWC tensor (padding never wins, as -inf padding): the
@@ -536,6 +596,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcamBnBwd, BnBwdImpl,  // x, g, mean, var, scale
                               ffi::Ffi::Bind() ANY_IN ANY_IN F32_IN F32_IN F32_IN ANY_OUT F32_OUT F32_OUT
                                   .Attr<float>("eps"));
 
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcamAffineBwd, AffineBwdImpl,  // g, x, m, a -> dx, da, db
+                              ffi::Ffi::Bind() ANY_IN ANY_IN F32_IN F32_IN ANY_OUT F32_OUT F32_OUT);
 // 1 when oneDNN's effective ISA has native bfloat16 kernels (AVX512-BF16: avx512_core_bf16 and up, AMX
 // included), else 0 (bfloat16 would run emulated or reference code there: slower than XLA's).
 extern "C" int JaxcamBf16Native() {

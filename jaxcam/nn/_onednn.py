@@ -304,3 +304,125 @@ def _pair_batch(prim):
 batching.primitive_batchers[pool_p] = _pool_batch
 batching.primitive_batchers[pool_tangent_p] = _pair_batch(pool_tangent_p)
 batching.primitive_batchers[pool_grad_p] = _pair_batch(pool_grad_p)
+
+
+# ------------------------------------------------------------------ per-channel affine map (inference BatchNorm)
+#
+#     y = affine(x, m, a, b) = (x - m) * a + b           over x's last axis; m, a, b float32 (C,)
+#
+# The value and its tangent are XLA's elementwise formulas (they fuse with their neighbours). The
+# tangent is linear in (tx, tm, ta, tb), and its transpose -- the gradient -- is one call of oneDNN's
+# batch normalization backward (`jaxcam_affine_bwd`): dx = g * a, da = sum(g * (x - m)), db = sum(g)
+# in one pass over g and x. XLA:CPU instead recomputed the map's producers in three separate passes
+# (dx and the two sums) and tiled the sums into slow reduce-windows. The gradient's own tangent and
+# transpose are the formulas below, so grad, jvp (Hessian-vector products) and grad-of-grad all work.
+
+
+def _affine_ref(x, m, a, b):
+    return ((x.astype(jnp.float32) - m) * a + b).astype(x.dtype)
+
+
+def _affine_tangent_ref(tx, tm, ta, tb, x, m, a):
+    return ((tx.astype(jnp.float32) - tm) * a + (x.astype(jnp.float32) - m) * ta + tb).astype(x.dtype)
+
+
+def _affine_grad_ref(g, x, m, a):
+    g32 = g.astype(jnp.float32)
+    axes = tuple(range(g.ndim - 1))
+    return (g32 * a).astype(x.dtype), jnp.sum(g32 * (x.astype(jnp.float32) - m), axes), jnp.sum(g32, axes)
+
+
+affine_p = core.Primitive("jaxcam_affine")
+affine_tangent_p = core.Primitive("jaxcam_affine_tangent")  # linear in its first four operands
+affine_grad_p = core.Primitive("jaxcam_affine_grad")  # linear in its first operand (the cotangent)
+affine_grad_p.multiple_results = True
+
+
+def affine(x, m, a, b):
+    """(x - m) * a + b over x's last axis (m, a, b: float32 (C,)), whose gradient runs on oneDNN (the caller
+    checked `jaxcam.nn.ops` `_native_ready`)."""
+    return affine_p.bind(x, m, a, b)
+
+
+affine_p.def_abstract_eval(lambda x, m, a, b: ShapedArray(x.shape, x.dtype))
+affine_tangent_p.def_abstract_eval(lambda tx, tm, ta, tb, x, m, a: ShapedArray(x.shape, x.dtype))
+affine_grad_p.def_abstract_eval(lambda g, x, m, a: (ShapedArray(x.shape, x.dtype), ShapedArray(m.shape, jnp.float32),
+                                                    ShapedArray(m.shape, jnp.float32)))
+affine_p.def_impl(_eager(_affine_ref))
+affine_tangent_p.def_impl(_eager(_affine_tangent_ref))
+affine_grad_p.def_impl(_eager(affine_grad_p.bind))
+mlir.register_lowering(affine_p, mlir.lower_fun(_affine_ref, multiple_results=False))
+mlir.register_lowering(affine_tangent_p, mlir.lower_fun(_affine_tangent_ref, multiple_results=False))
+mlir.register_lowering(affine_grad_p, mlir.lower_fun(_affine_grad_ref, multiple_results=True))
+mlir.register_lowering(affine_grad_p, jax.ffi.ffi_lowering("jaxcam_affine_bwd"), platform="cpu")
+
+
+def _affine_jvp(primals, tangents):
+    y = affine_p.bind(*primals)
+    if all(type(t) is ad.Zero for t in tangents):
+        return y, ad.Zero.from_primal_value(y)
+    x, m, a, _ = primals
+    return y, affine_tangent_p.bind(*(ad.instantiate_zeros(t) for t in tangents), x, m, a)
+
+
+def _affine_tangent_jvp(primals, tangents):
+    tx, tm, ta, tb, x, m, a = primals
+    y = affine_tangent_p.bind(*primals)
+    dtx, dtm, dta, dtb, dx, dm, da = (ad.instantiate_zeros(t) for t in tangents)
+    dy = affine_tangent_p.bind(dtx, dtm, dta, dtb, x, m, a)
+    # the tangent's dependence on the map's own x, m, a (a second-order forward derivative)
+    extra = (dx.astype(jnp.float32) - dm) * ta + (tx.astype(jnp.float32) - tm) * da
+    return y, (dy.astype(jnp.float32) + extra).astype(y.dtype)
+
+
+def _affine_tangent_transpose(ct, tx, tm, ta, tb, x, m, a):
+    if any(ad.is_undefined_primal(v) for v in (x, m, a)):
+        raise NotImplementedError("jaxcam_affine_tangent is linear only in its tangents")
+    if type(ct) is ad.Zero:
+        return [ad.Zero(v.aval) if ad.is_undefined_primal(v) else None for v in (tx, tm, ta, tb)] + [None] * 3
+    dx, da, db = affine_grad_p.bind(ct, x, m, a)
+    out = (dx, -a * db, da, db)
+    return [o if ad.is_undefined_primal(v) else None for o, v in zip(out, (tx, tm, ta, tb))] + [None] * 3
+
+
+def _affine_grad_jvp(primals, tangents):
+    g, x, m, a = primals
+    out = affine_grad_p.bind(*primals)
+    dg, dx, dm, da = (ad.instantiate_zeros(t) for t in tangents)
+    u, s1, s0 = affine_grad_p.bind(dg, x, m, a)
+    g32 = g.astype(jnp.float32)
+    axes = tuple(range(g.ndim - 1))
+    u = (u.astype(jnp.float32) + g32 * da).astype(out[0].dtype)
+    s1 = s1 + jnp.sum(g32 * (dx.astype(jnp.float32) - dm), axes)
+    return out, [u, s1, s0]
+
+
+def _affine_grad_transpose(cts, g, x, m, a):
+    if any(ad.is_undefined_primal(v) for v in (x, m, a)):
+        raise NotImplementedError("jaxcam_affine_grad is linear only in its cotangent")
+    if all(type(c) is ad.Zero for c in cts):
+        return [ad.Zero(g.aval), None, None, None]
+    u, s1, s0 = (ad.instantiate_zeros(c) for c in cts)
+    return [affine_tangent_p.bind(u, jnp.zeros_like(s1), s1, s0, x, m, a), None, None, None]
+
+
+ad.primitive_jvps[affine_p] = _affine_jvp
+ad.primitive_jvps[affine_tangent_p] = _affine_tangent_jvp
+ad.primitive_transposes[affine_tangent_p] = _affine_tangent_transpose
+ad.primitive_jvps[affine_grad_p] = _affine_grad_jvp
+ad.primitive_transposes[affine_grad_p] = _affine_grad_transpose
+
+
+def _vmapped(ref, multiple: bool):
+    """A batching rule: the XLA formula under vmap (the statistics of a vmapped instance are its own)."""
+
+    def rule(args, dims, **p):
+        out = jax.vmap(functools.partial(ref, **p), in_axes=tuple(dims))(*args)
+        return out, ((0,) * len(out) if multiple else 0)
+
+    return rule
+
+
+batching.primitive_batchers[affine_p] = _vmapped(_affine_ref, False)
+batching.primitive_batchers[affine_tangent_p] = _vmapped(_affine_tangent_ref, False)
+batching.primitive_batchers[affine_grad_p] = _vmapped(_affine_grad_ref, True)

@@ -21,7 +21,8 @@ class Conv(nn.Conv):
 
 class BatchNorm(nn.Module):
     """flax.linen.BatchNorm over the last axis (same variables: params scale/bias, batch_stats
-    mean/var; same statistics and running-average update), trained through `ops.batch_norm_train`."""
+    mean/var; same statistics and running-average update), trained through `ops.batch_norm_train`,
+    evaluated through `ops.batch_norm_eval`."""
 
     use_running_average: bool = False
     momentum: float = 0.99
@@ -35,7 +36,7 @@ class BatchNorm(nn.Module):
         scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
         bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
         if self.use_running_average:
-            return ops._bn_apply(x, ra_mean.value, ra_var.value, scale, bias, self.epsilon)
+            return ops.batch_norm_eval(x, ra_mean.value, ra_var.value, scale, bias, self.epsilon)
         with _switch.training(self.is_mutable_collection("batch_stats")):
             y, mean, var = ops.batch_norm_train(x, scale, bias, self.epsilon)
         if not self.is_initializing():

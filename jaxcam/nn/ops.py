@@ -14,7 +14,8 @@ lax formulation computes it -- for explaining and training alike, under jit, vma
   steps (the layer's batch statistics mutable; float32 activations, or bfloat16 ones with float32
   scale, shift and statistics: `BF16_BATCH_NORM_ON_ONEDNN`), else a custom VJP whose reductions are
   `channel_sums`.
-  Inference BatchNorm is an affine map XLA fuses into its neighbours.
+- `batch_norm_eval`: inference BatchNorm, an affine map XLA fuses into its neighbours; its gradient is
+  oneDNN's (one pass) where the library loads.
 - `max_pool`: XLA's reduce_window for the value, oneDNN's pooling backward for the gradient (XLA:CPU
   runs its own as a scatter over index planes, ~20x slower).
 - `isolated` / `jaxcam.nn.materialize`: an XLA:CPU fusion boundary.
@@ -185,6 +186,23 @@ def _bn_apply(x, mean, var, scale, bias, epsilon):
     x32 = x.astype(jnp.float32)
     return ((x32 - channel_broadcast(mean, x)) * channel_broadcast(mul, x)
             + channel_broadcast(bias.astype(jnp.float32), x)).astype(x.dtype)
+
+
+def batch_norm_eval(x, mean, var, scale, bias, epsilon: float):
+    """Inference BatchNorm over x's last axis with given statistics: (x - mean) * rsqrt(var + eps) * scale
+    + bias, in float32, returned in x's dtype.
+
+    The value is XLA's (fused with its neighbours). With oneDNN (float32 x, or bfloat16 where
+    `jaxcam._native.bf16_available()`), the gradient is one pass of oneDNN's batch normalization backward
+    (`_onednn.affine`): x's, scale's and bias's gradients (and the statistics') from one read of the
+    cotangent and x, where XLA:CPU recomputed the map's producers in three passes (EfficientNet-Lite0's
+    forward+backward at 224 px b16: 625 -> 453 ms, AMD Zen 4, 2 cores).
+    """
+    if x.size > 0 and not is_plain() and _native_ready(x, bf16=True):
+        f32 = jnp.float32
+        mul = lax.rsqrt(var.astype(f32) + epsilon) * scale.astype(f32)
+        return _onednn.affine(x, mean.astype(f32), mul, bias.astype(f32))
+    return _bn_apply(x, mean, var, scale, bias, epsilon)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))

@@ -314,28 +314,90 @@ def test_methods_explain_through_onednn():
         _close(g, w, 1e-4)
 
 
+def _bn_closed_form_grads(x, g, m, v, s, eps):
+    """numpy float64 gradients of <BN(x; m, v, s, b), g> with respect to x, mean, var, scale, bias."""
+    r = 1 / np.sqrt(v + eps)
+    axes = tuple(range(x.ndim - 1))
+    return (g * s * r, -(g * s * r).sum(axes), -(g * (x - m) * s * r ** 3 / 2).sum(axes),
+            (g * (x - m) * r).sum(axes), g.sum(axes))
+
+
+_BN_FORMS = {"xla": lambda *a: ops._bn_apply(*a), "onednn": lambda *a: ops.batch_norm_eval(*a)}
+
+
+@pytest.mark.parametrize("form", sorted(_BN_FORMS))
 @pytest.mark.parametrize("shape", [(2, 5, 6, 3), (3, 7, 4), (2, 3, 4, 5, 2)])
-def test_inference_batch_norm_gradients_equal_the_closed_form(shape):
-    """Inference BatchNorm y = (x - m) s / sqrt(v + eps) + b broadcasts its per-channel vectors in two stages
-    (`ops.channel_broadcast`); its value and every gradient equal numpy's float64 closed forms:
-    dy/dx = g s r, ds = sum g (x - m) r, db = sum g, dm = -sum g s r, dv = -sum g (x - m) s r^3 / 2
-    (r = 1 / sqrt(v + eps)). Measured worst relative error 1e-7 (float32)."""
+def test_inference_batch_norm_gradients_equal_the_closed_form(shape, form):
+    """Inference BatchNorm y = (x - m) s / sqrt(v + eps) + b, both formulations: `_bn_apply` (XLA's
+    autodiff of two-stage broadcasts, `ops.channel_broadcast`) and `batch_norm_eval` (its gradient one
+    oneDNN batch normalization backward, `_onednn.affine`). Value and every gradient equal numpy's float64
+    closed forms: dy/dx = g s r, ds = sum g (x - m) r, db = sum g, dm = -sum g s r,
+    dv = -sum g (x - m) s r^3 / 2 (r = 1 / sqrt(v + eps)). Measured worst relative error 1e-7 (float32)."""
     rng = np.random.default_rng(3)
     c = shape[-1]
     x, g = rng.normal(size=shape), rng.normal(size=shape)
     m, b = rng.normal(size=c), rng.normal(size=c)
     s, v = rng.uniform(0.5, 1.5, c), rng.uniform(0.5, 1.5, c)
     eps = 1e-5
+    bn = _BN_FORMS[form]
 
     def f(x, m, v, s, b):
-        return jnp.vdot(ops._bn_apply(x, m, v, s, b, eps), jnp.asarray(g, jnp.float32))
+        return jnp.vdot(bn(x, m, v, s, b, eps), jnp.asarray(g, jnp.float32))
 
     args = [jnp.asarray(a, jnp.float32) for a in (x, m, v, s, b)]
-    got = jax.jit(jax.grad(f, argnums=(0, 1, 2, 3, 4)))(*args)
-    r = 1 / np.sqrt(v + eps)
-    axes = tuple(range(len(shape) - 1))
-    want = (g * s * r, -(g * s * r).sum(axes), -(g * (x - m) * s * r ** 3 / 2).sum(axes),
-            (g * (x - m) * r).sum(axes), g.sum(axes))
+    grad = jax.jit(jax.grad(f, argnums=(0, 1, 2, 3, 4)))
+    if form == "onednn":
+        from jaxcam import _native
+
+        assert ("jaxcam_affine_bwd" in grad.lower(*args).as_text()) == _native.available()
+    got = grad(*args)
+    want = _bn_closed_form_grads(x, g, m, v, s, eps)
     for name, a, w in zip(("x", "mean", "var", "scale", "bias"), got, want):
         np.testing.assert_allclose(np.asarray(a), w, rtol=1e-5, atol=1e-5, err_msg=name)
-    np.testing.assert_allclose(np.asarray(ops._bn_apply(*args, eps)), (x - m) * r * s + b, rtol=1e-5, atol=1e-5)
+    r = 1 / np.sqrt(v + eps)
+    np.testing.assert_allclose(np.asarray(bn(*args, eps)), (x - m) * r * s + b, rtol=1e-5, atol=1e-5)
+
+    # second order: the Hessian-vector product (jvp of grad, as ShapleyCAM) and a gradient of a gradient,
+    # against central differences of the float64 closed form
+    t = [rng.normal(size=a.shape) for a in (x, m, v, s, b)]
+    hvp = jax.jit(lambda a, t: jax.jvp(jax.grad(f, argnums=(0, 1, 2, 3, 4)), a, t)[1])(
+        args, [jnp.asarray(u, jnp.float32) for u in t])
+    h = 1e-5
+    plus = _bn_closed_form_grads(*((x + h * t[0], g) + tuple(p + h * u for p, u in zip((m, v, s), t[1:4]))), eps)
+    minus = _bn_closed_form_grads(*((x - h * t[0], g) + tuple(p - h * u for p, u in zip((m, v, s), t[1:4]))), eps)
+    for name, a, hi, lo in zip(("x", "mean", "var", "scale", "bias"), hvp, plus, minus):
+        np.testing.assert_allclose(np.asarray(a), (hi - lo) / (2 * h), rtol=1e-4, atol=1e-4, err_msg=f"hvp {name}")
+
+    def gg(x, m, v, s, b):  # d/d(params) of |dL/dx|^2
+        return jnp.sum(jnp.square(jax.grad(f)(x, m, v, s, b)))
+
+    got = jax.jit(jax.grad(gg, argnums=(0, 2, 3)))(*args)
+    # |g s r|^2 summed: d/dx = 0, d/ds = 2 s r^2 sum g^2, d/dv = -s^2 r^4 sum g^2
+    g2 = (g ** 2).sum(tuple(range(len(shape) - 1)))
+    for name, a, w in zip(("x", "var", "scale"), got, (np.zeros(shape), -s ** 2 * r ** 4 * g2, 2 * s * r ** 2 * g2)):
+        np.testing.assert_allclose(np.asarray(a), w, rtol=1e-4, atol=1e-4, err_msg=f"grad of grad {name}")
+
+
+def test_inference_batch_norm_under_vmap_and_bfloat16():
+    """`batch_norm_eval` under vmap (each instance's sums its own) equals the per-instance loop, and on
+    bfloat16 activations its gradients equal the XLA formulation's (float32 scale and statistics)."""
+    rng = np.random.default_rng(5)
+    x = jnp.asarray(rng.normal(size=(3, 2, 4, 5, 6)), jnp.float32)
+    m, v, s, b = (jnp.asarray(a, jnp.float32) for a in (rng.normal(size=6), rng.uniform(0.5, 1.5, 6),
+                                                        rng.normal(size=6), rng.normal(size=6)))
+    g = jnp.asarray(rng.normal(size=(2, 4, 5, 6)), jnp.float32)
+
+    def grads(x, s):
+        return jax.grad(lambda x, s: jnp.vdot(ops.batch_norm_eval(x, m, v, s, b, 1e-3).astype(jnp.float32), g),
+                        (0, 1))(x, s)
+
+    batched = jax.jit(jax.vmap(grads, (0, None)))(x, s)
+    for i in range(3):
+        one = grads(x[i], s)
+        for a, w in zip(batched, one):
+            _close(a[i], w)
+    xb = x[0].astype(jnp.bfloat16)
+    ref = jax.grad(lambda x, s: jnp.vdot(ops._bn_apply(x, m, v, s, b, 1e-3).astype(jnp.float32), g), (0, 1))(xb, s)
+    for a, w in zip(jax.jit(grads)(xb, s), ref):
+        assert a.dtype == w.dtype
+        _close(a.astype(jnp.float32), w.astype(jnp.float32), 2e-2)
