@@ -5,8 +5,9 @@
     w   = softmax_k(s)                             over channels, per image
     map = ReLU(sum_k w_k A_k)
 
-The K masked inputs are never materialized together: ``jax.lax.map`` runs `chunk_size` channels at
-a time, each building its masks from A inside the loop, so memory is one chunk of forwards.
+The K masked inputs are never materialized together: a scan runs `chunk_size` channels at a time,
+each building its masks from A inside the loop, so memory is one chunk of forwards. Channels that are
+zero everywhere share one forward (their masked input is x * 0).
 """
 from __future__ import annotations
 
@@ -51,21 +52,48 @@ def upsample(a: jnp.ndarray, size, align_corners: bool = True) -> jnp.ndarray:
 
 
 def score_cam_map(split, x, targets, score="logit", chunk_size=16, align_corners=True):
-    """Weighted activations (N, h, w, C): softmax over channels of the masked-input scores, times A."""
+    """Weighted activations (N, h, w, C): softmax over channels of the masked-input scores, times A.
+
+    A channel that is zero everywhere (a dead ReLU channel: half of EfficientNet-Lite0's head channels on
+    ImageNet photos) has the mask 0, so its masked input is x * 0 for every such channel: its score is
+    computed once per image. Each image's live channels are moved to the front of its slot order, and a
+    chunk of slots in which every image has only dead channels left is skipped; the result is the same.
+    """
     a = split.features(x)
     classes = targets_lib.resolve_classes(targets, split.model(x))
     size = x.shape[1:-1]  # 1, 2 or 3 spatial axes
     space = tuple(range(1, len(size) + 1))
+    images, channels = a.shape[0], a.shape[-1]
+    chunk = min(chunk_size, channels)
 
-    def masked_score(k):
-        m = upsample(jnp.take(a, k, axis=-1), size, align_corners)
+    def score_of(masked):
+        return targets_lib.target_score(split.model(masked), targets, classes, score)
+
+    def masked_score(ks):  # ks (N,): one channel per image -> (N,) scores
+        a_k = jnp.take_along_axis(a, ks.reshape((images,) + (1,) * (a.ndim - 1)), axis=-1)[..., 0]
+        m = upsample(a_k, size, align_corners)
         lo = m.min(axis=space, keepdims=True)
         m = (m - lo) / (m.max(axis=space, keepdims=True) - lo + MASK_EPS)
-        return targets_lib.target_score(split.model(x * m[..., None]), targets, classes, score)
+        return score_of(x * m[..., None])
 
-    channels = a.shape[-1]
-    scores = jax.lax.map(masked_score, jnp.arange(channels), batch_size=min(chunk_size, channels))  # (C, N)
-    weights = jax.nn.softmax(scores.T, axis=-1)  # (N, C)
+    dead = jnp.all(a == 0, axis=space)  # (N, C): mask 0 -> masked input x * 0
+    order = jnp.argsort(dead, axis=-1, stable=True)  # per image: its live channels first, in channel order
+    live = jnp.max(channels - jnp.sum(dead, axis=-1))  # slots any image still needs
+    n_chunks = -(-channels // chunk)
+    slots = jnp.pad(order.T, ((0, n_chunks * chunk - channels), (0, 0))).reshape(n_chunks, chunk, images)
+
+    def chunk_scores(_, c):
+        i, ks = c
+        scores = jax.lax.cond(i * chunk < live, jax.vmap(masked_score), lambda ks: jnp.zeros(ks.shape, jnp.float32), ks)
+        return None, scores
+
+    _, by_slot = jax.lax.scan(chunk_scores, None, (jnp.arange(n_chunks), slots))  # (chunks, chunk, N)
+    by_slot = by_slot.reshape(n_chunks * chunk, images)[:channels].T  # (N, slots)
+    scores = jnp.take_along_axis(by_slot, jnp.argsort(order, axis=-1), axis=-1)  # (N, C) by channel
+    zero_score = jax.lax.cond(jnp.any(dead), lambda: score_of(x * 0.0).astype(jnp.float32),
+                              lambda: jnp.zeros((images,), jnp.float32))
+    scores = jnp.where(dead, zero_score[:, None], scores)
+    weights = jax.nn.softmax(scores, axis=-1)  # (N, C)
     return weights.reshape(weights.shape[0], *(1,) * len(size), -1) * a
 
 

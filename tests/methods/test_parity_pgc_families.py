@@ -242,6 +242,29 @@ def test_score_cam_matches(score_case):
     report(f"{model.info.name}/{layer} ScoreCAM", got, expected)
 
 
+def test_score_cam_with_dead_channels_matches(tv_resnet20, cifar_images):
+    """Channels that are zero everywhere share one forward of x * 0 in jaxcam (pgc runs each): on a ResNet-20
+    whose last layer2 block has 20 of its 32 channels switched off (BatchNorm shift -100, so ReLU zeroes them
+    whatever the shortcut adds) the maps still equal pgc's, and so does a chunk size that leaves whole chunks
+    of dead slots to skip."""
+    import copy
+
+    tv = copy.deepcopy(tv_resnet20)
+    with torch.no_grad():
+        tv.layer2[-1].bn2.bias[::3] = -100.0
+        tv.layer2[-1].bn2.bias[1::3] = -100.0
+    model = jaxcam.models.load("resnet20", weights=tv.state_dict())
+    from tests.torch_utils import layer_output
+
+    dead = np.all(layer_output(tv, tv.layer2, nchw(cifar_images)) == 0, axis=(1, 2))
+    assert dead.sum(axis=1).min() >= 16, dead.sum(axis=1)  # most channels dead, in every image
+    expected = pgc_map("ScoreCAM", tv, tv.layer2, cifar_images)
+    for chunk in (64, 4):
+        got = np.asarray(jaxcam.score_cam(model, cifar_images, layer="layer2", targets=np.array(TARGETS),
+                                          chunk_size=chunk))
+        report(f"resnet20/layer2 with dead channels ScoreCAM chunk {chunk}", got, expected)
+
+
 def pgc_guided(tv_model, images, targets=TARGETS):
     """pgc's GuidedBackpropReLUModel, one image at a time (it explains image 0 of its input)."""
     return np.stack([
