@@ -82,16 +82,18 @@ def score_cam_map(split, x, targets, score="logit", chunk_size=16, align_corners
     n_chunks = -(-channels // chunk)
     slots = jnp.pad(order.T, ((0, n_chunks * chunk - channels), (0, 0))).reshape(n_chunks, chunk, images)
 
+    shape = jax.eval_shape(jax.vmap(masked_score), slots[0])  # (chunk, N) scores, in the model's dtype
+
     def chunk_scores(_, c):
         i, ks = c
-        scores = jax.lax.cond(i * chunk < live, jax.vmap(masked_score), lambda ks: jnp.zeros(ks.shape, jnp.float32), ks)
+        scores = jax.lax.cond(i * chunk < live, jax.vmap(masked_score), lambda ks: jnp.zeros(shape.shape, shape.dtype), ks)
         return None, scores
 
     _, by_slot = jax.lax.scan(chunk_scores, None, (jnp.arange(n_chunks), slots))  # (chunks, chunk, N)
     by_slot = by_slot.reshape(n_chunks * chunk, images)[:channels].T  # (N, slots)
     scores = jnp.take_along_axis(by_slot, jnp.argsort(order, axis=-1), axis=-1)  # (N, C) by channel
-    zero_score = jax.lax.cond(jnp.any(dead), lambda: score_of(x * 0.0).astype(jnp.float32),
-                              lambda: jnp.zeros((images,), jnp.float32))
+    zero_score = jax.lax.cond(jnp.any(dead), lambda: score_of(x * 0.0).astype(shape.dtype),
+                              lambda: jnp.zeros((images,), shape.dtype))
     scores = jnp.where(dead, zero_score[:, None], scores)
     weights = jax.nn.softmax(scores, axis=-1)  # (N, C)
     return weights.reshape(weights.shape[0], *(1,) * len(size), -1) * a
