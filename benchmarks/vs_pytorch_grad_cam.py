@@ -262,7 +262,12 @@ class Bench:
             from jaxcam import images as images_lib
 
             paths = images_lib.expand([args.images])[0][:max(args.batches)]
-            images = np.stack([images_lib.load(path, args.size).image for path in paths])
+            loaded = [images_lib.load(path, args.size) for path in paths]
+            bad = [f"{path}: {one.error}" for path, one in zip(paths, loaded) if one.image is None]
+            if bad or len(paths) < max(args.batches):
+                raise SystemExit(f"--images {args.images}: need {max(args.batches)} readable photos, found "
+                                 f"{len(paths) - len(bad)}" + (f" ({bad[0]})" if bad else ""))
+            images = np.stack([one.image for one in loaded])
         else:
             rng = np.random.default_rng(0)
             images = rng.integers(0, 256, (max(args.batches), args.size, args.size, 3), dtype=np.uint8)

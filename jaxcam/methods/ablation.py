@@ -84,13 +84,15 @@ def ablated_scores(split: Split, x, activations, keep, targets, classes, score, 
 
 
 # Primitives that are affine in an operand: in every operand / in exactly one operand (the others
-# constant) / in the first operand only (the others constant: divisor, indices, pad value, ...).
+# constant) / in the first operand only (the others constant: divisor, indices, pad value, BatchNorm's
+# statistics and scale, ...).
 _AFFINE_ALL = frozenset({
     "add", "sub", "neg", "reduce_sum", "broadcast_in_dim", "reshape", "transpose", "squeeze", "expand_dims",
     "convert_element_type", "slice", "concatenate", "copy", "copy_p", "rev", "add_any",
 })
 _AFFINE_ONE = frozenset({"mul", "dot_general", "conv_general_dilated"})
-_AFFINE_FIRST = frozenset({"div", "gather", "dynamic_slice", "pad", "reduce_precision"})
+_AFFINE_FIRST = frozenset({"div", "gather", "dynamic_slice", "pad", "reduce_precision",
+                           "jaxcam_affine"})  # inference BatchNorm, (x - m) * a + b (jaxcam.nn.ops.batch_norm_eval)
 
 
 def _jaxpr_is_affine(jaxpr, dependent) -> bool:

@@ -113,7 +113,8 @@ SCORE_OPTIONS = (
 def score_cam(model, x, layer=None, targets=None, *, score="logit", final_activation="relu", chunk_size: int = None,
               align_corners: bool = True, eigen_smooth=False, aug_smooth=False, reshape_transform=None,
               batch_size=None, normalize=True):
-    """Score-CAM: one full forward per channel of the layer, `chunk_size` channels at a time.
+    """Score-CAM: one full forward per channel of the layer, `chunk_size` channels at a time; channels that
+    are zero everywhere (dead ReLU channels) share one forward of x * 0, which gives them the same score.
 
     Args:
       model, x, layer, targets, score, final_activation, eigen_smooth, aug_smooth, reshape_transform:

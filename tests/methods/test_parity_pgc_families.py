@@ -244,25 +244,42 @@ def test_score_cam_matches(score_case):
 
 def test_score_cam_with_dead_channels_matches(tv_resnet20, cifar_images):
     """Channels that are zero everywhere share one forward of x * 0 in jaxcam (pgc runs each): on a ResNet-20
-    whose last layer2 block has 20 of its 32 channels switched off (BatchNorm shift -100, so ReLU zeroes them
-    whatever the shortcut adds) the maps still equal pgc's, and so does a chunk size that leaves whole chunks
-    of dead slots to skip."""
+    whose last layer2 block has 22 of its 32 channels switched off (BatchNorm shift -100, so ReLU zeroes them
+    whatever the shortcut adds), with chunk sizes that do and do not leave whole chunks of dead slots to skip:
+    - the maps equal pgc's;
+    - the raw maps (normalize=False: sum_k w_k A_k, where the dead channels' shared score still weighs in the
+      softmax's denominator) equal a brute-force torch loop over every channel."""
     import copy
+
+    import torch.nn.functional as F
+
+    from tests.torch_utils import layer_output
 
     tv = copy.deepcopy(tv_resnet20)
     with torch.no_grad():
         tv.layer2[-1].bn2.bias[::3] = -100.0
         tv.layer2[-1].bn2.bias[1::3] = -100.0
     model = jaxcam.models.load("resnet20", weights=tv.state_dict())
-    from tests.torch_utils import layer_output
-
-    dead = np.all(layer_output(tv, tv.layer2, nchw(cifar_images)) == 0, axis=(1, 2))
+    x = nchw(cifar_images)
+    a = torch.from_numpy(layer_output(tv, tv.layer2, x)).permute(0, 3, 1, 2)  # (N, C, h, w)
+    dead = np.all(a.numpy() == 0, axis=(2, 3))
     assert dead.sum(axis=1).min() >= 16, dead.sum(axis=1)  # most channels dead, in every image
+    with torch.no_grad():  # brute force: every channel's masked input through the model
+        m = F.interpolate(a, size=x.shape[2:], mode="bilinear", align_corners=True)
+        lo, hi = m.amin(dim=(2, 3), keepdim=True), m.amax(dim=(2, 3), keepdim=True)
+        m = (m - lo) / (hi - lo + 1e-8)
+        scores = torch.stack([tv(x * m[:, k:k + 1])[torch.arange(len(x)), TARGETS] for k in range(a.shape[1])], 1)
+        raw = (torch.softmax(scores, dim=1)[:, :, None, None] * a).sum(1, keepdim=True)
+        raw = F.interpolate(raw, size=x.shape[2:], mode="bilinear", align_corners=False)[:, 0].numpy()
     expected = pgc_map("ScoreCAM", tv, tv.layer2, cifar_images)
     for chunk in (64, 4):
-        got = np.asarray(jaxcam.score_cam(model, cifar_images, layer="layer2", targets=np.array(TARGETS),
-                                          chunk_size=chunk))
-        report(f"resnet20/layer2 with dead channels ScoreCAM chunk {chunk}", got, expected)
+        kw = dict(layer="layer2", targets=np.array(TARGETS), chunk_size=chunk)
+        report(f"resnet20/layer2 with dead channels ScoreCAM chunk {chunk}",
+               np.asarray(jaxcam.score_cam(model, cifar_images, **kw)), expected)
+        got = np.asarray(jaxcam.score_cam(model, cifar_images, normalize=False, **kw))
+        err = np.abs(got - raw).max() / np.abs(raw).max()
+        print(f"parity raw Score-CAM with dead channels, chunk {chunk}: max-abs / max {err:.2e}")
+        assert err < 1e-5, err
 
 
 def pgc_guided(tv_model, images, targets=TARGETS):

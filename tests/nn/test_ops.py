@@ -143,6 +143,34 @@ def test_ablation_affine_shortcut_equals_masked_heads(monkeypatch):
         _close(f, s)
 
 
+def test_ablation_affine_shortcut_through_inference_batch_norm(monkeypatch):
+    """A head with an inference BatchNorm (`jaxcam_affine` under oneDNN: affine in its input) still takes the
+    gradient shortcut, and its maps equal the masked-copies path."""
+    import jaxcam
+    from jaxcam._src.split import Split, parse_layer
+    from jaxcam.methods import ablation
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            h = jnn.Conv(6, (3, 3), name="features")(jnp.tanh(x))
+            h = jnn.BatchNorm(use_running_average=True, name="bn")(h)
+            return nn.Dense(3, name="fc")(h.mean(axis=(1, 2)))
+
+    x = _rand((2, 12, 12, 3), 1)
+    variables = Net().init(jax.random.key(0), x)
+    stats = {"mean": _rand((6,), 2), "var": 1.0 + jnp.abs(_rand((6,), 3))}
+    variables = {**variables, "batch_stats": {"bn": stats}}
+    model = jaxcam.Model(Net(), variables)
+    split = Split(model, parse_layer("features"))
+    assert ablation._is_affine(lambda v: split.head(x, v, jnp.array([0, 1])), split.features(x))
+    fast = jaxcam.ablation_cam(model, x, layer="features", targets=np.array([0, 2]))
+    monkeypatch.setattr(ablation, "_is_affine", lambda fn, a: False)
+    slow = jaxcam.ablation_cam(model, x, layer="features", targets=np.array([0, 2]))
+    assert float(jnp.max(slow)) > 0.5  # not blank
+    _close(fast, slow)
+
+
 def test_native_convolutions_load_and_are_used():
     """On Linux x86-64 the installed package carries its oneDNN extension (built at install time) and the
     models' float32 convolutions run it: forward, input gradient and kernel gradient are custom calls."""
@@ -378,6 +406,40 @@ def test_inference_batch_norm_gradients_equal_the_closed_form(shape, form):
         np.testing.assert_allclose(np.asarray(a), w, rtol=1e-4, atol=1e-4, err_msg=f"grad of grad {name}")
 
 
+def test_inference_batch_norm_higher_order_on_a_nonlinear_loss():
+    """On L = sum(sin(BN(x))) (the cotangent now depends on x), `batch_norm_eval`'s second-order derivatives
+    (a gradient of a gradient, which transposes the gradient primitive; a jvp of a jvp; a Hessian-vector
+    product) equal the textbook formula (x - m) / sqrt(v + eps) * s + b differentiated by JAX in float64."""
+    rng = np.random.default_rng(7)
+    shape, c = (2, 3, 4, 5), 5
+    args64 = [rng.normal(size=shape), rng.normal(size=c), rng.uniform(0.5, 1.5, c), rng.normal(size=c),
+              rng.normal(size=c)]
+    t1 = [rng.normal(size=np.shape(a)) for a in args64]
+    t2 = [rng.normal(size=np.shape(a)) for a in args64]
+
+    def derivatives(bn, dtype):
+        args, u, w = ([jnp.asarray(a, dtype) for a in group] for group in (args64, t1, t2))
+
+        def loss(*p):
+            return jnp.sum(jnp.sin(bn(*p, 1e-3)))
+
+        def grad_sq(*p):
+            return jnp.sum(jnp.square(jax.grad(loss)(*p)))
+
+        return (jax.grad(grad_sq, argnums=(0, 1, 2, 3, 4))(*args),
+                (jax.jvp(lambda *p: jax.jvp(loss, p, tuple(u))[1], tuple(args), tuple(w))[1],),
+                jax.jvp(jax.grad(loss, argnums=(0, 1, 2, 3, 4)), tuple(args), tuple(u))[1])
+
+    got = jax.jit(lambda: derivatives(ops.batch_norm_eval, jnp.float32))()
+    with jax.enable_x64(True):
+        want = derivatives(lambda x, m, v, s, b, eps: (x - m) / jnp.sqrt(v + eps) * s + b, jnp.float64)
+        want = jax.tree_util.tree_map(np.asarray, want)
+    for what, g_, w_ in zip(("grad of grad", "jvp of jvp", "hvp"), got, want):
+        for i, (a, b) in enumerate(zip(g_, w_)):
+            np.testing.assert_allclose(np.asarray(a), b, rtol=2e-4, atol=2e-4 * max(1.0, np.abs(b).max()),
+                                       err_msg=f"{what} {i}")
+
+
 def test_inference_batch_norm_under_vmap_and_bfloat16():
     """`batch_norm_eval` under vmap (each instance's sums its own) equals the per-instance loop, and on
     bfloat16 activations its gradients equal the XLA formulation's (float32 scale and statistics)."""
@@ -397,6 +459,10 @@ def test_inference_batch_norm_under_vmap_and_bfloat16():
         for a, w in zip(batched, one):
             _close(a[i], w)
     xb = x[0].astype(jnp.bfloat16)
+    from jaxcam import _native
+
+    if _native.bf16_available():  # else batch_norm_eval is the XLA formulation on bfloat16
+        assert "jaxcam_affine_bwd" in jax.jit(grads).lower(xb, s).as_text()
     ref = jax.grad(lambda x, s: jnp.vdot(ops._bn_apply(x, m, v, s, b, 1e-3).astype(jnp.float32), g), (0, 1))(xb, s)
     for a, w in zip(jax.jit(grads)(xb, s), ref):
         assert a.dtype == w.dtype
