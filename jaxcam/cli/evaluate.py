@@ -58,6 +58,8 @@ OPTIONS = (
              item=_percentile),
     C.Option("road_tol", float, 1e-5, "conjugate-gradient tolerance of the imputer", check=C.positive),
     C.Option("seed", int, 0, "seeds the random maps and the ROAD noise"),
+    C.Option("bf16", bool, False, "explain with the model's layers in bfloat16 (model.with_compute_dtype('bfloat16')); "
+             "the metrics still score the float32 model, on its predicted class"),
     C.Option("out", str, "results/evaluate", "output folder"),
     C.Option("report_only", bool, False, "compute nothing: tabulate what the cache holds (e.g. during a run)"),
 )

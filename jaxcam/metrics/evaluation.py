@@ -77,6 +77,7 @@ class Settings:
     percentiles: List[float] = dataclasses.field(default_factory=lambda: [20, 50, 80])
     road_tol: float = 1e-5
     seed: int = 0
+    bf16: bool = False  # explain with model.with_compute_dtype("bfloat16"); the metrics score the float32 model
 
 
 # ------------------------------------------------------------------ inputs --------------------
@@ -131,6 +132,15 @@ def read_labels(folder: str) -> dict:
     return labels
 
 
+def predicted_classes(model, paths, size: int, batch_size: int) -> np.ndarray:
+    """The model's top-1 class of each image file, `batch_size` images per forward."""
+    classes = []
+    for i in range(0, len(paths), batch_size):
+        pixels = np.stack([load_image(path, size) for path in paths[i : i + batch_size]])
+        classes.append(np.asarray(jnp.argmax(model(model.preprocess(pixels)), axis=-1), np.int32))
+    return np.concatenate(classes)
+
+
 def load_image(path: str, size: int) -> np.ndarray:
     """uint8 (size, size, 3) as a person sees the file: short side resized to size * 256 / 224, center crop."""
     loaded = images_lib.load(path, size, crop_fraction=224 / 256)
@@ -152,6 +162,8 @@ def config_key(args: Settings, model_name: str) -> str:
     cfg = dict(model=model_name, weights=args.weights, size=args.image_size, layer=args.layer, targets=args.targets,
                score=args.score, steps=args.steps, baseline=args.baseline, percentiles=list(args.percentiles),
                road_tol=args.road_tol, seed=args.seed, chunk_size=args.chunk_size)
+    if args.bf16:  # only when set: float32 runs keep the keys (and caches) they had before the option existed
+        cfg["bf16"] = True
     return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -177,6 +189,7 @@ def evaluate(args: Settings, model, files, labels, methods, cache, progress=True
     bs = args.batch_size
     failed = {}
     base_key = jax.random.key(args.seed)
+    explained = model.with_compute_dtype("bfloat16") if args.bf16 else model
     names = list(methods) + [RANDOM]
     mine = files[distributed.share(len(files), block=bs)]  # whole batches: a batch is never split
     for name in names:
@@ -191,13 +204,15 @@ def evaluate(args: Settings, model, files, labels, methods, cache, progress=True
             if missing:
                 raise ConfigError(f"--targets label: {missing[0]} has no row in {args.data}/labels.tsv")
         targets = np.asarray([labels[f] for f in todo], np.int32) if args.targets == "label" else None
+        if targets is None and args.bf16 and name != RANDOM:  # the float32 model's class, which the metrics score
+            targets = predicted_classes(model, [os.path.join(args.data, f) for f in todo], args.image_size, bs)
         images = (load_image(os.path.join(args.data, f), args.image_size) for f in todo)
         bar = tqdm(total=len(todo), desc=name, unit="img", disable=not progress, file=sys.stderr)
         try:
             if name == RANDOM:
                 stream = _random_batches(model, images, bs, base_key, files, todo)
             else:
-                stream = explain_batches(methods[name], model, images, batch_size=bs, layer=args.layer,
+                stream = explain_batches(methods[name], explained, images, batch_size=bs, layer=args.layer,
                                          targets=targets, logits=False)
             compiled = False
             start = time.perf_counter()

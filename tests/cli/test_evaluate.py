@@ -72,6 +72,33 @@ def test_metric_values_match_a_hand_computation(data, tmp_path):
     assert got["deletion_auc"] == pytest.approx(auc.mean(), rel=1e-3)
 
 
+def test_bf16_explains_in_bfloat16_and_scores_in_float32(data, tmp_path):
+    """--bf16: the maps are the library's maps of `model.with_compute_dtype("bfloat16")` on the float32 model's
+    predicted class and the metrics score the float32 model (Average Drop by hand from those maps and that
+    model); the run has a cache key of its own."""
+    out = tmp_path / "out"
+    argv = BASE + ["--data", str(data), "--method", "grad_cam", "--score", "softmax", "--out", str(out)]
+    rows, failed = evaluate.run(argv + ["--bf16"], progress=False)
+    assert not failed and rows[0]["images"] == 3
+    model = jaxcam.models.load("resnet20", weights=None)
+    pixels = np.stack([images_lib.load(str(data / f"img{i}.png"), 32, crop_fraction=224 / 256).image for i in range(3)])
+    x = np.asarray(model.preprocess(pixels))
+    classes = np.asarray(model(x)).argmax(-1)
+
+    def average_drop(maps):
+        logits = np.asarray(model(x), np.float64), np.asarray(model(x * maps[..., None]), np.float64)
+        y, o = ((np.exp(v - v.max(-1, keepdims=True)) / np.exp(v - v.max(-1, keepdims=True)).sum(-1, keepdims=True))
+                [np.arange(3), classes] for v in logits)
+        return 100 * np.mean(np.maximum(y - o, 0) / y)
+
+    bf16 = average_drop(np.asarray(jaxcam.grad_cam(model.with_compute_dtype("bfloat16"), x, targets=classes)))
+    f32 = average_drop(np.asarray(jaxcam.grad_cam(model, x, targets=classes)))
+    assert rows[0]["average_drop"] == pytest.approx(bf16, rel=1e-4, abs=1e-4)
+    assert abs(bf16 - f32) > 1e-3  # bfloat16 changed the maps enough to tell the two apart
+    evaluate.run(argv, progress=False)  # float32: a cache folder of its own
+    assert len(list((out / "cache").iterdir())) == 2
+
+
 def test_a_failing_method_is_reported_not_dropped(data, tmp_path, capsys):
     out = tmp_path / "fail"
     argv = BASE + ["--data", str(data), "--method", "grad_cam,cam", "--layer", "layer2", "--out", str(out)]
