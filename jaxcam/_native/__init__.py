@@ -2,8 +2,8 @@
 
 `conv_dnnl.cc` runs 2-D convolutions (NHWC x HWIO, float32 or bfloat16, grouped too: forward, input
 gradient, kernel gradient), training-mode batch normalization (float32 or bfloat16 activations,
-float32 scale, shift and statistics) and the max-pooling gradient (float32 or bfloat16) through
-oneDNN primitives, the library torch's CPU kernels use. The compiled handler library
+float32 scale, shift and statistics), inference batch normalization's gradient and the max-pooling
+gradient (float32 or bfloat16) through oneDNN primitives, the library torch's CPU kernels use. The compiled handler library
 (`_conv_dnnl*.so`, built by setup.py) needs oneDNN's `libdnnl.so.3` from the `onednn-cpu-gomp`
 package (a runtime dependency; GNU OpenMP threading).
 

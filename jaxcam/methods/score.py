@@ -92,7 +92,7 @@ def score_cam_map(split, x, targets, score="logit", chunk_size=16, align_corners
     _, by_slot = jax.lax.scan(chunk_scores, None, (jnp.arange(n_chunks), slots))  # (chunks, chunk, N)
     by_slot = by_slot.reshape(n_chunks * chunk, images)[:channels].T  # (N, slots)
     scores = jnp.take_along_axis(by_slot, jnp.argsort(order, axis=-1), axis=-1)  # (N, C) by channel
-    zero_score = jax.lax.cond(jnp.any(dead), lambda: score_of(x * 0.0).astype(shape.dtype),
+    zero_score = jax.lax.cond(jnp.any(dead), lambda: score_of(x * 0.0),
                               lambda: jnp.zeros((images,), shape.dtype))
     scores = jnp.where(dead, zero_score[:, None], scores)
     weights = jax.nn.softmax(scores, axis=-1)  # (N, C)

@@ -195,10 +195,10 @@ def batch_norm_eval(x, mean, var, scale, bias, epsilon: float):
     The value is XLA's (fused with its neighbours). With oneDNN (float32 x, or bfloat16 where
     `jaxcam._native.bf16_available()`), the gradient is one pass of oneDNN's batch normalization backward
     (`_onednn.affine`): x's, scale's and bias's gradients (and the statistics') from one read of the
-    cotangent and x, where XLA:CPU recomputed the map's producers in three passes (EfficientNet-Lite0's
-    forward+backward at 224 px b16: 625 -> 453 ms, AMD Zen 4, 2 cores).
+    cotangent and x, where XLA:CPU recomputed the map's producers in three passes (BENCHMARKS.md: the
+    shape sweep's forward+backward rows).
     """
-    if x.size > 0 and not is_plain() and _native_ready(x, bf16=True):
+    if x.size > 0 and _native_ready(x, bf16=True):  # _native_ready is False inside plain()
         f32 = jnp.float32
         mul = lax.rsqrt(var.astype(f32) + epsilon) * scale.astype(f32)
         return _onednn.affine(x, mean.astype(f32), mul, bias.astype(f32))
